@@ -1,0 +1,72 @@
+//! # shmproc
+//!
+//! Python's `multiprocessing` toolkit for Rust, built on shared memory: every object
+//! lives in an mmap'd segment, processes exchange data with atomic loads and stores,
+//! and a process sleeps in the kernel (on a futex) only when it has to wait.
+//!
+//! This release holds the foundation every object stands on:
+//!
+//! - [`segment`]: named (`/dev/shm`) and anonymous (memfd) segments with a validated
+//!   header ([`layout::header`]) — kind, layout version, element type, creator;
+//! - [`wait`]: the futex eventcount every blocking call uses;
+//! - [`Process`]: children started with `fork`, which inherit shmproc objects.
+//!
+//! ## Example
+//!
+//! A child process wakes its parent through an eventcount in an anonymous segment:
+//!
+//! ```
+//! use shmproc::layout::header::{ElemType, ObjectKind, ObjectLayout};
+//! use shmproc::segment::Segment;
+//! use shmproc::wait::EventCount;
+//! use shmproc::Process;
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let layout = ObjectLayout {
+//!     kind: ObjectKind::Raw,
+//!     elem: ElemType::NONE,
+//!     slot_size: 0,
+//!     capacity: 0,
+//!     payload_size: 16,
+//! };
+//! let seg = Segment::anonymous(&layout, |_, _| {})?;
+//! let base = seg.payload().as_ptr();
+//! // SAFETY: the payload is 16 bytes, 128-aligned, and only used through atomics.
+//! let (event, flag) = unsafe { (EventCount::from_ptr(base), AtomicU32::from_ptr(base.add(8).cast())) };
+//!
+//! let mut child = Process::spawn(|| {
+//!     flag.store(42, Ordering::SeqCst);
+//!     event.notify_all();
+//! })?;
+//! let got = event.wait_until(None, || match flag.load(Ordering::SeqCst) {
+//!     0 => None,
+//!     v => Some(v),
+//! })?;
+//! assert_eq!(got, 42);
+//! assert!(child.join()?.success());
+//! # Ok(()) }
+//! ```
+//!
+//! ## Safety and trust
+//!
+//! Shared memory is input: another process may write anything into it. Every header
+//! field is validated when a segment is opened, sizes come from `fstat` and never from
+//! the header, and no reference is ever formed to memory another process writes except
+//! to atomics.
+
+#![cfg(target_os = "linux")]
+
+pub mod layout;
+mod os;
+pub mod process;
+pub mod segment;
+pub mod wait;
+
+pub use os::clock::Deadline;
+pub use process::{ExitStatus, Process};
+
+/// Counters of the system calls shmproc makes, for tests and benchmarks that show the
+/// fast paths make none.
+pub mod stats {
+    pub use crate::os::futex::{wait_calls, wake_calls};
+}

@@ -1,0 +1,267 @@
+//! Processes: identity (pid and start time), liveness, fork, wait and signals.
+
+use rustix::process::{Pid, Signal, WaitOptions, WaitStatus};
+use std::io;
+use std::time::Duration;
+
+use super::clock::Deadline;
+
+/// `getpid(2)` as a plain number.
+#[inline]
+pub(crate) fn current_pid() -> u32 {
+    rustix::process::getpid().as_raw_nonzero().get() as u32
+}
+
+/// A process's identity that survives pid reuse: its pid and its start time in clock
+/// ticks since boot (`/proc/PID/stat`, field 22).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ProcessId {
+    pub(crate) pid: u32,
+    pub(crate) start_ticks: u64,
+}
+
+impl ProcessId {
+    /// This process.
+    pub(crate) fn current() -> ProcessId {
+        let pid = current_pid();
+        ProcessId {
+            pid,
+            start_ticks: read_stat(pid).map(|s| s.start_ticks).unwrap_or(0),
+        }
+    }
+}
+
+/// What `/proc/PID/stat` says about a process.
+struct Stat {
+    state: u8,
+    start_ticks: u64,
+}
+
+/// Reads `/proc/PID/stat`: the state letter (field 3) and start time (field 22).
+fn read_stat(pid: u32) -> io::Result<Stat> {
+    let text = std::fs::read(format!("/proc/{pid}/stat"))?;
+    parse_stat(&text).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad /proc stat"))
+}
+
+/// Parses the fields after the command name, which may itself hold spaces and
+/// parentheses; it ends at the last `)`.
+fn parse_stat(text: &[u8]) -> Option<Stat> {
+    let close = text.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(text.get(close + 1..)?).ok()?;
+    let mut fields = rest.split_ascii_whitespace();
+    let state = *fields.next()?.as_bytes().first()?;
+    // Field 3 was the state; field 22 (start time) is 19 further on.
+    let start_ticks = fields.nth(18)?.parse().ok()?;
+    Some(Stat { state, start_ticks })
+}
+
+/// Whether the process `pid` that started at `start_ticks` is still running.
+///
+/// A zombie (dead, not yet reaped) counts as dead, and so does a live process that
+/// reuses the pid but started at another time. `start_ticks == 0` means "unknown":
+/// then only the pid is checked. Without `/proc`, falls back to `kill(pid, 0)`.
+pub(crate) fn is_alive(pid: u32, start_ticks: u64) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    match read_stat(pid) {
+        Ok(stat) => {
+            let running = stat.state != b'Z' && stat.state != b'X';
+            running && (start_ticks == 0 || stat.start_ticks == start_ticks)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(_) => match Pid::from_raw(pid as i32) {
+            // `kill(pid, 0)`: EPERM still means the process exists.
+            Some(p) => !matches!(
+                rustix::process::test_kill_process(p),
+                Err(rustix::io::Errno::SRCH)
+            ),
+            None => false,
+        },
+    }
+}
+
+/// Like [`is_alive`], comparing only the low 32 bits of the start time (the attach
+/// registry packs pid and start time into one 64-bit word).
+pub(crate) fn is_alive_low32(pid: u32, start_low32: u32) -> bool {
+    if !is_alive(pid, 0) {
+        return false;
+    }
+    match read_stat(pid) {
+        Ok(stat) => start_low32 == 0 || stat.start_ticks as u32 == start_low32,
+        Err(_) => true,
+    }
+}
+
+/// `fork(2)` through libc, so glibc's atfork handlers run (malloc's locks are reset
+/// in the child). Returns 0 in the child and the child's pid in the parent.
+///
+/// # Safety
+///
+/// The child has only the calling thread. Until it execs or exits it must not rely on
+/// any lock or state another thread of the parent might have held or been changing.
+pub(crate) unsafe fn fork() -> io::Result<u32> {
+    // SAFETY: fork has no memory-safety preconditions of its own; the caller upholds
+    // the single-thread discipline in the child (see this function's contract).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(pid as u32)
+    }
+}
+
+/// `_exit(2)`: ends the process at once, without running atexit handlers or flushing
+/// stdio buffers (a forked child's copy of the parent's buffers must not be written
+/// twice).
+pub(crate) fn exit_immediately(code: i32) -> ! {
+    // SAFETY: _exit is async-signal-safe and takes no pointers.
+    unsafe { libc::_exit(code) }
+}
+
+/// How a child process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It called `exit(code)` (or returned from its closure: code 0; or panicked: 1).
+    Exited(i32),
+    /// It was ended by signal number `signal` (`SIGTERM` = 15, `SIGKILL` = 9, …).
+    Signaled(i32),
+}
+
+impl ExitStatus {
+    /// Python's `Process.exitcode`: the exit code, or minus the signal number.
+    pub fn code(&self) -> i32 {
+        match *self {
+            ExitStatus::Exited(c) => c,
+            ExitStatus::Signaled(s) => -s,
+        }
+    }
+
+    /// Whether the child exited with code 0.
+    pub fn success(&self) -> bool {
+        *self == ExitStatus::Exited(0)
+    }
+
+    fn from_wait(status: WaitStatus) -> Option<ExitStatus> {
+        if let Some(code) = status.exit_status() {
+            Some(ExitStatus::Exited(code))
+        } else {
+            status.terminating_signal().map(ExitStatus::Signaled)
+        }
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Exited(c) => write!(f, "exit code {c}"),
+            ExitStatus::Signaled(s) => write!(f, "killed by signal {s}"),
+        }
+    }
+}
+
+fn to_pid(pid: u32) -> io::Result<Pid> {
+    i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("invalid pid {pid}")))
+}
+
+/// `waitpid(pid, WNOHANG)`: the child's status if it has ended, reaping it.
+pub(crate) fn try_wait(pid: u32) -> io::Result<Option<ExitStatus>> {
+    let opts = WaitOptions::NOHANG;
+    match rustix::process::waitpid(Some(to_pid(pid)?), opts)? {
+        Some((_, status)) => Ok(ExitStatus::from_wait(status)),
+        None => Ok(None),
+    }
+}
+
+/// `waitpid(pid, 0)`, retried on EINTR: blocks until the child ends and reaps it.
+pub(crate) fn wait(pid: u32) -> io::Result<ExitStatus> {
+    loop {
+        match rustix::process::waitpid(Some(to_pid(pid)?), WaitOptions::empty()) {
+            Ok(Some((_, status))) => {
+                if let Some(s) = ExitStatus::from_wait(status) {
+                    return Ok(s);
+                }
+            }
+            Ok(None) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Waits for the child to end until `deadline`: `poll(2)` on a `pidfd_open(2)`
+/// descriptor, which becomes readable when the child exits; where pidfds are missing,
+/// polls `waitpid(WNOHANG)` with a growing pause.
+pub(crate) fn wait_until(pid: u32, deadline: Deadline) -> io::Result<Option<ExitStatus>> {
+    use rustix::event::{PollFd, PollFlags, poll};
+    if let Some(s) = try_wait(pid)? {
+        return Ok(Some(s));
+    }
+    match rustix::process::pidfd_open(to_pid(pid)?, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => loop {
+            let left = deadline.remaining();
+            let ts = rustix::time::Timespec {
+                tv_sec: left.as_secs() as i64,
+                tv_nsec: i64::from(left.subsec_nanos()),
+            };
+            let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+            match poll(&mut fds, Some(&ts)) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+            if let Some(s) = try_wait(pid)? {
+                return Ok(Some(s));
+            }
+            if deadline.expired() {
+                return Ok(None);
+            }
+        },
+        Err(_) => {
+            let mut pause = Duration::from_micros(50);
+            loop {
+                if let Some(s) = try_wait(pid)? {
+                    return Ok(Some(s));
+                }
+                if deadline.expired() {
+                    return Ok(None);
+                }
+                std::thread::sleep(pause.min(deadline.remaining()));
+                pause = (pause * 2).min(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// `kill(pid, sig)`.
+pub(crate) fn signal(pid: u32, sig: Signal) -> io::Result<()> {
+    rustix::process::kill_process(to_pid(pid)?, sig).map_err(Into::into)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_awkward_command_names() {
+        let line = b"1234 (a) b (c)) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 987654 20\n";
+        let stat = parse_stat(line).unwrap();
+        assert_eq!(stat.state, b'S');
+        assert_eq!(stat.start_ticks, 987654);
+        assert!(parse_stat(b"garbage").is_none());
+        assert!(parse_stat(b"1 (x) S 1 2").is_none());
+    }
+
+    #[test]
+    fn this_process_is_alive_and_pid_reuse_is_detected() {
+        let me = ProcessId::current();
+        assert!(me.start_ticks > 0);
+        assert!(is_alive(me.pid, me.start_ticks));
+        assert!(!is_alive(me.pid, me.start_ticks + 1));
+        assert!(is_alive_low32(me.pid, me.start_ticks as u32));
+        assert!(!is_alive(0, 0));
+        assert!(!is_alive(u32::MAX, 0));
+    }
+}

@@ -1,0 +1,135 @@
+//! Shared-memory files and their mappings: `shm_open`, `memfd_create`, `ftruncate`,
+//! `fallocate`, `fstat`, `mmap`, `munmap`, `shm_unlink`.
+
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::fs::{FallocateFlags, MemfdFlags, Mode, SealFlags};
+use rustix::io::Errno;
+use rustix::mm::{MapFlags, ProtFlags};
+use rustix::shm;
+use std::io;
+use std::ptr::NonNull;
+
+/// Where `shm_open` keeps named segments on Linux.
+pub(crate) const SHM_DIR: &str = "/dev/shm";
+
+/// `shm_open(name, O_CREAT | O_EXCL | O_RDWR, mode)`, then `fchmod(mode)` so the
+/// caller's umask cannot change the mode it asked for.
+pub(crate) fn create_named(name: &str, mode: u32) -> io::Result<OwnedFd> {
+    let mode = Mode::from_raw_mode(mode);
+    let flags = shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR;
+    let fd = shm::open(name, flags, mode)?;
+    rustix::fs::fchmod(&fd, mode)?;
+    Ok(fd)
+}
+
+/// `shm_open(name, O_RDWR or O_RDONLY)`.
+pub(crate) fn open_named(name: &str, writable: bool) -> io::Result<OwnedFd> {
+    let flags = if writable {
+        shm::OFlags::RDWR
+    } else {
+        shm::OFlags::RDONLY
+    };
+    Ok(shm::open(name, flags, Mode::empty())?)
+}
+
+/// `shm_unlink(name)`.
+pub(crate) fn unlink_named(name: &str) -> io::Result<()> {
+    Ok(shm::unlink(name)?)
+}
+
+/// `memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING)`: an unnamed shared-memory
+/// file; its mapping is inherited across `fork`.
+pub(crate) fn create_anonymous(debug_name: &str) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::memfd_create(
+        debug_name,
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )?)
+}
+
+/// `fcntl(F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW)`: nobody can change the size of a
+/// memfd any more, so a mapping of it can never fault with SIGBUS.
+pub(crate) fn seal_size(fd: impl AsFd) -> io::Result<()> {
+    Ok(rustix::fs::fcntl_add_seals(
+        fd,
+        SealFlags::SHRINK | SealFlags::GROW,
+    )?)
+}
+
+/// `ftruncate(len)` then `fallocate(0, len)`: sizes the file and reserves its memory
+/// now, so a full `/dev/shm` is an error here instead of a SIGBUS on first touch.
+pub(crate) fn set_len(fd: impl AsFd, len: u64) -> io::Result<()> {
+    let fd = fd.as_fd();
+    rustix::fs::ftruncate(fd, len)?;
+    match rustix::fs::fallocate(fd, FallocateFlags::empty(), 0, len) {
+        // Filesystems without fallocate: the size is set, memory is reserved lazily.
+        Ok(()) | Err(Errno::OPNOTSUPP) | Err(Errno::NOSYS) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `fstat(fd)`: the file's size and identity (device, inode).
+pub(crate) fn file_stat(fd: impl AsFd) -> io::Result<(u64, (u64, u64))> {
+    let st = rustix::fs::fstat(fd)?;
+    Ok((st.st_size.max(0) as u64, (st.st_dev, st.st_ino)))
+}
+
+/// `stat(/dev/shm/name)`: the identity (device, inode) of the file a name refers to now.
+pub(crate) fn name_identity(name: &str) -> io::Result<(u64, u64)> {
+    let st = rustix::fs::stat(format!("{SHM_DIR}/{name}"))?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// A `MAP_SHARED` mapping of a whole file, unmapped on drop.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    /// Start of the mapping; page-aligned.
+    ptr: NonNull<u8>,
+    /// Length in bytes; non-zero.
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory; all access to it goes through raw pointers and
+// atomics whose users uphold the cross-process protocol, so sharing the handle between
+// threads adds nothing a second process could not do.
+unsafe impl Send for Mapping {}
+// SAFETY: as for Send: `Mapping` itself exposes only the address and length.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// `mmap(NULL, len, PROT_READ [| PROT_WRITE], MAP_SHARED, fd, 0)`.
+    pub(crate) fn new(fd: impl AsFd, len: usize, writable: bool) -> io::Result<Mapping> {
+        if len == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cannot map an empty file",
+            ));
+        }
+        let prot = if writable {
+            ProtFlags::READ | ProtFlags::WRITE
+        } else {
+            ProtFlags::READ
+        };
+        // SAFETY: a fresh mapping at an address the kernel chooses aliases no Rust
+        // object; the caller never gets a reference into it, only the raw pointer.
+        let ptr = unsafe {
+            rustix::mm::mmap(std::ptr::null_mut(), len, prot, MapFlags::SHARED, fd, 0)?
+        };
+        let ptr = NonNull::new(ptr.cast::<u8>())
+            .ok_or_else(|| io::Error::other("mmap returned a null address"))?;
+        Ok(Mapping { ptr, len })
+    }
+
+    /// Start of the mapping.
+    #[inline]
+    pub(crate) fn ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len are exactly what mmap returned and nothing else unmaps them;
+        // the owner of the `Mapping` handed out no references that outlive it.
+        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}

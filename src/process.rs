@@ -1,0 +1,197 @@
+//! Child processes started with `fork`, Python's default start method on Linux.
+
+use crate::os::clock::Deadline;
+use crate::os::proc;
+pub use crate::os::proc::ExitStatus;
+use rustix::process::Signal;
+use std::io::{self, Write};
+use std::time::Duration;
+
+/// What a child's closure may return; it decides the exit code.
+pub trait ChildResult {
+    /// The exit code for this result (reporting an error on stderr first).
+    fn exit_code(self) -> i32;
+}
+
+impl ChildResult for () {
+    fn exit_code(self) -> i32 {
+        0
+    }
+}
+
+impl ChildResult for i32 {
+    fn exit_code(self) -> i32 {
+        self
+    }
+}
+
+impl<E: std::fmt::Display> ChildResult for Result<(), E> {
+    fn exit_code(self) -> i32 {
+        match self {
+            Ok(()) => 0,
+            Err(e) => {
+                let _ = writeln!(io::stderr(), "shmproc child {}: error: {e}", std::process::id());
+                1
+            }
+        }
+    }
+}
+
+/// A child process running a closure, like Python's `multiprocessing.Process` with
+/// the `fork` start method.
+///
+/// The child starts as a copy of the parent: it sees every object the closure
+/// captures, including shmproc objects, whose shared memory it then shares with the
+/// parent. It runs the closure and exits with code 0 when the closure returns `()`
+/// (or `Ok(())`), the returned code for an `i32`, 1 for an `Err` (printed on stderr)
+/// and 1 for a panic — like Python's `exitcode` for an uncaught exception. The child
+/// exits with `_exit`: no destructors of the parent's state, no atexit handlers; its
+/// own stdout is flushed.
+///
+/// # The fork caveat
+///
+/// Only the calling thread exists in the child. Locks that another thread of the
+/// parent held at the moment of `fork` (inside the allocator, stdout, a `Mutex` of
+/// yours) stay held forever in the child, so a child that touches them deadlocks.
+/// glibc resets its own malloc locks, so allocation is fine. Keep the child's work to
+/// the objects it was handed, or start children before starting threads. The parent's
+/// stdout is flushed before forking so buffered output is not printed twice.
+///
+/// Dropping a `Process` neither waits for nor kills the child (like
+/// `std::process::Child`); call [`join`](Process::join).
+///
+/// # Examples
+///
+/// ```
+/// use shmproc::Process;
+/// # fn main() -> std::io::Result<()> {
+/// let mut child = Process::spawn(|| {
+///     println!("hello from pid {}", std::process::id());
+/// })?;
+/// let status = child.join()?;
+/// assert_eq!(status.code(), 0);
+/// let mut failing = Process::spawn(|| -> () { panic!("boom") })?;
+/// assert_eq!(failing.join()?.code(), 1);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Process {
+    pid: u32,
+    /// Set once the child has been reaped; from then on the pid may belong to
+    /// another process and is never signalled again.
+    status: Option<ExitStatus>,
+}
+
+impl Process {
+    /// Forks a child that runs `f` and exits.
+    ///
+    /// # Errors
+    ///
+    /// The `fork` error (EAGAIN: process limit, ENOMEM).
+    pub fn spawn<F, R>(f: F) -> io::Result<Process>
+    where
+        F: FnOnce() -> R,
+        R: ChildResult,
+    {
+        let _ = io::stdout().flush();
+        let _ = io::stderr().flush();
+        // SAFETY: the child runs only `f` and then `_exit`s; the fork caveat (locks
+        // held by other threads) is documented on `Process` for the caller.
+        let pid = unsafe { proc::fork()? };
+        if pid == 0 {
+            let code =
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f().exit_code())) {
+                    Ok(code) => code,
+                    Err(_) => 1,
+                };
+            let _ = io::stdout().flush();
+            proc::exit_immediately(code);
+        }
+        Ok(Process { pid, status: None })
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Waits for the child to end and returns how it ended (at once if it already
+    /// has).
+    ///
+    /// # Errors
+    ///
+    /// `waitpid` errors (ECHILD if something else reaped the child).
+    pub fn join(&mut self) -> io::Result<ExitStatus> {
+        if let Some(s) = self.status {
+            return Ok(s);
+        }
+        let s = proc::wait(self.pid)?;
+        self.status = Some(s);
+        Ok(s)
+    }
+
+    /// Waits up to `timeout` for the child to end; `None` if it is still running.
+    ///
+    /// # Errors
+    ///
+    /// As for [`join`](Process::join).
+    pub fn join_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+        if let Some(s) = self.status {
+            return Ok(Some(s));
+        }
+        let s = proc::wait_until(self.pid, Deadline::after(timeout))?;
+        self.status = s;
+        Ok(s)
+    }
+
+    /// Whether the child is still running (reaps it if it has ended).
+    pub fn is_alive(&mut self) -> bool {
+        self.poll_status().is_none()
+    }
+
+    /// Python's `exitcode`: `None` while running, the exit code once ended, or minus
+    /// the signal number if a signal ended it.
+    pub fn exitcode(&mut self) -> Option<i32> {
+        self.poll_status().map(|s| s.code())
+    }
+
+    fn poll_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = proc::try_wait(self.pid).ok().flatten();
+        }
+        self.status
+    }
+
+    /// Sends SIGTERM (Python's `terminate`). Does nothing once the child was reaped.
+    ///
+    /// # Errors
+    ///
+    /// The `kill` error.
+    pub fn terminate(&self) -> io::Result<()> {
+        self.signal(Signal::TERM)
+    }
+
+    /// Sends SIGKILL (Python's `kill`). Does nothing once the child was reaped.
+    ///
+    /// # Errors
+    ///
+    /// The `kill` error.
+    pub fn kill(&self) -> io::Result<()> {
+        self.signal(Signal::KILL)
+    }
+
+    fn signal(&self, sig: Signal) -> io::Result<()> {
+        if self.status.is_some() {
+            return Ok(());
+        }
+        // Not reaped yet, so the pid is still this child's (alive or zombie).
+        proc::signal(self.pid, sig)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // Reap a child that already ended, so it does not linger as a zombie.
+        let _ = self.poll_status();
+    }
+}

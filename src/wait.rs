@@ -1,0 +1,283 @@
+//! The eventcount: how every blocking call in shmproc waits for a condition.
+//!
+//! An [`EventCount`] is eight bytes of shared memory: a futex word (`epoch`) and a
+//! count of sleeping processes (`waiters`). A waiter spins on its condition for a
+//! short while, then registers, re-checks, and sleeps in `FUTEX_WAIT` on the epoch.
+//! A notifier changes the condition, then — only if somebody is registered — bumps the
+//! epoch and calls `FUTEX_WAKE`. With nobody asleep a notify is a fence and one load of
+//! a line that only sleepers write: no syscall, no shared write.
+//!
+//! Why no wake-up is lost (the Dekker pattern, all edges `SeqCst`):
+//!
+//! ```text
+//! waiter                                notifier
+//! waiters += 1        (W)               change condition      (C)
+//! e = epoch           (E)               fence(SeqCst)
+//! fence(SeqCst)                         n = waiters           (R)
+//! check condition     (K)               if n > 0 { epoch += 1; FUTEX_WAKE(all or one) }
+//! FUTEX_WAIT(epoch, e)
+//! ```
+//!
+//! If K misses C, then K precedes C in the single total order, so W precedes R: the
+//! notifier sees `n > 0`. Its epoch bump comes after E, so FUTEX_WAIT either finds the
+//! epoch changed (EAGAIN) or is asleep when the wake arrives.
+//!
+//! A waiter killed while asleep leaves `waiters` raised; the only cost is that later
+//! notifies make a (useless) wake syscall. A peer scribbling on either word can cause
+//! spurious wake-ups or extra syscalls, never a missed deadline: every sleep is bounded
+//! by the caller's absolute deadline.
+
+use crate::os::clock::{Deadline, monotonic_now};
+use crate::os::futex::{self, WaitOutcome};
+use std::sync::atomic::{AtomicU32, Ordering, fence};
+use std::time::Duration;
+
+/// A futex-backed eventcount, placed in shared memory. All-zero bytes are a valid,
+/// idle eventcount, so a freshly sized segment needs no initialization.
+#[derive(Debug, Default)]
+#[repr(C)]
+pub struct EventCount {
+    /// The futex word. Bumped (wrapping) by each notify that finds a waiter.
+    epoch: AtomicU32,
+    /// Processes between registering and leaving a sleep. May be too high (a waiter
+    /// was killed asleep) or garbage (a peer scribbled); both only cost syscalls.
+    waiters: AtomicU32,
+}
+
+const _: () = assert!(size_of::<EventCount>() == 8);
+const _: () = assert!(align_of::<EventCount>() == 4);
+
+/// A wait ran past its deadline without its condition becoming true.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimedOut;
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("timed out")
+    }
+}
+
+impl std::error::Error for TimedOut {}
+
+/// How long a waiter spins on its condition before it sleeps in the kernel.
+///
+/// Spinning is what makes a hand-off fast (two processes on two cores see each
+/// other's stores in about 0.1 µs, while a futex sleep and wake costs tens of
+/// microseconds); sleeping is what keeps an idle process off the CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spin {
+    /// Spin at most this long before sleeping. Zero sleeps at once.
+    pub duration: Duration,
+}
+
+impl Spin {
+    /// The default: spin up to 50 µs, a little over two sleep-and-wake round trips on
+    /// a typical VM, so waiting never costs more than a few times the best case.
+    pub const DEFAULT: Spin = Spin {
+        duration: Duration::from_micros(50),
+    };
+    /// Sleep at once (after one check of the condition).
+    pub const NONE: Spin = Spin {
+        duration: Duration::ZERO,
+    };
+}
+
+impl Default for Spin {
+    fn default() -> Spin {
+        Spin::DEFAULT
+    }
+}
+
+impl EventCount {
+    /// An idle eventcount (the same as all-zero bytes).
+    pub const fn new() -> EventCount {
+        EventCount {
+            epoch: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
+        }
+    }
+
+    /// Views eight bytes of shared memory as an eventcount.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be 4-aligned, valid for reads and writes of 8 bytes for `'a`, and
+    /// accessed by everyone (in every process) only through atomics — through an
+    /// `EventCount` or `AtomicU32`s at the same addresses.
+    pub unsafe fn from_ptr<'a>(ptr: *mut u8) -> &'a EventCount {
+        debug_assert!(ptr.cast::<EventCount>().is_aligned());
+        // SAFETY: EventCount is two AtomicU32s, valid for any bit pattern; alignment,
+        // validity and atomic-only access are the caller's contract.
+        unsafe { &*ptr.cast::<EventCount>() }
+    }
+
+    /// Processes currently registered as sleeping (or killed while asleep).
+    pub fn waiters(&self) -> u32 {
+        self.waiters.load(Ordering::Relaxed)
+    }
+
+    /// Wakes every sleeping waiter so it re-checks its condition. Call after changing
+    /// the condition. No syscall when nobody sleeps.
+    #[inline]
+    pub fn notify_all(&self) {
+        self.notify(u32::MAX);
+    }
+
+    /// Wakes one sleeping waiter. Use only where any single waiter can act on the
+    /// change (one item for any one consumer); otherwise use [`notify_all`].
+    ///
+    /// [`notify_all`]: EventCount::notify_all
+    #[inline]
+    pub fn notify_one(&self) {
+        self.notify(1);
+    }
+
+    /// Wakes up to `n` sleeping waiters.
+    #[inline]
+    pub fn notify(&self, n: u32) {
+        // Orders the caller's change of the condition before the load of `waiters`;
+        // pairs with the fence in `wait_until` (see the module docs).
+        fence(Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) != 0 {
+            self.wake_slow(n);
+        }
+    }
+
+    #[cold]
+    fn wake_slow(&self, n: u32) {
+        // Release: a waiter whose FUTEX_WAIT fails with EAGAIN has seen this bump.
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        futex::wake(&self.epoch, n);
+    }
+
+    /// Waits until `ready` returns `Some`, or until `deadline` (`None`: forever),
+    /// spinning for [`Spin::DEFAULT`] first.
+    ///
+    /// `ready` is called any number of times; it must check the condition and, if it
+    /// can, act on it (take the item, acquire the lock) and return the result.
+    ///
+    /// # Errors
+    ///
+    /// [`TimedOut`] once the deadline has passed and one last call of `ready` after it
+    /// still returned `None`.
+    #[inline]
+    pub fn wait_until<T>(
+        &self,
+        deadline: Option<Deadline>,
+        ready: impl FnMut() -> Option<T>,
+    ) -> Result<T, TimedOut> {
+        self.wait_until_with(Spin::DEFAULT, deadline, ready)
+    }
+
+    /// [`wait_until`](EventCount::wait_until) with a chosen spin policy.
+    ///
+    /// # Errors
+    ///
+    /// As for [`wait_until`](EventCount::wait_until).
+    #[inline]
+    pub fn wait_until_with<T>(
+        &self,
+        spin: Spin,
+        deadline: Option<Deadline>,
+        mut ready: impl FnMut() -> Option<T>,
+    ) -> Result<T, TimedOut> {
+        if let Some(v) = ready() {
+            return Ok(v);
+        }
+        self.wait_slow(spin, deadline, &mut ready)
+    }
+
+    #[cold]
+    fn wait_slow<T>(
+        &self,
+        spin: Spin,
+        deadline: Option<Deadline>,
+        ready: &mut dyn FnMut() -> Option<T>,
+    ) -> Result<T, TimedOut> {
+        if !spin.duration.is_zero() {
+            let spin_until = monotonic_now() + spin.duration;
+            'spin: loop {
+                // Check the clock only every 64 polls: a vDSO clock read costs more
+                // than a poll of a line that has not changed.
+                for _ in 0..64 {
+                    if let Some(v) = ready() {
+                        return Ok(v);
+                    }
+                    std::hint::spin_loop();
+                }
+                let now = monotonic_now();
+                if now >= spin_until || deadline.is_some_and(|d| d.expired()) {
+                    break 'spin;
+                }
+            }
+        }
+        loop {
+            if deadline.is_some_and(|d| d.expired()) {
+                // A timed-out wait re-checks once before giving up.
+                return ready().ok_or(TimedOut);
+            }
+            self.waiters.fetch_add(1, Ordering::SeqCst);
+            let epoch = self.epoch.load(Ordering::SeqCst);
+            // Orders the registration before the re-check; pairs with the fence in
+            // `notify` (see the module docs).
+            fence(Ordering::SeqCst);
+            if let Some(v) = ready() {
+                self.waiters.fetch_sub(1, Ordering::SeqCst);
+                return Ok(v);
+            }
+            let outcome = futex::wait(&self.epoch, epoch, deadline);
+            self.waiters.fetch_sub(1, Ordering::SeqCst);
+            match outcome {
+                WaitOutcome::TimedOut => return ready().ok_or(TimedOut),
+                WaitOutcome::Woken | WaitOutcome::Interrupted => {
+                    if let Some(v) = ready() {
+                        return Ok(v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    #[test]
+    fn ready_condition_returns_at_once() {
+        let ec = EventCount::new();
+        assert_eq!(ec.wait_until(None, || Some(7)), Ok(7));
+    }
+
+    #[test]
+    fn timeout_is_not_early() {
+        let ec = EventCount::new();
+        let timeout = Duration::from_millis(30);
+        let start = std::time::Instant::now();
+        let r: Result<(), _> = ec.wait_until(Some(Deadline::after(timeout)), || None);
+        assert_eq!(r, Err(TimedOut));
+        assert!(start.elapsed() >= timeout);
+        assert_eq!(ec.waiters(), 0);
+    }
+
+    #[test]
+    fn notify_wakes_a_sleeping_thread() {
+        let ec = Arc::new(EventCount::new());
+        let flag = Arc::new(AtomicBool::new(false));
+        let (ec2, flag2) = (ec.clone(), flag.clone());
+        let t = std::thread::spawn(move || {
+            ec2.wait_until_with(Spin::NONE, None, || {
+                flag2.load(Ordering::SeqCst).then_some(())
+            })
+        });
+        while ec.waiters() == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        flag.store(true, Ordering::SeqCst);
+        ec.notify_all();
+        assert_eq!(t.join().unwrap(), Ok(()));
+        assert_eq!(ec.waiters(), 0);
+    }
+}
