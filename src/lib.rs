@@ -56,6 +56,7 @@
 
 #![cfg(target_os = "linux")]
 
+pub mod inspect;
 pub mod layout;
 mod os;
 pub mod process;
@@ -70,3 +71,8 @@ pub use process::{ExitStatus, Process};
 pub mod stats {
     pub use crate::os::futex::{wait_calls, wake_calls};
 }
+
+/// The README's code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -7,6 +7,13 @@ use rustix::process::Signal;
 use std::io::{self, Write};
 use std::time::Duration;
 
+/// Whether the process `pid` that started at `start_ticks` (clock ticks since boot, as
+/// recorded in segment headers; 0 if unknown) is running. A zombie, or another
+/// process that reuses the pid, counts as dead.
+pub fn is_alive(pid: u32, start_ticks: u64) -> bool {
+    proc::is_alive(pid, start_ticks)
+}
+
 /// What a child's closure may return; it decides the exit code.
 pub trait ChildResult {
     /// The exit code for this result (reporting an error on stderr first).
@@ -30,7 +37,11 @@ impl<E: std::fmt::Display> ChildResult for Result<(), E> {
         match self {
             Ok(()) => 0,
             Err(e) => {
-                let _ = writeln!(io::stderr(), "shmproc child {}: error: {e}", std::process::id());
+                let _ = writeln!(
+                    io::stderr(),
+                    "shmproc child {}: error: {e}",
+                    std::process::id()
+                );
                 1
             }
         }
@@ -70,8 +81,10 @@ impl<E: std::fmt::Display> ChildResult for Result<(), E> {
 /// })?;
 /// let status = child.join()?;
 /// assert_eq!(status.code(), 0);
-/// let mut failing = Process::spawn(|| -> () { panic!("boom") })?;
+/// let mut failing = Process::spawn(|| panic!("boom"))?;
 /// assert_eq!(failing.join()?.code(), 1);
+/// let mut coded = Process::spawn_returning(|| 7)?;
+/// assert_eq!(coded.join()?.code(), 7);
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
@@ -83,12 +96,22 @@ pub struct Process {
 }
 
 impl Process {
-    /// Forks a child that runs `f` and exits.
+    /// Forks a child that runs `f` and exits with code 0 (1 if `f` panics).
     ///
     /// # Errors
     ///
     /// The `fork` error (EAGAIN: process limit, ENOMEM).
-    pub fn spawn<F, R>(f: F) -> io::Result<Process>
+    pub fn spawn(f: impl FnOnce()) -> io::Result<Process> {
+        Process::spawn_returning(f)
+    }
+
+    /// Forks a child that runs `f` and exits with the code its result gives: an `i32`
+    /// as is, `Ok(())` as 0, `Err(e)` as 1 after printing `e` on stderr.
+    ///
+    /// # Errors
+    ///
+    /// The `fork` error (EAGAIN: process limit, ENOMEM).
+    pub fn spawn_returning<F, R>(f: F) -> io::Result<Process>
     where
         F: FnOnce() -> R,
         R: ChildResult,
@@ -99,11 +122,8 @@ impl Process {
         // held by other threads) is documented on `Process` for the caller.
         let pid = unsafe { proc::fork()? };
         if pid == 0 {
-            let code =
-                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f().exit_code())) {
-                    Ok(code) => code,
-                    Err(_) => 1,
-                };
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f().exit_code()))
+                .unwrap_or(1);
             let _ = io::stdout().flush();
             proc::exit_immediately(code);
         }

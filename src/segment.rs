@@ -198,9 +198,9 @@ pub enum OpenError {
         /// What the segment has.
         found: String,
     },
-    /// The header or payload fails validation (including "not a shmproc segment",
-    /// another layout version and a truncated file).
-    Corrupt {
+    /// The header fails validation: not a shmproc segment, another layout version,
+    /// a file shorter than the header says, or a corrupt field (the reason says which).
+    BadHeader {
         /// The name.
         name: String,
         /// What is wrong.
@@ -257,7 +257,7 @@ impl fmt::Display for OpenError {
                 f,
                 "segment '{name}': incompatible {what}: expected {expected}, found {found}"
             ),
-            OpenError::Corrupt { name, reason } => write!(f, "segment '{name}': {reason}"),
+            OpenError::BadHeader { name, reason } => write!(f, "segment '{name}': {reason}"),
             OpenError::CreatorDied { name, pid } => write!(
                 f,
                 "segment '{name}': its creator (pid {pid}) died before finishing initialization"
@@ -282,7 +282,7 @@ impl std::error::Error for OpenError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             OpenError::InvalidName(e) => Some(e),
-            OpenError::Corrupt { reason, .. } => Some(reason),
+            OpenError::BadHeader { reason, .. } => Some(reason),
             OpenError::Io { source, .. } => Some(source),
             _ => None,
         }
@@ -573,9 +573,10 @@ impl Segment {
         let base = map.ptr().as_ptr();
         guard.base = base;
         let creator = ProcessId::current();
-        let fields = header::build(layout, creator, now_unix_ms()).ok_or(CreateError::TooLarge {
-            payload_size: layout.payload_size,
-        })?;
+        let fields =
+            header::build(layout, creator, now_unix_ms()).ok_or(CreateError::TooLarge {
+                payload_size: layout.payload_size,
+            })?;
         for (i, &b) in fields.iter().enumerate() {
             if (header::INIT_STATE_OFFSET..header::INIT_STATE_OFFSET + 4).contains(&i) {
                 continue; // the state word is written atomically below
@@ -686,7 +687,7 @@ impl Segment {
                     len: file_len as usize,
                 }
             } else {
-                let len = usize::try_from(file_len).map_err(|_| OpenError::Corrupt {
+                let len = usize::try_from(file_len).map_err(|_| OpenError::BadHeader {
                     name: name.to_string(),
                     reason: HeaderError::Corrupt(format!("file size {file_len} too large")),
                 })?;
@@ -744,7 +745,7 @@ impl Segment {
                     pause = (pause * 2).min(Duration::from_millis(5));
                 }
                 reason => {
-                    return Err(OpenError::Corrupt {
+                    return Err(OpenError::BadHeader {
                         name: name.to_string(),
                         reason,
                     });
@@ -829,7 +830,14 @@ impl Segment {
     pub fn payload(&self) -> NonNull<u8> {
         // SAFETY: payload_offset + payload_size <= segment_size <= mapping length,
         // checked by header::parse against fstat's size.
-        unsafe { NonNull::new_unchecked(self.map.ptr().as_ptr().add(self.info.payload_offset as usize)) }
+        unsafe {
+            NonNull::new_unchecked(
+                self.map
+                    .ptr()
+                    .as_ptr()
+                    .add(self.info.payload_offset as usize),
+            )
+        }
     }
 
     /// Length of the payload in bytes.

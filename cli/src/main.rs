@@ -1,1 +1,114 @@
-fn main() {}
+//! `shmproc`: tools for shmproc's shared-memory segments.
+//!
+//! - `shmproc ls`: every file in /dev/shm, shmproc's with kind, size and creator;
+//! - `shmproc inspect NAME`: one segment's header, attached processes and state;
+//! - `shmproc rm NAME…` / `shmproc rm --stale`: remove segments (never foreign files).
+
+use clap::{Parser, Subcommand};
+use shmproc::layout::header::{self, HEADER_SIZE, HeaderError, HeaderInfo, InitState};
+use std::path::Path;
+use std::process::ExitCode;
+
+mod segments;
+
+#[derive(Parser)]
+#[command(
+    name = "shmproc",
+    version,
+    about = "Tools for shmproc's shared-memory objects"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the files in /dev/shm: shmproc segments with kind, size and creator;
+    /// other files marked as not shmproc's.
+    Ls {
+        /// Only shmproc segments.
+        #[arg(long)]
+        ours: bool,
+    },
+    /// Show one segment's header, attached processes and object state.
+    Inspect {
+        /// Segment name (with or without a leading '/').
+        name: String,
+    },
+    /// Remove segments by name, or every stale one. Files that are not shmproc
+    /// segments are never removed.
+    Rm {
+        /// Names of segments to remove.
+        names: Vec<String>,
+        /// Remove every segment whose creator is dead and that no live process has
+        /// open.
+        #[arg(long)]
+        stale: bool,
+        /// Only print what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Ls { ours } => segments::ls(Path::new(segments::SHM_DIR), ours),
+        Command::Inspect { name } => segments::inspect(&name),
+        Command::Rm {
+            names,
+            stale,
+            dry_run,
+        } => segments::rm(Path::new(segments::SHM_DIR), &names, stale, dry_run),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("shmproc: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What a file in /dev/shm turned out to be.
+enum Found {
+    /// A ready, valid segment.
+    Segment(HeaderInfo, Vec<(u32, bool)>),
+    /// Ours (shmproc magic) but not usable: initializing, failed, corrupt, other
+    /// version.
+    Broken(HeaderError, Vec<(u32, bool)>),
+    /// Not a shmproc segment.
+    Foreign(String),
+}
+
+/// Reads the header of a file without mapping it (no SIGBUS, whatever the file).
+fn examine(path: &Path) -> std::io::Result<(u64, Found)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut image = Vec::with_capacity(HEADER_SIZE);
+    file.by_ref()
+        .take(HEADER_SIZE as u64)
+        .read_to_end(&mut image)?;
+    let found = match header::parse(&image, len) {
+        Ok(info) => Found::Segment(info, header::attached_in(&image)),
+        Err(HeaderError::NotShmproc { .. }) => Found::Foreign("not a shmproc segment".into()),
+        Err(HeaderError::TooShort { len }) if !image.starts_with(&header::MAGIC) => {
+            Found::Foreign(format!("not a shmproc segment ({len} bytes)"))
+        }
+        Err(HeaderError::NotReady {
+            state: InitState::Empty,
+            ..
+        }) if len == 0 => Found::Broken(
+            HeaderError::NotReady {
+                state: InitState::Empty,
+                creator_pid: 0,
+                creator_start_ticks: 0,
+            },
+            Vec::new(),
+        ),
+        Err(e) => Found::Broken(e, header::attached_in(&image)),
+    };
+    Ok((len, found))
+}

@@ -695,6 +695,25 @@ pub(crate) unsafe fn attached(base: *mut u8) -> Vec<(u32, bool)> {
         .collect()
 }
 
+/// Reads the attach registry out of a header image (as [`parse`] takes it): the pids
+/// recorded as having the segment open, with whether each is still alive. Empty if
+/// the image is too short.
+pub fn attached_in(image: &[u8]) -> Vec<(u32, bool)> {
+    let Some(registry) = image.get(ATTACH_OFFSET..ATTACH_OFFSET + 8 * ATTACH_SLOTS) else {
+        return Vec::new();
+    };
+    registry
+        .chunks_exact(8)
+        .filter_map(|c| {
+            let entry = u64::from_ne_bytes(c.try_into().ok()?);
+            (entry != 0).then(|| {
+                let (pid, start) = attach_unpack(entry);
+                (pid, crate::os::proc::is_alive_low32(pid, start))
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -735,18 +754,30 @@ mod tests {
         let l = layout();
         let good = image(&l);
         let len = good.len() as u64;
-        assert_eq!(parse(&good[..100], len), Err(HeaderError::TooShort { len: 100 }));
+        assert_eq!(
+            parse(&good[..100], len),
+            Err(HeaderError::TooShort { len: 100 })
+        );
         let mut img = good.clone();
         img[0] = b'X';
-        assert!(matches!(parse(&img, len), Err(HeaderError::NotShmproc { .. })));
+        assert!(matches!(
+            parse(&img, len),
+            Err(HeaderError::NotShmproc { .. })
+        ));
         let mut img = good.clone();
         img[8..12].copy_from_slice(&2u32.to_ne_bytes());
-        assert_eq!(parse(&img, len), Err(HeaderError::UnsupportedVersion { found: 2 }));
+        assert_eq!(
+            parse(&img, len),
+            Err(HeaderError::UnsupportedVersion { found: 2 })
+        );
         let mut img = good.clone();
         img[16..20].copy_from_slice(&STATE_INITIALIZING.to_ne_bytes());
         assert!(matches!(
             parse(&img, len),
-            Err(HeaderError::NotReady { state: InitState::Initializing, .. })
+            Err(HeaderError::NotReady {
+                state: InitState::Initializing,
+                ..
+            })
         ));
         // Any byte of the checksummed fields flipped is caught.
         for at in (20..FIELDS_SIZE).step_by(3) {
@@ -756,12 +787,18 @@ mod tests {
         }
         assert_eq!(
             parse(&good, len - 1),
-            Err(HeaderError::Truncated { expected: len, found: len - 1 })
+            Err(HeaderError::Truncated {
+                expected: len,
+                found: len - 1
+            })
         );
         let zero = vec![0u8; HEADER_SIZE];
         assert!(matches!(
             parse(&zero, HEADER_SIZE as u64),
-            Err(HeaderError::NotReady { state: InitState::Empty, .. })
+            Err(HeaderError::NotReady {
+                state: InitState::Empty,
+                ..
+            })
         ));
     }
 

@@ -8,7 +8,10 @@ use std::time::Duration;
 pub(crate) fn monotonic_now() -> Duration {
     let ts = clock_gettime(ClockId::Monotonic);
     // CLOCK_MONOTONIC never reports negative values or nanoseconds >= 1e9.
-    Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32)
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
 }
 
 /// A point in time on `CLOCK_MONOTONIC` after which a blocking call gives up.

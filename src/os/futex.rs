@@ -33,7 +33,13 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Deadline>) 
     WAIT_CALLS.fetch_add(1, Ordering::Relaxed);
     let ts = deadline.map(|d| d.as_timespec());
     let match_any = NonZeroU32::MAX;
-    match futex::wait_bitset(word, futex::Flags::empty(), expected, ts.as_ref(), match_any) {
+    match futex::wait_bitset(
+        word,
+        futex::Flags::empty(),
+        expected,
+        ts.as_ref(),
+        match_any,
+    ) {
         Ok(()) | Err(Errno::AGAIN) => WaitOutcome::Woken,
         Err(Errno::TIMEDOUT) => WaitOutcome::TimedOut,
         Err(Errno::INTR) => WaitOutcome::Interrupted,

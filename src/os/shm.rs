@@ -111,9 +111,8 @@ impl Mapping {
         };
         // SAFETY: a fresh mapping at an address the kernel chooses aliases no Rust
         // object; the caller never gets a reference into it, only the raw pointer.
-        let ptr = unsafe {
-            rustix::mm::mmap(std::ptr::null_mut(), len, prot, MapFlags::SHARED, fd, 0)?
-        };
+        let ptr =
+            unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, prot, MapFlags::SHARED, fd, 0)? };
         let ptr = NonNull::new(ptr.cast::<u8>())
             .ok_or_else(|| io::Error::other("mmap returned a null address"))?;
         Ok(Mapping { ptr, len })
