@@ -5,19 +5,37 @@
 use libfuzzer_sys::fuzz_target;
 use shmproc::layout::header::{self, HEADER_SIZE};
 
-fuzz_target!(|data: &[u8]| {
-    // The first 8 bytes choose the "file length" fstat would report; the rest is the
-    // image. Also try the honest length.
-    let (len_bytes, image) = data.split_at(data.len().min(8));
-    let mut claimed = [0u8; 8];
-    claimed[..len_bytes.len()].copy_from_slice(len_bytes);
-    for file_len in [u64::from_le_bytes(claimed), image.len() as u64] {
-        if let Ok(info) = header::parse(image, file_len) {
-            assert!(info.segment_size <= file_len);
-            assert!(info.payload_offset >= HEADER_SIZE as u64);
-            assert!(info.payload_offset + info.layout.payload_size <= info.segment_size);
-            assert!(info.layout.elem.align.is_power_of_two());
-        }
+fn check(image: &[u8], file_len: u64) {
+    if let Ok(info) = header::parse(image, file_len) {
+        assert!(info.segment_size <= file_len);
+        assert!(info.payload_offset >= HEADER_SIZE as u64);
+        assert!(info.payload_offset + info.layout.payload_size <= info.segment_size);
+        assert!(info.layout.elem.align.is_power_of_two());
+        assert!(info.layout.elem.name.as_str().len() <= header::TYPE_NAME_MAX);
     }
     let _ = header::attached_in(image);
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    match mode % 3 {
+        // Raw bytes, at the length given and zero-padded to a whole header.
+        0 => {
+            check(rest, rest.len() as u64);
+            let mut padded = rest.to_vec();
+            padded.resize(padded.len().max(HEADER_SIZE), 0);
+            let len = u64::from(mode) << 4;
+            check(&padded, padded.len() as u64);
+            check(&padded, len);
+        }
+        // A valid header with edits, checksum left stale or recomputed, so the checks
+        // behind the checksum are reached too.
+        m => {
+            let image = header::fuzz_image(rest, m == 2);
+            check(&image, image.len() as u64);
+            check(&image, (image.len() as u64).saturating_sub(u64::from(mode)));
+        }
+    }
 });

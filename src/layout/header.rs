@@ -695,6 +695,40 @@ pub(crate) unsafe fn attached(base: *mut u8) -> Vec<(u32, bool)> {
         .collect()
 }
 
+/// Builds a ready header image for a layout derived from `seed`, then applies
+/// `(offset, byte)` edits to the first 256 bytes and, if `reseal`, recomputes the
+/// checksum — so a fuzzer reaches the checks behind the checksum. Not a public API.
+#[doc(hidden)]
+pub fn fuzz_image(seed: &[u8], reseal: bool) -> Vec<u8> {
+    let word = |i: usize| seed.get(i).copied().unwrap_or(0);
+    let layout = ObjectLayout {
+        kind: ObjectKind::Queue,
+        elem: ElemType::of::<u64>(),
+        slot_size: u32::from(word(0)),
+        capacity: u64::from(word(1)),
+        payload_size: u64::from(word(2)) * 8,
+    };
+    let creator = crate::os::proc::ProcessId {
+        pid: 1,
+        start_ticks: 1,
+    };
+    let Some(fields) = build(&layout, creator, 0) else {
+        return Vec::new();
+    };
+    let mut image = vec![0u8; HEADER_SIZE + layout.payload_size as usize];
+    image[..FIELDS_SIZE].copy_from_slice(&fields);
+    image[INIT_STATE_OFFSET..INIT_STATE_OFFSET + 4].copy_from_slice(&STATE_READY.to_ne_bytes());
+    for edit in seed.get(3..).unwrap_or(&[]).chunks_exact(2) {
+        image[usize::from(edit[0])] = edit[1];
+    }
+    if reseal {
+        let mut f: Fields = bytemuck::pod_read_unaligned(&image[..FIELDS_SIZE]);
+        f.checksum = checksum(&f);
+        image[..FIELDS_SIZE].copy_from_slice(bytemuck::bytes_of(&f));
+    }
+    image
+}
+
 /// Reads the attach registry out of a header image (as [`parse`] takes it): the pids
 /// recorded as having the segment open, with whether each is still alive. Empty if
 /// the image is too short.
