@@ -184,7 +184,36 @@ impl EventCount {
         if let Some(v) = ready() {
             return Ok(v);
         }
-        self.wait_slow(spin, deadline, &mut ready)
+        self.wait_slow(spin, deadline, &mut ready, None)
+    }
+
+    /// Waits like [`wait_until_with`](EventCount::wait_until_with), and while the
+    /// condition stays false calls `on_stall` — once when the spin phase ends, then
+    /// after 1 ms, 2 ms, 4 ms … up to every 100 ms of sleep. `on_stall` is where a
+    /// waiter checks whether the process it waits for has died (a lock holder, a
+    /// producer that claimed a slot, a peer) and resolves the wait itself; returning
+    /// `Some` ends the wait with that value.
+    ///
+    /// This is how a survivor never hangs on a dead peer: nobody will notify for a
+    /// process killed with SIGKILL, so the waiter must look for itself. The checks
+    /// cost a few wake-ups per second while blocked; a blocked process still uses
+    /// practically no CPU.
+    ///
+    /// # Errors
+    ///
+    /// As for [`wait_until`](EventCount::wait_until).
+    #[inline]
+    pub fn wait_until_checked<T>(
+        &self,
+        spin: Spin,
+        deadline: Option<Deadline>,
+        mut ready: impl FnMut() -> Option<T>,
+        mut on_stall: impl FnMut() -> Option<T>,
+    ) -> Result<T, TimedOut> {
+        if let Some(v) = ready() {
+            return Ok(v);
+        }
+        self.wait_slow(spin, deadline, &mut ready, Some(&mut on_stall))
     }
 
     #[cold]
@@ -193,6 +222,7 @@ impl EventCount {
         spin: Spin,
         deadline: Option<Deadline>,
         ready: &mut dyn FnMut() -> Option<T>,
+        mut on_stall: Option<&mut dyn FnMut() -> Option<T>>,
     ) -> Result<T, TimedOut> {
         if !spin.duration.is_zero() {
             let spin_until = monotonic_now() + spin.duration;
@@ -211,11 +241,27 @@ impl EventCount {
                 }
             }
         }
+        let mut check_every = Duration::from_millis(1);
+        let mut next_check = None;
         loop {
+            if let Some(stall) = on_stall.as_deref_mut() {
+                if next_check.is_none_or(|c: Deadline| c.expired()) {
+                    if let Some(v) = stall() {
+                        return Ok(v);
+                    }
+                    next_check = Some(Deadline::after(check_every));
+                    check_every = (check_every * 2).min(STALL_CHECK_MAX);
+                }
+            }
             if deadline.is_some_and(|d| d.expired()) {
                 // A timed-out wait re-checks once before giving up.
                 return ready().ok_or(TimedOut);
             }
+            // Sleep until the caller's deadline or the next stall check, if sooner.
+            let sleep_until = match (deadline, next_check) {
+                (Some(d), Some(c)) => Some(d.min(c)),
+                (d, c) => d.or(c),
+            };
             self.waiters.fetch_add(1, Ordering::SeqCst);
             let epoch = self.epoch.load(Ordering::SeqCst);
             // Orders the registration before the re-check; pairs with the fence in
@@ -225,19 +271,19 @@ impl EventCount {
                 self.waiters.fetch_sub(1, Ordering::SeqCst);
                 return Ok(v);
             }
-            let outcome = futex::wait(&self.epoch, epoch, deadline);
+            // Every outcome (woken, EAGAIN, EINTR, the deadline or a stall check
+            // coming due) ends in a re-check; the loop head handles the deadlines.
+            let _: WaitOutcome = futex::wait(&self.epoch, epoch, sleep_until);
             self.waiters.fetch_sub(1, Ordering::SeqCst);
-            match outcome {
-                WaitOutcome::TimedOut => return ready().ok_or(TimedOut),
-                WaitOutcome::Woken | WaitOutcome::Interrupted => {
-                    if let Some(v) = ready() {
-                        return Ok(v);
-                    }
-                }
+            if let Some(v) = ready() {
+                return Ok(v);
             }
         }
     }
 }
+
+/// Longest sleep between two stall checks in [`EventCount::wait_until_checked`].
+const STALL_CHECK_MAX: Duration = Duration::from_millis(100);
 
 #[cfg(test)]
 mod tests {

@@ -200,3 +200,36 @@ fn notify_all_wakes_every_sleeping_process() {
     }
     assert_eq!(ev.waiters(), 0);
 }
+
+#[test]
+fn a_stalled_wait_is_resolved_by_its_stall_check() {
+    // Nobody will ever notify: the waiter must find out for itself that the process
+    // it waits for is dead.
+    let words = Words::new(4);
+    let ev = event(&words);
+    let mut child = Process::spawn(|| {
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
+    .unwrap();
+    let pid = child.pid();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        rustix_kill(pid, libc::SIGKILL);
+    });
+    let mut checks = 0;
+    let r = ev.wait_until_checked(
+        Spin::DEFAULT,
+        Some(Deadline::after(Duration::from_secs(20))),
+        || nonzero(words.at(2)),
+        || {
+            checks += 1;
+            (!shmproc::process::is_alive(pid, 0)).then_some(u32::MAX)
+        },
+    );
+    killer.join().unwrap();
+    assert_eq!(r, Ok(u32::MAX));
+    assert!(checks >= 2, "the first check ran while the child was alive");
+    child.join().unwrap();
+}
