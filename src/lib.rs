@@ -60,6 +60,7 @@ pub mod inspect;
 pub mod layout;
 mod os;
 pub mod process;
+pub mod ring;
 pub mod segment;
 pub mod wait;
 

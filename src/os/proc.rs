@@ -12,6 +12,32 @@ pub(crate) fn current_pid() -> u32 {
     rustix::process::getpid().as_raw_nonzero().get() as u32
 }
 
+/// This process's pid, cached: no syscall after the first call. A `pthread_atfork`
+/// child handler clears the cache, so a forked child (by `Process` or any other
+/// fork) sees its own pid.
+#[inline]
+pub(crate) fn cached_pid() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static PID: AtomicU32 = AtomicU32::new(0);
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    extern "C" fn clear_in_child() {
+        // Async-signal-safe: one atomic store.
+        PID.store(0, Ordering::Relaxed);
+    }
+    let pid = PID.load(Ordering::Relaxed);
+    if pid != 0 {
+        return pid;
+    }
+    REGISTER.call_once(|| {
+        // SAFETY: registers a handler that only performs an atomic store; no
+        // prepare/parent handlers.
+        unsafe { libc::pthread_atfork(None, None, Some(clear_in_child)) };
+    });
+    let pid = current_pid();
+    PID.store(pid, Ordering::Relaxed);
+    pid
+}
+
 /// A process's identity that survives pid reuse: its pid and its start time in clock
 /// ticks since boot (`/proc/PID/stat`, field 22).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,8 @@
+//! The ring layer: lock-free algorithms over memory the caller hands in (a pointer and
+//! a length), knowing nothing of files or names — public so other IPC crates can place
+//! shmproc's rings in memory they own.
+//!
+//! - [`mpmc`]: bounded multi-producer multi-consumer ring of fixed-size slots, for
+//!   messages of one slot or several consecutive slots (the `Queue`).
+
+pub mod mpmc;
