@@ -12,6 +12,9 @@ use crate::segment::Segment;
 pub fn object_state(segment: &Segment) -> Vec<(&'static str, String)> {
     match segment.info().layout.kind {
         ObjectKind::Raw => Vec::new(),
+        ObjectKind::Queue | ObjectKind::JoinableQueue | ObjectKind::SimpleQueue => {
+            crate::queue::describe(segment)
+        }
         _ => Vec::new(),
     }
 }

@@ -60,12 +60,14 @@ pub mod inspect;
 pub mod layout;
 mod os;
 pub mod process;
+pub mod queue;
 pub mod ring;
 pub mod segment;
 pub mod wait;
 
 pub use os::clock::Deadline;
 pub use process::{ExitStatus, Process};
+pub use queue::{ByteQueue, JoinableQueue, Queue, SimpleQueue};
 
 /// Counters of the system calls shmproc makes, for tests and benchmarks that show the
 /// fast paths make none.

@@ -117,6 +117,8 @@ pub enum CreateError {
         /// The name.
         name: String,
     },
+    /// An argument is out of range (a capacity of zero, a slot size too large, …).
+    InvalidArgument(String),
     /// The layout asks for more memory than can be addressed.
     TooLarge {
         /// Payload bytes asked for.
@@ -138,6 +140,7 @@ impl fmt::Display for CreateError {
         match self {
             CreateError::InvalidName(e) => e.fmt(f),
             CreateError::AlreadyExists { name } => write!(f, "segment '{name}' already exists"),
+            CreateError::InvalidArgument(why) => write!(f, "invalid argument: {why}"),
             CreateError::PermissionDenied { name } => {
                 write!(f, "permission denied creating segment '{name}'")
             }

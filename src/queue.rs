@@ -1,0 +1,1384 @@
+//! `Queue`, `JoinableQueue`, `SimpleQueue` and `ByteQueue`: Python's
+//! `multiprocessing.Queue` family on the robust MPMC ring ([`crate::ring::mpmc`]).
+//!
+//! Each item goes to exactly one consumer; any number of producer and consumer
+//! processes may share a queue, by name or by inheriting it through
+//! [`Process`](crate::Process).
+//!
+//! | Python | shmproc |
+//! |---|---|
+//! | `Queue(maxsize)` | [`Queue::new`] (anonymous), [`Queue::create`] / [`Queue::open`] (named) |
+//! | `put(obj)` / `put(obj, timeout=t)` / `put_nowait(obj)` | [`Queue::put`] / [`Queue::put_timeout`] / [`Queue::put_nowait`] |
+//! | `get()` / `get(timeout=t)` / `get_nowait()` | [`Queue::get`] / [`Queue::get_timeout`] / [`Queue::get_nowait`] |
+//! | `qsize()`, `empty()`, `full()` | [`Queue::qsize`], [`Queue::empty`], [`Queue::full`] |
+//! | `close()` | [`Queue::close`] (this handle only) |
+//! | `queue.Full`, `queue.Empty` | [`PutError::Full`] (item handed back), [`GetError::Empty`] |
+//! | `JoinableQueue.task_done()`, `join()` | [`JoinableQueue::task_done`], [`JoinableQueue::join`] |
+//! | `SimpleQueue` | [`SimpleQueue`] |
+//!
+//! Payloads: [`Queue<T>`] carries plain-old-data `T` (a copy into the slot, no
+//! serialization); [`ByteQueue`] carries byte messages of any length up to the ring's
+//! size, a message larger than a slot spanning consecutive slots.
+//!
+//! # What a crash can lose
+//!
+//! A process killed with SIGKILL loses at most the one message it had in flight: a
+//! producer killed between claiming a slot and publishing it loses that message; a
+//! consumer killed between taking a message and returning from `get` loses that one.
+//! Survivors never hang on either: a blocked `put` or `get` that stalls checks whether
+//! the owner of the slot it waits on is alive and repairs the ring if not. No message
+//! is ever delivered twice or torn. (`JoinableQueue`: a message lost this way was
+//! counted as unfinished and is never marked done, so `join` waits for it — use
+//! [`JoinableQueue::join_timeout`] where producers may die.)
+
+use crate::layout::header::{ElemType, ObjectKind, ObjectLayout, TypeName};
+use crate::os::clock::Deadline;
+use crate::os::proc;
+use crate::ring::mpmc::{PopError, PushError, ReadSlot, Ring, WriteSlot};
+use crate::segment::{CreateError, CreateOptions, OpenError, OpenOptions, Segment};
+use crate::wait::Spin;
+use bytemuck::Pod;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// How long a call may wait.
+#[derive(Clone, Copy, Debug)]
+enum Block {
+    /// Not at all.
+    No,
+    /// Until the deadline (`None`: forever).
+    Until(Option<Deadline>),
+}
+
+impl Block {
+    fn timeout(t: Duration) -> Block {
+        if t.is_zero() {
+            Block::No
+        } else {
+            Block::Until(Some(Deadline::after(t)))
+        }
+    }
+}
+
+/// The element type recorded for byte queues.
+const BYTES: ElemType = ElemType {
+    name: TypeName::new("bytes"),
+    size: 1,
+    align: 1,
+};
+
+/// What every queue handle shares: the segment and the ring in it.
+#[derive(Debug)]
+struct Core {
+    ring: Ring,
+    /// Keeps the mapping alive for `ring`.
+    segment: Segment,
+}
+
+impl Core {
+    fn layout(
+        kind: ObjectKind,
+        elem: ElemType,
+        capacity: u64,
+        slot_size: u64,
+    ) -> Result<ObjectLayout, CreateError> {
+        let payload_size = Ring::bytes_for(capacity, slot_size).ok_or_else(|| {
+            CreateError::InvalidArgument(format!(
+                "a queue of {capacity} slots of {slot_size} bytes (capacity must be 1..={}, slot size a multiple of 8, and the total addressable)",
+                crate::ring::mpmc::MAX_CAPACITY
+            ))
+        })?;
+        Ok(ObjectLayout {
+            kind,
+            elem,
+            slot_size: u32::try_from(slot_size).map_err(|_| {
+                CreateError::InvalidArgument(format!("slot size {slot_size} is above 4 GiB"))
+            })?,
+            capacity,
+            payload_size: payload_size as u64,
+        })
+    }
+
+    fn init(layout: &ObjectLayout) -> impl FnOnce(std::ptr::NonNull<u8>, usize) {
+        let (capacity, slot_size) = (layout.capacity, u64::from(layout.slot_size));
+        move |payload, len| {
+            // SAFETY: the payload is fresh, zero-filled, 128-aligned memory of `len`
+            // bytes that no other process uses before the segment is published.
+            let r = unsafe { Ring::init(payload, len, capacity, slot_size) };
+            debug_assert!(r.is_ok(), "{r:?}");
+        }
+    }
+
+    fn from_segment(segment: Segment) -> Result<Core, OpenError> {
+        let l = segment.info().layout;
+        let name = segment.name().unwrap_or("<anonymous>").to_string();
+        let needed = Ring::bytes_for(l.capacity, u64::from(l.slot_size));
+        if needed != Some(segment.payload_len()) {
+            return Err(OpenError::IncompatibleLayout {
+                name,
+                what: "ring size",
+                expected: match needed {
+                    Some(n) => format!(
+                        "{n} bytes for {} slots of {} bytes",
+                        l.capacity, l.slot_size
+                    ),
+                    None => format!(
+                        "valid ring parameters, not {} slots of {} bytes",
+                        l.capacity, l.slot_size
+                    ),
+                },
+                found: format!("{} bytes", segment.payload_len()),
+            });
+        }
+        // SAFETY: the payload is a live mapping of payload_len bytes, 128-aligned,
+        // owned by `segment` which the Core keeps alive; it was initialized as a ring
+        // with these parameters by the creator (whose header we validated), and is
+        // only used through Ring handles.
+        let ring = unsafe {
+            Ring::attach(
+                segment.payload(),
+                segment.payload_len(),
+                l.capacity,
+                u64::from(l.slot_size),
+            )
+        }
+        .map_err(|e| OpenError::IncompatibleLayout {
+            name,
+            what: "ring",
+            expected: "a valid ring".into(),
+            found: e.to_string(),
+        })?;
+        Ok(Core { ring, segment })
+    }
+
+    fn new_anonymous(layout: &ObjectLayout) -> Result<Core, CreateError> {
+        let segment = Segment::anonymous(layout, Core::init(layout))?;
+        Core::from_segment(segment).map_err(|e| CreateError::InvalidArgument(e.to_string()))
+    }
+
+    fn create(
+        name: &str,
+        layout: &ObjectLayout,
+        options: CreateOptions,
+    ) -> Result<Core, CreateError> {
+        let segment = Segment::create(name, layout, options, Core::init(layout))?;
+        Core::from_segment(segment).map_err(|e| CreateError::InvalidArgument(e.to_string()))
+    }
+
+    fn open(
+        name: &str,
+        kind: ObjectKind,
+        elem: ElemType,
+        slot_size: Option<u64>,
+    ) -> Result<Core, OpenError> {
+        let segment = Segment::open(name, kind, elem, OpenOptions::new())?;
+        if let Some(want) = slot_size {
+            let found = u64::from(segment.info().layout.slot_size);
+            if found != want {
+                return Err(OpenError::IncompatibleLayout {
+                    name: name.to_string(),
+                    what: "slot size",
+                    expected: format!("{want} bytes"),
+                    found: format!("{found} bytes"),
+                });
+            }
+        }
+        Core::from_segment(segment)
+    }
+
+    /// Claims room for a message of `len` bytes, waiting as `block` allows. While a
+    /// wait stalls, checks for a dead producer mid-claim at `tail` or for consumers
+    /// that stopped freeing slots, and repairs the ring.
+    fn claim(&self, len: usize, block: Block, spin: Spin) -> Result<WriteSlot<'_>, PushError> {
+        let deadline = match (self.ring.try_claim(len), block) {
+            (Err(PushError::Full), Block::Until(d)) => d,
+            (r, _) => return r,
+        };
+        let try_claim = || match self.ring.try_claim(len) {
+            Err(PushError::Full) => None,
+            r => Some(r),
+        };
+        let mut last_head = self.ring.head_position();
+        let on_stall = || {
+            let dead_at_tail = self
+                .ring
+                .busy_at_tail()
+                .is_some_and(|pid| !proc::is_alive(pid, 0));
+            let head = self.ring.head_position();
+            if dead_at_tail || head == last_head {
+                self.ring.repair();
+            }
+            last_head = head;
+            try_claim()
+        };
+        self.ring
+            .not_full()
+            .wait_until_checked(spin, deadline, try_claim, on_stall)
+            .unwrap_or(Err(PushError::Full))
+    }
+
+    /// Takes a message, waiting as `block` allows. While a wait stalls, checks for a
+    /// dead owner of the slot at `head` and repairs the ring.
+    fn take(&self, block: Block, spin: Spin) -> Result<ReadSlot<'_>, PopError> {
+        let deadline = match (self.ring.try_take(), block) {
+            (Err(PopError::Empty), Block::Until(d)) => d,
+            (r, _) => return r,
+        };
+        let try_take = || match self.ring.try_take() {
+            Err(PopError::Empty) => None,
+            r => Some(r),
+        };
+        let on_stall = || {
+            if self
+                .ring
+                .busy_at_head()
+                .is_some_and(|pid| !proc::is_alive(pid, 0))
+            {
+                self.ring.repair();
+            }
+            try_take()
+        };
+        self.ring
+            .not_empty()
+            .wait_until_checked(spin, deadline, try_take, on_stall)
+            .unwrap_or(Err(PopError::Empty))
+    }
+}
+
+/// A handle's own state: closed or not, and how it waits.
+#[derive(Debug)]
+struct HandleState {
+    closed: AtomicBool,
+    spin: std::sync::Mutex<Spin>,
+}
+
+impl HandleState {
+    fn new() -> HandleState {
+        HandleState {
+            closed: AtomicBool::new(false),
+            spin: std::sync::Mutex::new(Spin::DEFAULT),
+        }
+    }
+
+    fn spin(&self) -> Spin {
+        self.spin.lock().map(|s| *s).unwrap_or(Spin::DEFAULT)
+    }
+
+    fn closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+}
+
+/// Why an item was not put. The item is handed back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum PutError<T> {
+    /// The queue stayed full (for `put_nowait`, or until the timeout) — Python's
+    /// `queue.Full`.
+    Full(T),
+    /// This handle was closed.
+    Closed(T),
+}
+
+impl<T> PutError<T> {
+    /// The item that was not put.
+    pub fn into_inner(self) -> T {
+        match self {
+            PutError::Full(t) | PutError::Closed(t) => t,
+        }
+    }
+}
+
+impl<T> fmt::Debug for PutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PutError::Full(_) => f.write_str("Full(..)"),
+            PutError::Closed(_) => f.write_str("Closed(..)"),
+        }
+    }
+}
+
+impl<T> fmt::Display for PutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PutError::Full(_) => f.write_str("queue is full"),
+            PutError::Closed(_) => f.write_str("queue handle is closed"),
+        }
+    }
+}
+
+impl<T> std::error::Error for PutError<T> {}
+
+/// Why no item was got.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GetError {
+    /// The queue stayed empty (for `get_nowait`, or until the timeout) — Python's
+    /// `queue.Empty`.
+    Empty,
+    /// This handle was closed.
+    Closed,
+    /// The queue's shared memory is inconsistent, or a message has the wrong size
+    /// for this handle's type (a peer scribbled on it). The bad message was dropped.
+    Corrupt(String),
+}
+
+impl fmt::Display for GetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GetError::Empty => f.write_str("queue is empty"),
+            GetError::Closed => f.write_str("queue handle is closed"),
+            GetError::Corrupt(why) => write!(f, "queue is corrupt: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for GetError {}
+
+impl From<PopError> for GetError {
+    fn from(e: PopError) -> GetError {
+        match e {
+            PopError::Empty => GetError::Empty,
+            PopError::Corrupt(why) => GetError::Corrupt(why),
+        }
+    }
+}
+
+/// Why a byte message was not put.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutBytesError {
+    /// The queue stayed full (for `put_nowait`, or until the timeout).
+    Full,
+    /// The message can never fit this queue.
+    TooLarge {
+        /// Bytes in the message.
+        len: usize,
+        /// The largest message the queue holds.
+        max: usize,
+    },
+    /// This handle was closed.
+    Closed,
+}
+
+impl fmt::Display for PutBytesError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PutBytesError::Full => f.write_str("queue is full"),
+            PutBytesError::TooLarge { len, max } => write!(
+                f,
+                "message of {len} bytes can never fit: this queue holds messages of at most {max} bytes"
+            ),
+            PutBytesError::Closed => f.write_str("queue handle is closed"),
+        }
+    }
+}
+
+impl std::error::Error for PutBytesError {}
+
+impl From<PushError> for PutBytesError {
+    fn from(e: PushError) -> PutBytesError {
+        match e {
+            PushError::Full => PutBytesError::Full,
+            PushError::TooLarge { len, max } => PutBytesError::TooLarge { len, max },
+        }
+    }
+}
+
+/// Slot size for items of type `T`: its size rounded up to 8 bytes.
+fn slot_for<T>() -> u64 {
+    (size_of::<T>().max(1) as u64).next_multiple_of(8)
+}
+
+/// A bounded multi-producer multi-consumer queue of plain-old-data items in shared
+/// memory: Python's `multiprocessing.Queue`.
+///
+/// Items are copied into and out of the ring (no serialization). `put` and `get` make
+/// no syscall unless the other side sleeps; a blocked `put`/`get` spins briefly, then
+/// sleeps on a futex using no CPU.
+///
+/// Handles are cheap to clone (clones share the mapping, each has its own `close`).
+/// A child started with [`Process`](crate::Process) uses the parent's queue directly.
+///
+/// # Examples
+///
+/// ```
+/// use shmproc::{Process, Queue};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let q = Queue::<u64>::new(16)?;
+/// let mut child = Process::spawn(|| {
+///     for i in 0..100 {
+///         q.put(i).unwrap();
+///     }
+/// })?;
+/// let sum: u64 = (0..100).map(|_| q.get().unwrap()).sum();
+/// assert_eq!(sum, 4950);
+/// child.join()?;
+/// # Ok(()) }
+/// ```
+pub struct Queue<T> {
+    core: Arc<Core>,
+    handle: HandleState,
+    _items: PhantomData<fn(T) -> T>,
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("name", &self.core.segment.name())
+            .field("maxsize", &self.core.ring.capacity())
+            .field("qsize", &self.core.ring.len())
+            .finish()
+    }
+}
+
+impl<T> Clone for Queue<T> {
+    /// Another handle to the same queue, open even if this one is closed.
+    fn clone(&self) -> Queue<T> {
+        let handle = HandleState::new();
+        if let Ok(mut s) = handle.spin.lock() {
+            *s = self.handle.spin();
+        }
+        Queue {
+            core: self.core.clone(),
+            handle,
+            _items: PhantomData,
+        }
+    }
+}
+
+impl<T: Pod> Queue<T> {
+    fn layout(kind: ObjectKind, maxsize: usize) -> Result<ObjectLayout, CreateError> {
+        if maxsize == 0 {
+            return Err(CreateError::InvalidArgument(
+                "maxsize must be at least 1 (a shared-memory queue is bounded)".into(),
+            ));
+        }
+        Core::layout(kind, ElemType::of::<T>(), maxsize as u64, slot_for::<T>())
+    }
+
+    fn with_core(core: Core) -> Queue<T> {
+        Queue {
+            core: Arc::new(core),
+            handle: HandleState::new(),
+            _items: PhantomData,
+        }
+    }
+
+    /// An anonymous queue holding up to `maxsize` items; children started with
+    /// [`Process`](crate::Process) share it.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateError::InvalidArgument`] for `maxsize` 0 or too large; OS errors.
+    pub fn new(maxsize: usize) -> Result<Queue<T>, CreateError> {
+        Core::new_anonymous(&Queue::<T>::layout(ObjectKind::Queue, maxsize)?).map(Queue::with_core)
+    }
+
+    /// Creates a named queue (failing if the name exists), removed when this handle
+    /// and its clones are dropped unless [`persist`](Queue::persist) is called.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Segment::create`], and `maxsize` 0.
+    pub fn create(name: &str, maxsize: usize) -> Result<Queue<T>, CreateError> {
+        Queue::create_with(name, maxsize, CreateOptions::new())
+    }
+
+    /// [`create`](Queue::create) with options (file mode).
+    ///
+    /// # Errors
+    ///
+    /// As for [`create`](Queue::create).
+    pub fn create_with(
+        name: &str,
+        maxsize: usize,
+        options: CreateOptions,
+    ) -> Result<Queue<T>, CreateError> {
+        Core::create(
+            name,
+            &Queue::<T>::layout(ObjectKind::Queue, maxsize)?,
+            options,
+        )
+        .map(Queue::with_core)
+    }
+
+    /// Opens a named queue of `T` items.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Segment::open`]: not found, not a `Queue` (`expected Queue, found
+    /// Pipe`), another item type (`expected u32 (4 bytes, align 4), found u64 (8
+    /// bytes, align 8)`), a corrupt header.
+    pub fn open(name: &str) -> Result<Queue<T>, OpenError> {
+        Core::open(
+            name,
+            ObjectKind::Queue,
+            ElemType::of::<T>(),
+            Some(slot_for::<T>()),
+        )
+        .map(Queue::with_core)
+    }
+
+    /// Keeps the name after the creator's handle is dropped.
+    ///
+    /// # Errors
+    ///
+    /// None today; reserved (the handle may be shared by clones).
+    pub fn persist(&mut self) -> Result<(), CreateError> {
+        match Arc::get_mut(&mut self.core) {
+            Some(core) => {
+                core.segment.persist();
+                Ok(())
+            }
+            None => Err(CreateError::InvalidArgument(
+                "persist must be called before the handle is cloned".into(),
+            )),
+        }
+    }
+
+    /// Puts `item`, waiting while the queue is full.
+    ///
+    /// # Errors
+    ///
+    /// [`PutError::Closed`] if this handle was closed (the item is handed back).
+    #[inline]
+    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_block(item, Block::Until(None))
+    }
+
+    /// Puts `item`, waiting up to `timeout` while the queue is full. A zero timeout
+    /// does not wait.
+    ///
+    /// # Errors
+    ///
+    /// [`PutError::Full`] if the queue stayed full; [`PutError::Closed`].
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+        self.put_block(item, Block::timeout(timeout))
+    }
+
+    /// Puts `item` if there is room now.
+    ///
+    /// # Errors
+    ///
+    /// [`PutError::Full`] if the queue is full; [`PutError::Closed`].
+    #[inline]
+    pub fn put_nowait(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_block(item, Block::No)
+    }
+
+    #[inline]
+    fn put_block(&self, item: T, block: Block) -> Result<(), PutError<T>> {
+        if self.handle.closed() {
+            return Err(PutError::Closed(item));
+        }
+        match self.core.claim(size_of::<T>(), block, self.handle.spin()) {
+            Ok(mut slot) => {
+                slot.buf().copy_from_slice(bytemuck::bytes_of(&item));
+                slot.commit();
+                Ok(())
+            }
+            // An item of size_of::<T>() always fits a slot sized for it.
+            Err(_) => Err(PutError::Full(item)),
+        }
+    }
+
+    /// Takes an item, waiting while the queue is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`GetError::Closed`]; [`GetError::Corrupt`] if shared memory was scribbled on.
+    #[inline]
+    pub fn get(&self) -> Result<T, GetError> {
+        self.get_block(Block::Until(None))
+    }
+
+    /// Takes an item, waiting up to `timeout` while the queue is empty; never returns
+    /// `Empty` before the timeout has passed. A zero timeout does not wait.
+    ///
+    /// # Errors
+    ///
+    /// [`GetError::Empty`] if the queue stayed empty; as for [`get`](Queue::get).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
+        self.get_block(Block::timeout(timeout))
+    }
+
+    /// Takes an item if one is there now.
+    ///
+    /// # Errors
+    ///
+    /// [`GetError::Empty`]; as for [`get`](Queue::get).
+    #[inline]
+    pub fn get_nowait(&self) -> Result<T, GetError> {
+        self.get_block(Block::No)
+    }
+
+    #[inline]
+    fn get_block(&self, block: Block) -> Result<T, GetError> {
+        if self.handle.closed() {
+            return Err(GetError::Closed);
+        }
+        let slot = self.core.take(block, self.handle.spin())?;
+        read_item(&slot)
+    }
+
+    /// Puts as many of `items` as fit now, in order, with one wake-up for sleeping
+    /// consumers at the end; returns how many were put.
+    ///
+    /// # Errors
+    ///
+    /// [`PutError::Closed`] (carrying 0) if this handle was closed.
+    pub fn put_many_nowait(&self, items: &[T]) -> Result<usize, PutError<usize>> {
+        if self.handle.closed() {
+            return Err(PutError::Closed(0));
+        }
+        let mut n = 0;
+        for item in items {
+            match self.core.ring.try_claim(size_of::<T>()) {
+                Ok(mut slot) => {
+                    slot.buf().copy_from_slice(bytemuck::bytes_of(item));
+                    slot.commit_quiet();
+                    n += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        if n > 0 {
+            self.core.ring.notify_consumers();
+        }
+        Ok(n)
+    }
+
+    /// Puts all of `items`, in order, waiting while the queue is full; batches as
+    /// many as fit into each wake-up.
+    ///
+    /// # Errors
+    ///
+    /// [`PutError::Closed`] carrying how many were put before the handle was closed.
+    pub fn put_many(&self, items: &[T]) -> Result<(), PutError<usize>> {
+        let mut done = 0;
+        while done < items.len() {
+            done += self
+                .put_many_nowait(&items[done..])
+                .map_err(|_| PutError::Closed(done))?;
+            if done < items.len() {
+                self.put(items[done]).map_err(|_| PutError::Closed(done))?;
+                done += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes up to `max` items that are there now into `out`, with one wake-up for
+    /// sleeping producers at the end; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// [`GetError::Closed`]; [`GetError::Corrupt`] (items taken before it stay in
+    /// `out`).
+    pub fn get_many_nowait(&self, out: &mut Vec<T>, max: usize) -> Result<usize, GetError> {
+        if self.handle.closed() {
+            return Err(GetError::Closed);
+        }
+        let mut n = 0;
+        let mut result = Ok(());
+        while n < max {
+            match self.core.ring.try_take() {
+                Ok(slot) => {
+                    let item = read_item(&slot);
+                    slot.release_quiet();
+                    match item {
+                        Ok(item) => {
+                            out.push(item);
+                            n += 1;
+                        }
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                }
+                Err(PopError::Empty) => break,
+                Err(e) => {
+                    result = Err(e.into());
+                    break;
+                }
+            }
+        }
+        if n > 0 {
+            self.core.ring.notify_producers();
+        }
+        result.map(|()| n)
+    }
+
+    /// Waits for at least one item, then takes up to `max` that are there into `out`;
+    /// returns how many.
+    ///
+    /// # Errors
+    ///
+    /// As for [`get`](Queue::get).
+    pub fn get_many(&self, out: &mut Vec<T>, max: usize) -> Result<usize, GetError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        out.push(self.get()?);
+        Ok(1 + self.get_many_nowait(out, max - 1)?)
+    }
+
+    /// Approximate number of items in the queue (a snapshot, like Python's).
+    pub fn qsize(&self) -> usize {
+        self.core.ring.len() as usize
+    }
+
+    /// Whether the queue looks empty (a snapshot).
+    pub fn empty(&self) -> bool {
+        self.core.ring.is_empty()
+    }
+
+    /// Whether the queue looks full (a snapshot).
+    pub fn full(&self) -> bool {
+        self.core.ring.len() >= self.core.ring.capacity()
+    }
+
+    /// The queue's capacity in items.
+    pub fn maxsize(&self) -> usize {
+        self.core.ring.capacity() as usize
+    }
+
+    /// Closes this handle: later `put`s and `get`s on it fail with `Closed`. Other
+    /// handles, clones and processes are unaffected.
+    pub fn close(&self) {
+        self.handle.closed.store(true, Ordering::Relaxed);
+    }
+
+    /// How blocking calls on this handle wait: spin for a while first (the default)
+    /// or sleep at once ([`Spin::NONE`]).
+    pub fn set_spin(&self, spin: Spin) {
+        if let Ok(mut s) = self.handle.spin.lock() {
+            *s = spin;
+        }
+    }
+
+    /// The segment's name, `None` if anonymous.
+    pub fn name(&self) -> Option<&str> {
+        self.core.segment.name()
+    }
+}
+
+fn read_item<T: Pod>(slot: &ReadSlot<'_>) -> Result<T, GetError> {
+    let bytes = slot.bytes();
+    if bytes.len() != size_of::<T>() {
+        return Err(GetError::Corrupt(format!(
+            "message of {} bytes, expected a {} of {} bytes",
+            bytes.len(),
+            std::any::type_name::<T>(),
+            size_of::<T>()
+        )));
+    }
+    Ok(bytemuck::pod_read_unaligned(bytes))
+}
+
+/// Why `task_done` failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskDoneError;
+
+impl fmt::Display for TaskDoneError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("task_done() called more times than there were items put")
+    }
+}
+
+impl std::error::Error for TaskDoneError {}
+
+/// A [`Queue`] that counts unfinished tasks: Python's `JoinableQueue`.
+///
+/// Every successful `put` adds one unfinished task; [`task_done`](Self::task_done)
+/// marks one finished; [`join`](Self::join) waits until none is left.
+///
+/// # Examples
+///
+/// ```
+/// use shmproc::{JoinableQueue, Process};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let q = JoinableQueue::<u32>::new(8)?;
+/// let mut worker = Process::spawn(|| {
+///     for _ in 0..20 {
+///         let _job = q.get().unwrap();
+///         q.task_done().unwrap();
+///     }
+/// })?;
+/// for job in 0..20 {
+///     q.put(job)?;
+/// }
+/// q.join();
+/// worker.join()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct JoinableQueue<T> {
+    queue: Queue<T>,
+}
+
+impl<T: Pod> JoinableQueue<T> {
+    fn with_core(core: Core) -> JoinableQueue<T> {
+        JoinableQueue {
+            queue: Queue::with_core(core),
+        }
+    }
+
+    /// An anonymous joinable queue of up to `maxsize` items.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Queue::new`].
+    pub fn new(maxsize: usize) -> Result<JoinableQueue<T>, CreateError> {
+        Core::new_anonymous(&Queue::<T>::layout(ObjectKind::JoinableQueue, maxsize)?)
+            .map(JoinableQueue::with_core)
+    }
+
+    /// Creates a named joinable queue.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Queue::create`].
+    pub fn create(name: &str, maxsize: usize) -> Result<JoinableQueue<T>, CreateError> {
+        Core::create(
+            name,
+            &Queue::<T>::layout(ObjectKind::JoinableQueue, maxsize)?,
+            CreateOptions::new(),
+        )
+        .map(JoinableQueue::with_core)
+    }
+
+    /// Opens a named joinable queue.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Queue::open`].
+    pub fn open(name: &str) -> Result<JoinableQueue<T>, OpenError> {
+        Core::open(
+            name,
+            ObjectKind::JoinableQueue,
+            ElemType::of::<T>(),
+            Some(slot_for::<T>()),
+        )
+        .map(JoinableQueue::with_core)
+    }
+
+    fn unfinished(&self) -> &std::sync::atomic::AtomicU64 {
+        &self.queue.core.ring.user_words()[0]
+    }
+
+    /// Puts `item` (waiting while full) and counts it as an unfinished task.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Queue::put`].
+    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_block(item, Block::Until(None))
+    }
+
+    /// Puts with a timeout; see [`Queue::put_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`Queue::put_timeout`].
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+        self.put_block(item, Block::timeout(timeout))
+    }
+
+    /// Puts if there is room now; see [`Queue::put_nowait`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`Queue::put_nowait`].
+    pub fn put_nowait(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_block(item, Block::No)
+    }
+
+    fn put_block(&self, item: T, block: Block) -> Result<(), PutError<T>> {
+        let q = &self.queue;
+        if q.handle.closed() {
+            return Err(PutError::Closed(item));
+        }
+        match q.core.claim(size_of::<T>(), block, q.handle.spin()) {
+            Ok(mut slot) => {
+                slot.buf().copy_from_slice(bytemuck::bytes_of(&item));
+                // Counted before it can be taken, so task_done never runs ahead.
+                self.unfinished().fetch_add(1, Ordering::SeqCst);
+                slot.commit();
+                Ok(())
+            }
+            Err(_) => Err(PutError::Full(item)),
+        }
+    }
+
+    /// Marks one task taken with `get` as finished; wakes `join`ers when none is left.
+    ///
+    /// # Errors
+    ///
+    /// [`TaskDoneError`] if every task put is already marked done (Python's
+    /// `ValueError`).
+    pub fn task_done(&self) -> Result<(), TaskDoneError> {
+        let left = self
+            .unfinished()
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .map_err(|_| TaskDoneError)?;
+        if left == 1 {
+            self.queue.core.ring.user_event().notify_all();
+        }
+        Ok(())
+    }
+
+    /// Unfinished tasks: put and not yet marked done.
+    pub fn unfinished_tasks(&self) -> u64 {
+        self.unfinished().load(Ordering::SeqCst)
+    }
+
+    /// Waits until every task put has been marked done.
+    pub fn join(&self) {
+        let _ = self.join_deadline(None);
+    }
+
+    /// Waits up to `timeout` until every task put has been marked done; whether they
+    /// all were.
+    pub fn join_timeout(&self, timeout: Duration) -> bool {
+        self.join_deadline(Some(Deadline::after(timeout)))
+    }
+
+    fn join_deadline(&self, deadline: Option<Deadline>) -> bool {
+        self.queue
+            .core
+            .ring
+            .user_event()
+            .wait_until(deadline, || {
+                (self.unfinished().load(Ordering::SeqCst) == 0).then_some(())
+            })
+            .is_ok()
+    }
+}
+
+impl<T> std::ops::Deref for JoinableQueue<T> {
+    type Target = Queue<T>;
+
+    /// The underlying queue: `get`, `qsize`, `close`… (`put` on it directly would not
+    /// count a task; `JoinableQueue`'s own `put` does.)
+    fn deref(&self) -> &Queue<T> {
+        &self.queue
+    }
+}
+
+/// A simpler queue: `put`, `get`, `empty`, `close` — Python's `SimpleQueue`.
+/// Bounded like every shared-memory queue (Python's is unbounded): `put` waits while
+/// it is full.
+///
+/// # Examples
+///
+/// ```
+/// use shmproc::SimpleQueue;
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let q = SimpleQueue::<i32>::new(4)?;
+/// q.put(-1)?;
+/// assert!(!q.empty());
+/// assert_eq!(q.get()?, -1);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SimpleQueue<T> {
+    queue: Queue<T>,
+}
+
+impl<T: Pod> SimpleQueue<T> {
+    fn with_core(core: Core) -> SimpleQueue<T> {
+        SimpleQueue {
+            queue: Queue::with_core(core),
+        }
+    }
+
+    /// An anonymous simple queue holding up to `capacity` items.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Queue::new`].
+    pub fn new(capacity: usize) -> Result<SimpleQueue<T>, CreateError> {
+        Core::new_anonymous(&Queue::<T>::layout(ObjectKind::SimpleQueue, capacity)?)
+            .map(SimpleQueue::with_core)
+    }
+
+    /// Creates a named simple queue.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Queue::create`].
+    pub fn create(name: &str, capacity: usize) -> Result<SimpleQueue<T>, CreateError> {
+        Core::create(
+            name,
+            &Queue::<T>::layout(ObjectKind::SimpleQueue, capacity)?,
+            CreateOptions::new(),
+        )
+        .map(SimpleQueue::with_core)
+    }
+
+    /// Opens a named simple queue.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Queue::open`].
+    pub fn open(name: &str) -> Result<SimpleQueue<T>, OpenError> {
+        Core::open(
+            name,
+            ObjectKind::SimpleQueue,
+            ElemType::of::<T>(),
+            Some(slot_for::<T>()),
+        )
+        .map(SimpleQueue::with_core)
+    }
+
+    /// Puts `item`, waiting while the queue is full.
+    ///
+    /// # Errors
+    ///
+    /// [`PutError::Closed`] after [`close`](Self::close).
+    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+        self.queue.put(item)
+    }
+
+    /// Takes an item, waiting while the queue is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`GetError::Closed`] after [`close`](Self::close); [`GetError::Corrupt`].
+    pub fn get(&self) -> Result<T, GetError> {
+        self.queue.get()
+    }
+
+    /// Whether the queue looks empty (a snapshot).
+    pub fn empty(&self) -> bool {
+        self.queue.empty()
+    }
+
+    /// Closes this handle.
+    pub fn close(&self) {
+        self.queue.close();
+    }
+}
+
+/// A bounded MPMC queue of byte messages of any length up to its size: a message
+/// larger than one slot spans consecutive slots, claimed and published at once.
+///
+/// Besides `put`/`get`, it offers zero-copy: [`loan`](ByteQueue::loan) a buffer in
+/// the ring, write in place, [`commit`](Loan::commit); [`get_ref`](ByteQueue::get_ref)
+/// to read in place through a guard; and [`get_into`](ByteQueue::get_into) to reuse a
+/// buffer (no allocation per message).
+///
+/// # Examples
+///
+/// ```
+/// use shmproc::ByteQueue;
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let q = ByteQueue::new(64, 64)?; // 64 slots of 64 bytes
+/// q.put(b"hello")?;
+/// q.put(&[7u8; 1000])?; // spans 16 slots
+/// assert_eq!(q.get()?, b"hello");
+/// let mut buf = Vec::new();
+/// q.get_into(&mut buf)?;
+/// assert_eq!(buf, vec![7u8; 1000]);
+/// assert!(q.put(&vec![0u8; 64 * 64 + 1]).is_err()); // can never fit
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ByteQueue {
+    queue: Queue<u8>,
+}
+
+/// A buffer loaned from a [`ByteQueue`]: write the message in place, then
+/// [`commit`](Loan::commit). Dropped uncommitted, it is discarded (consumers never
+/// see it).
+#[derive(Debug)]
+pub struct Loan<'a> {
+    slot: WriteSlot<'a>,
+}
+
+impl Loan<'_> {
+    /// The buffer, exactly as long as the loan asked for. Its initial contents are
+    /// unspecified: write every byte.
+    pub fn buf(&mut self) -> &mut [u8] {
+        self.slot.buf()
+    }
+
+    /// Publishes the message.
+    pub fn commit(self) {
+        self.slot.commit();
+    }
+}
+
+/// A message read in place from a [`ByteQueue`]; its slots are returned to the queue
+/// when the guard drops.
+#[derive(Debug)]
+pub struct MessageRef<'a> {
+    slot: ReadSlot<'a>,
+}
+
+impl std::ops::Deref for MessageRef<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.slot.bytes()
+    }
+}
+
+impl ByteQueue {
+    fn layout(
+        kind: ObjectKind,
+        slots: usize,
+        slot_size: usize,
+    ) -> Result<ObjectLayout, CreateError> {
+        if slots == 0 || slot_size == 0 {
+            return Err(CreateError::InvalidArgument(format!(
+                "a byte queue needs at least one slot of at least one byte (asked for {slots} slots of {slot_size} bytes)"
+            )));
+        }
+        Core::layout(
+            kind,
+            BYTES,
+            slots as u64,
+            (slot_size as u64).next_multiple_of(8),
+        )
+    }
+
+    fn with_core(core: Core) -> ByteQueue {
+        ByteQueue {
+            queue: Queue::with_core(core),
+        }
+    }
+
+    /// An anonymous byte queue of `slots` slots of `slot_size` bytes (rounded up to a
+    /// multiple of 8). Messages of up to `slots × slot_size` bytes fit.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateError::InvalidArgument`] for zero or oversized parameters; OS errors.
+    pub fn new(slots: usize, slot_size: usize) -> Result<ByteQueue, CreateError> {
+        Core::new_anonymous(&ByteQueue::layout(ObjectKind::Queue, slots, slot_size)?)
+            .map(ByteQueue::with_core)
+    }
+
+    /// Creates a named byte queue.
+    ///
+    /// # Errors
+    ///
+    /// As for [`ByteQueue::new`] and [`Segment::create`].
+    pub fn create(name: &str, slots: usize, slot_size: usize) -> Result<ByteQueue, CreateError> {
+        Core::create(
+            name,
+            &ByteQueue::layout(ObjectKind::Queue, slots, slot_size)?,
+            CreateOptions::new(),
+        )
+        .map(ByteQueue::with_core)
+    }
+
+    /// Opens a named byte queue (any slot size).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Segment::open`].
+    pub fn open(name: &str) -> Result<ByteQueue, OpenError> {
+        Core::open(name, ObjectKind::Queue, BYTES, None).map(ByteQueue::with_core)
+    }
+
+    /// The largest message this queue can hold, in bytes.
+    pub fn max_message(&self) -> usize {
+        self.core().ring.max_message()
+    }
+
+    fn core(&self) -> &Core {
+        &self.queue.core
+    }
+
+    fn loan_block(&self, len: usize, block: Block) -> Result<Loan<'_>, PutBytesError> {
+        if self.queue.handle.closed() {
+            return Err(PutBytesError::Closed);
+        }
+        let slot = self.core().claim(len, block, self.queue.handle.spin())?;
+        Ok(Loan { slot })
+    }
+
+    fn put_block(&self, msg: &[u8], block: Block) -> Result<(), PutBytesError> {
+        let mut loan = self.loan_block(msg.len(), block)?;
+        loan.buf().copy_from_slice(msg);
+        loan.commit();
+        Ok(())
+    }
+
+    /// Puts a message, waiting while the queue is full.
+    ///
+    /// # Errors
+    ///
+    /// [`PutBytesError::TooLarge`] if it can never fit (the message says both sizes);
+    /// [`PutBytesError::Closed`].
+    pub fn put(&self, msg: &[u8]) -> Result<(), PutBytesError> {
+        self.put_block(msg, Block::Until(None))
+    }
+
+    /// Puts a message, waiting up to `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`PutBytesError::Full`] if there was no room in time; as for [`put`](Self::put).
+    pub fn put_timeout(&self, msg: &[u8], timeout: Duration) -> Result<(), PutBytesError> {
+        self.put_block(msg, Block::timeout(timeout))
+    }
+
+    /// Puts a message if there is room now.
+    ///
+    /// # Errors
+    ///
+    /// [`PutBytesError::Full`]; as for [`put`](Self::put).
+    pub fn put_nowait(&self, msg: &[u8]) -> Result<(), PutBytesError> {
+        self.put_block(msg, Block::No)
+    }
+
+    /// Loans a buffer of `len` bytes in the ring (waiting while full) to write a
+    /// message in place: no copy.
+    ///
+    /// # Errors
+    ///
+    /// As for [`put`](Self::put).
+    pub fn loan(&self, len: usize) -> Result<Loan<'_>, PutBytesError> {
+        self.loan_block(len, Block::Until(None))
+    }
+
+    /// Loans a buffer if there is room now.
+    ///
+    /// # Errors
+    ///
+    /// As for [`put_nowait`](Self::put_nowait).
+    pub fn try_loan(&self, len: usize) -> Result<Loan<'_>, PutBytesError> {
+        self.loan_block(len, Block::No)
+    }
+
+    fn take_block(&self, block: Block) -> Result<MessageRef<'_>, GetError> {
+        if self.queue.handle.closed() {
+            return Err(GetError::Closed);
+        }
+        let slot = self.core().take(block, self.queue.handle.spin())?;
+        Ok(MessageRef { slot })
+    }
+
+    /// Takes a message (waiting while empty) into a new `Vec`.
+    ///
+    /// # Errors
+    ///
+    /// [`GetError::Closed`]; [`GetError::Corrupt`].
+    pub fn get(&self) -> Result<Vec<u8>, GetError> {
+        self.take_block(Block::Until(None)).map(|m| m.to_vec())
+    }
+
+    /// Takes a message, waiting up to `timeout`; never `Empty` before the timeout.
+    ///
+    /// # Errors
+    ///
+    /// [`GetError::Empty`]; as for [`get`](Self::get).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<Vec<u8>, GetError> {
+        self.take_block(Block::timeout(timeout)).map(|m| m.to_vec())
+    }
+
+    /// Takes a message if one is there now.
+    ///
+    /// # Errors
+    ///
+    /// [`GetError::Empty`]; as for [`get`](Self::get).
+    pub fn get_nowait(&self) -> Result<Vec<u8>, GetError> {
+        self.take_block(Block::No).map(|m| m.to_vec())
+    }
+
+    /// Takes a message (waiting while empty) into `buf`, replacing its contents and
+    /// reusing its allocation; returns the length.
+    ///
+    /// # Errors
+    ///
+    /// As for [`get`](Self::get).
+    pub fn get_into(&self, buf: &mut Vec<u8>) -> Result<usize, GetError> {
+        let m = self.take_block(Block::Until(None))?;
+        buf.clear();
+        buf.extend_from_slice(&m);
+        Ok(m.len())
+    }
+
+    /// Takes a message (waiting while empty) to read in place.
+    ///
+    /// # Errors
+    ///
+    /// As for [`get`](Self::get).
+    pub fn get_ref(&self) -> Result<MessageRef<'_>, GetError> {
+        self.take_block(Block::Until(None))
+    }
+
+    /// Takes a message to read in place if one is there now.
+    ///
+    /// # Errors
+    ///
+    /// As for [`get_nowait`](Self::get_nowait).
+    pub fn get_ref_nowait(&self) -> Result<MessageRef<'_>, GetError> {
+        self.take_block(Block::No)
+    }
+
+    /// Approximate slots in use (a message spans one or more).
+    pub fn qsize(&self) -> usize {
+        self.queue.qsize()
+    }
+
+    /// Whether the queue looks empty.
+    pub fn empty(&self) -> bool {
+        self.queue.empty()
+    }
+
+    /// Closes this handle.
+    pub fn close(&self) {
+        self.queue.close();
+    }
+
+    /// How blocking calls on this handle wait.
+    pub fn set_spin(&self, spin: Spin) {
+        self.queue.set_spin(spin);
+    }
+}
+
+/// Queue state for `shmproc inspect`.
+pub(crate) fn describe(segment: &Segment) -> Vec<(&'static str, String)> {
+    let l = segment.info().layout;
+    // SAFETY: the payload is a live mapping of payload_len bytes owned by `segment`;
+    // attach checks the size against the parameters; we only load atomics.
+    let ring = unsafe {
+        Ring::attach(
+            segment.payload(),
+            segment.payload_len(),
+            l.capacity,
+            u64::from(l.slot_size),
+        )
+    };
+    let Ok(ring) = ring else {
+        return vec![("state", "payload is not a valid ring".into())];
+    };
+    let mut rows = vec![
+        (
+            "depth",
+            format!("{} of {} slots", ring.len(), ring.capacity()),
+        ),
+        ("max message", format!("{} bytes", ring.max_message())),
+        (
+            "waiting",
+            format!(
+                "{} consumer(s) asleep, {} producer(s) asleep",
+                ring.not_empty().waiters(),
+                ring.not_full().waiters()
+            ),
+        ),
+    ];
+    if l.kind == ObjectKind::JoinableQueue {
+        rows.push((
+            "unfinished",
+            ring.user_words()[0].load(Ordering::SeqCst).to_string(),
+        ));
+    }
+    rows
+}

@@ -1,0 +1,487 @@
+//! Queue, JoinableQueue, SimpleQueue and ByteQueue across real processes.
+
+mod common;
+
+use common::{TestName, Words, wait_for};
+use shmproc::layout::header::{ElemType, ObjectKind, ObjectLayout};
+use shmproc::queue::{GetError, PutBytesError, PutError, TaskDoneError};
+use shmproc::segment::{CreateOptions, OpenError, Segment};
+use shmproc::{ByteQueue, JoinableQueue, Process, Queue, SimpleQueue};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// A message from producer `p`, number `seq`: a header, a body whose length and bytes
+/// derive from (p, seq), and a checksum.
+fn message(p: u32, seq: u32) -> Vec<u8> {
+    let body_len = (seq as usize * 37 + p as usize * 11) % 300;
+    let mut m = Vec::with_capacity(16 + body_len);
+    m.extend_from_slice(&p.to_le_bytes());
+    m.extend_from_slice(&seq.to_le_bytes());
+    m.extend((0..body_len).map(|i| (i as u32 ^ seq ^ (p << 3)) as u8));
+    let sum = m.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    m.extend_from_slice(&sum.to_le_bytes());
+    m
+}
+
+/// Checks a message and returns (producer, seq).
+fn check(m: &[u8]) -> Option<(u32, u32)> {
+    if m.len() < 16 {
+        return None;
+    }
+    let p = u32::from_le_bytes(m[0..4].try_into().ok()?);
+    let seq = u32::from_le_bytes(m[4..8].try_into().ok()?);
+    (message(p, seq) == m).then_some((p, seq))
+}
+
+#[test]
+fn producers_times_consumers_deliver_every_message_exactly_once_in_order() {
+    const P: u32 = 3;
+    const C: usize = 3;
+    const N: u32 = 5000;
+    let q = ByteQueue::new(64, 64).unwrap();
+    // seen[p * N + seq]: how many times the message was delivered.
+    let seen = Words::new((P * N) as usize + 1);
+    let total = (P * N) as usize;
+    let mut kids = Vec::new();
+    for p in 0..P {
+        let q = &q;
+        kids.push(
+            Process::spawn(move || {
+                for seq in 0..N {
+                    q.put(&message(p, seq)).unwrap();
+                }
+            })
+            .unwrap(),
+        );
+    }
+    for _ in 0..C {
+        let (q, seen) = (&q, &seen);
+        kids.push(
+            Process::spawn_returning(move || -> i32 {
+                let mut last = [None::<u32>; P as usize];
+                let mut buf = Vec::new();
+                while seen.at(total).load(Ordering::SeqCst) < total as u32 {
+                    match q.get_timeout_into(&mut buf) {
+                        Ok(_) => {}
+                        Err(GetError::Empty) => continue,
+                        Err(_) => return 2,
+                    }
+                    let Some((p, seq)) = check(&buf) else {
+                        return 3;
+                    };
+                    if last[p as usize].is_some_and(|l| seq <= l) {
+                        return 4; // out of order for this producer
+                    }
+                    last[p as usize] = Some(seq);
+                    seen.at((p * N + seq) as usize)
+                        .fetch_add(1, Ordering::SeqCst);
+                    seen.at(total).fetch_add(1, Ordering::SeqCst);
+                }
+                0
+            })
+            .unwrap(),
+        );
+    }
+    for k in &mut kids {
+        let status = k.join_timeout(Duration::from_secs(120)).unwrap();
+        assert_eq!(status.map(|s| s.code()), Some(0));
+    }
+    for i in 0..total {
+        assert_eq!(seen.at(i).load(Ordering::SeqCst), 1, "message {i}");
+    }
+    assert!(q.empty());
+}
+
+trait GetTimeoutInto {
+    fn get_timeout_into(&self, buf: &mut Vec<u8>) -> Result<usize, GetError>;
+}
+
+impl GetTimeoutInto for ByteQueue {
+    fn get_timeout_into(&self, buf: &mut Vec<u8>) -> Result<usize, GetError> {
+        let m = self.get_timeout(Duration::from_millis(20))?;
+        buf.clear();
+        buf.extend_from_slice(&m);
+        Ok(m.len())
+    }
+}
+
+#[test]
+fn python_semantics_put_get_timeouts_qsize_full_empty() {
+    let q = Queue::<u64>::new(3).unwrap();
+    assert!(q.empty() && !q.full() && q.qsize() == 0 && q.maxsize() == 3);
+    assert_eq!(q.get_nowait(), Err(GetError::Empty));
+    for timeout in [Duration::ZERO, Duration::from_millis(100)] {
+        let start = Instant::now();
+        assert_eq!(q.get_timeout(timeout), Err(GetError::Empty));
+        assert!(
+            start.elapsed() >= timeout,
+            "Empty after {:?} of {timeout:?}",
+            start.elapsed()
+        );
+    }
+    q.put(1).unwrap();
+    q.put_nowait(2).unwrap();
+    q.put_timeout(3, Duration::from_millis(10)).unwrap();
+    assert!(q.full() && q.qsize() == 3);
+    // A failed put hands the item back.
+    assert_eq!(q.put_nowait(4), Err(PutError::Full(4)));
+    let start = Instant::now();
+    assert_eq!(
+        q.put_timeout(5, Duration::from_millis(50))
+            .unwrap_err()
+            .into_inner(),
+        5
+    );
+    assert!(start.elapsed() >= Duration::from_millis(50));
+    assert_eq!(
+        [
+            q.get().unwrap(),
+            q.get_nowait().unwrap(),
+            q.get_timeout(Duration::ZERO).unwrap()
+        ],
+        [1, 2, 3]
+    );
+    assert!(q.empty());
+}
+
+#[test]
+fn a_child_puts_while_the_parent_gets() {
+    let q = Queue::<[u32; 3]>::new(4).unwrap();
+    let mut child = Process::spawn(|| {
+        for i in 0..10_000u32 {
+            q.put([i, i * 2, !i]).unwrap();
+        }
+    })
+    .unwrap();
+    for i in 0..10_000u32 {
+        assert_eq!(q.get().unwrap(), [i, i * 2, !i]);
+    }
+    assert!(child.join().unwrap().success());
+}
+
+#[test]
+fn close_affects_only_this_handle() {
+    let q = Queue::<u8>::new(4).unwrap();
+    let other = q.clone();
+    q.close();
+    assert_eq!(q.put(1), Err(PutError::Closed(1)));
+    assert_eq!(q.get(), Err(GetError::Closed));
+    other.put(2).unwrap();
+    let mut child = Process::spawn_returning(|| -> i32 {
+        // The child's copy of `other` is open, and so is the queue.
+        if other.get() == Ok(2) && other.put(3).is_ok() {
+            0
+        } else {
+            1
+        }
+    })
+    .unwrap();
+    assert_eq!(child.join().unwrap().code(), 0);
+    assert_eq!(other.get(), Ok(3));
+}
+
+#[test]
+fn joinable_queue_join_waits_for_every_task() {
+    let q = JoinableQueue::<u32>::new(4).unwrap();
+    let done = Words::new(1);
+    let mut worker = Process::spawn(|| {
+        for _ in 0..50 {
+            let _ = q.get().unwrap();
+            std::thread::sleep(Duration::from_micros(200));
+            done.at(0).fetch_add(1, Ordering::SeqCst);
+            q.task_done().unwrap();
+        }
+    })
+    .unwrap();
+    for i in 0..50 {
+        q.put(i).unwrap();
+    }
+    q.join();
+    assert_eq!(done.at(0).load(Ordering::SeqCst), 50);
+    assert_eq!(q.unfinished_tasks(), 0);
+    assert!(worker.join().unwrap().success());
+    assert_eq!(q.task_done(), Err(TaskDoneError));
+    q.put(7).unwrap();
+    assert!(!q.join_timeout(Duration::from_millis(20)));
+    assert_eq!(q.get(), Ok(7));
+    q.task_done().unwrap();
+    assert!(q.join_timeout(Duration::ZERO));
+}
+
+#[test]
+fn simple_queue_put_get_empty_close() {
+    let q = SimpleQueue::<u16>::new(2).unwrap();
+    assert!(q.empty());
+    let mut child = Process::spawn(|| {
+        for i in 0..100 {
+            q.put(i).unwrap();
+        }
+    })
+    .unwrap();
+    for i in 0..100 {
+        assert_eq!(q.get(), Ok(i));
+    }
+    child.join().unwrap();
+    q.close();
+    assert_eq!(q.get(), Err(GetError::Closed));
+}
+
+#[test]
+fn byte_messages_of_every_size_up_to_the_largest() {
+    let q = ByteQueue::new(8, 16).unwrap();
+    assert_eq!(q.max_message(), 128);
+    for len in [0, 1, 15, 16, 17, 40, 100, 128] {
+        let msg: Vec<u8> = (0..len).map(|i| i as u8 ^ 0x5a).collect();
+        q.put(&msg).unwrap();
+        assert_eq!(q.get().unwrap(), msg, "len {len}");
+    }
+    let err = q.put(&[0; 129]).unwrap_err();
+    assert_eq!(err, PutBytesError::TooLarge { len: 129, max: 128 });
+    assert!(
+        err.to_string().contains("129 bytes") && err.to_string().contains("at most 128"),
+        "{err}"
+    );
+    // Zero-copy: loan, write in place, commit; read in place.
+    let mut loan = q.loan(20).unwrap();
+    loan.buf().fill(9);
+    loan.commit();
+    let m = q.get_ref().unwrap();
+    assert_eq!(&*m, &[9u8; 20]);
+    drop(m);
+    // An uncommitted loan is never seen.
+    drop(q.loan(5).unwrap());
+    assert_eq!(q.get_nowait(), Err(GetError::Empty));
+}
+
+#[test]
+fn batch_put_and_get() {
+    let q = Queue::<u32>::new(8).unwrap();
+    let items: Vec<u32> = (0..20).collect();
+    assert_eq!(q.put_many_nowait(&items).unwrap(), 8);
+    let mut out = Vec::new();
+    assert_eq!(q.get_many_nowait(&mut out, 5).unwrap(), 5);
+    assert_eq!(out, [0, 1, 2, 3, 4]);
+    let mut child =
+        Process::spawn(|| q.put_many(&(100..150).collect::<Vec<u32>>()).unwrap()).unwrap();
+    let mut got = Vec::new();
+    while got.len() < 53 {
+        q.get_many(&mut got, 16).unwrap();
+    }
+    child.join().unwrap();
+    let want: Vec<u32> = (5..8).chain(100..150).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn named_queue_wrong_type_and_wrong_kind_are_clear_errors() {
+    let name = TestName::new("q");
+    let q = Queue::<u64>::create(&name, 8).unwrap();
+    q.put(42).unwrap();
+    let again = Queue::<u64>::open(&name).unwrap();
+    assert_eq!(again.get(), Ok(42));
+    let err = Queue::<u32>::open(&name).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("expected u32 (4 bytes, align 4), found u64 (8 bytes, align 8)"),
+        "{err}"
+    );
+    assert!(matches!(
+        ByteQueue::open(&name),
+        Err(OpenError::IncompatibleLayout { .. })
+    ));
+    assert!(matches!(
+        JoinableQueue::<u64>::open(&name),
+        Err(OpenError::WrongKind { .. })
+    ));
+
+    let raw = TestName::new("raw");
+    let layout = ObjectLayout {
+        kind: ObjectKind::Pipe,
+        elem: ElemType::NONE,
+        slot_size: 0,
+        capacity: 0,
+        payload_size: 64,
+    };
+    let _seg = Segment::create(&raw, &layout, CreateOptions::new(), |_, _| {}).unwrap();
+    let err = Queue::<u64>::open(&raw).unwrap_err();
+    assert!(
+        err.to_string().contains("expected Queue, found Pipe"),
+        "{err}"
+    );
+    assert!(Queue::<u64>::new(0).is_err());
+}
+
+#[test]
+fn a_named_queue_between_unrelated_handles_in_two_processes() {
+    let name = TestName::new("named");
+    let q = ByteQueue::create(&name, 16, 32).unwrap();
+    let child_name = name.0.clone();
+    let mut child = Process::spawn_returning(move || -> i32 {
+        let Ok(q) = ByteQueue::open(&child_name) else {
+            return 2;
+        };
+        for i in 0..100u32 {
+            if q.put(&message(9, i)).is_err() {
+                return 3;
+            }
+        }
+        0
+    })
+    .unwrap();
+    for i in 0..100 {
+        assert_eq!(check(&q.get().unwrap()), Some((9, i)));
+    }
+    assert_eq!(child.join().unwrap().code(), 0);
+}
+
+#[test]
+fn a_producer_killed_mid_put_does_not_wedge_the_queue() {
+    let q = ByteQueue::new(8, 64).unwrap();
+    let claimed = Words::new(1);
+    // The victim claims a slot and dies before publishing it.
+    let mut victim = Process::spawn(|| {
+        let mut loan = q.loan(8).unwrap();
+        loan.buf().fill(1);
+        claimed.at(0).store(1, Ordering::SeqCst);
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
+    .unwrap();
+    wait_for("the victim to claim", || {
+        claimed.at(0).load(Ordering::SeqCst) == 1
+    });
+    victim.kill().unwrap();
+    victim.join().unwrap();
+    // A survivor produces; the consumer gets past the dead slot.
+    let mut producer = Process::spawn(|| {
+        for i in 0..50u32 {
+            q.put(&message(1, i)).unwrap();
+        }
+    })
+    .unwrap();
+    for i in 0..50 {
+        let m = q.get_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(check(&m), Some((1, i)));
+    }
+    assert!(producer.join().unwrap().success());
+    assert_eq!(q.get_nowait(), Err(GetError::Empty));
+}
+
+#[test]
+fn a_consumer_killed_mid_get_does_not_wedge_the_queue() {
+    let q = ByteQueue::new(8, 64).unwrap();
+    let holding = Words::new(1);
+    q.put(b"lost").unwrap();
+    // The victim takes a message and dies while reading it in place.
+    let mut victim = Process::spawn(|| {
+        let _m = q.get_ref().unwrap();
+        holding.at(0).store(1, Ordering::SeqCst);
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
+    .unwrap();
+    wait_for("the victim to take", || {
+        holding.at(0).load(Ordering::SeqCst) == 1
+    });
+    victim.kill().unwrap();
+    victim.join().unwrap();
+    // Producers need the dead consumer's slot again after one lap.
+    let mut producer = Process::spawn(|| {
+        for i in 0..50u32 {
+            q.put(&message(2, i)).unwrap();
+        }
+    })
+    .unwrap();
+    for i in 0..50 {
+        let m = q.get_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(check(&m), Some((2, i)));
+    }
+    assert!(producer.join().unwrap().success());
+}
+
+#[test]
+fn producers_and_consumers_killed_at_random_points_lose_at_most_their_in_flight_message() {
+    const N: u32 = 20_000;
+    for round in 0..4u64 {
+        let q = ByteQueue::new(16, 32).unwrap();
+        let seen = Words::new(2 * N as usize);
+        // Producer 0 is killed mid-stream; producer 1 survives.
+        let mut kids: Vec<Process> = (0..2u32)
+            .map(|p| {
+                let q = &q;
+                Process::spawn(move || {
+                    for seq in 0..N {
+                        q.put(&message(p, seq)).unwrap();
+                    }
+                })
+                .unwrap()
+            })
+            .collect();
+        // A consumer that is killed mid-stream too.
+        let doomed = {
+            let (q, seen) = (&q, &seen);
+            Process::spawn(move || {
+                loop {
+                    if let Ok(m) = q.get() {
+                        if let Some((p, seq)) = check(&m) {
+                            seen.at((p * N + seq) as usize)
+                                .fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+            })
+            .unwrap()
+        };
+        std::thread::sleep(Duration::from_millis(3 + round * 4));
+        kids[0].kill().unwrap();
+        let mut doomed = doomed;
+        doomed.kill().unwrap();
+        doomed.join().unwrap();
+        kids[0].join().unwrap();
+        // The parent consumes the rest until the survivor is done and the queue empty.
+        let mut last = [None::<u32>; 2];
+        loop {
+            match q.get_timeout(Duration::from_millis(200)) {
+                Ok(m) => {
+                    let (p, seq) = check(&m).expect("a torn message");
+                    assert!(last[p as usize].is_none_or(|l| seq > l));
+                    last[p as usize] = Some(seq);
+                    seen.at((p * N + seq) as usize)
+                        .fetch_add(1, Ordering::SeqCst);
+                }
+                Err(GetError::Empty) => {
+                    if !kids[1].is_alive() && q.empty() {
+                        break;
+                    }
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(kids[1].join().unwrap().success());
+        let counts = |p: u32| {
+            (0..N)
+                .map(|s| seen.at((p * N + s) as usize).load(Ordering::SeqCst))
+                .collect::<Vec<u32>>()
+        };
+        // Nothing twice, ever.
+        for p in 0..2 {
+            assert!(
+                counts(p).iter().all(|&c| c <= 1),
+                "duplicate from producer {p}"
+            );
+        }
+        // The survivor's messages: all but at most the one the dead consumer held.
+        let lost1 = counts(1).iter().filter(|&&c| c == 0).count();
+        assert!(lost1 <= 1, "survivor lost {lost1}");
+        // The killed producer's: a prefix, less at most one in flight with it and one
+        // with the dead consumer.
+        let c0 = counts(0);
+        let delivered = c0.iter().rposition(|&c| c == 1).map_or(0, |i| i + 1);
+        let holes = c0[..delivered].iter().filter(|&&c| c == 0).count();
+        assert!(holes + lost1 <= 2, "holes {holes}, survivor lost {lost1}");
+    }
+}
