@@ -118,15 +118,26 @@ impl Process {
     {
         let _ = io::stdout().flush();
         let _ = io::stderr().flush();
+        // The child will hold copies of every pipe end alive here: record it as a
+        // holder before forking, so no peer sees EOF before the child runs.
+        let claims = crate::pipe::before_fork();
         // SAFETY: the child runs only `f` and then `_exit`s; the fork caveat (locks
         // held by other threads) is documented on `Process` for the caller.
-        let pid = unsafe { proc::fork()? };
+        let pid = match unsafe { proc::fork() } {
+            Ok(pid) => pid,
+            Err(e) => {
+                claims.in_parent(None);
+                return Err(e);
+            }
+        };
         if pid == 0 {
+            claims.in_child();
             let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f().exit_code()))
                 .unwrap_or(1);
             let _ = io::stdout().flush();
             proc::exit_immediately(code);
         }
+        claims.in_parent(Some(pid));
         Ok(Process { pid, status: None })
     }
 

@@ -282,6 +282,75 @@ impl EventCount {
     }
 }
 
+/// Waits until `ready` returns `Some` (or `deadline`), sleeping on several
+/// eventcounts at once: any notify on any of them wakes the waiter to re-check. This
+/// is how one process blocks on many objects (`connection::wait`). Spins for
+/// `spin` first; `on_stall` is called as in [`EventCount::wait_until_checked`].
+///
+/// # Errors
+///
+/// [`TimedOut`] once the deadline has passed and a last `ready` still returned `None`.
+pub fn wait_any<T>(
+    events: &[&EventCount],
+    spin: Spin,
+    deadline: Option<Deadline>,
+    mut ready: impl FnMut() -> Option<T>,
+    mut on_stall: impl FnMut() -> Option<T>,
+) -> Result<T, TimedOut> {
+    if let Some(v) = ready() {
+        return Ok(v);
+    }
+    if !spin.duration.is_zero() {
+        let spin_until = Deadline::after(spin.duration);
+        while !spin_until.expired() && !deadline.is_some_and(|d| d.expired()) {
+            for _ in 0..64 {
+                if let Some(v) = ready() {
+                    return Ok(v);
+                }
+                std::hint::spin_loop();
+            }
+        }
+    }
+    let mut check_every = Duration::from_millis(1);
+    let mut next_check: Option<Deadline> = None;
+    loop {
+        if next_check.is_none_or(|c| c.expired()) {
+            if let Some(v) = on_stall() {
+                return Ok(v);
+            }
+            next_check = Some(Deadline::after(check_every));
+            check_every = (check_every * 2).min(STALL_CHECK_MAX);
+        }
+        if deadline.is_some_and(|d| d.expired()) {
+            return ready().ok_or(TimedOut);
+        }
+        let sleep_until = match (deadline, next_check) {
+            (Some(d), Some(c)) => Some(d.min(c)),
+            (d, c) => d.or(c),
+        };
+        for ev in events {
+            ev.waiters.fetch_add(1, Ordering::SeqCst);
+        }
+        let words: Vec<(&AtomicU32, u32)> = events
+            .iter()
+            .map(|ev| (&ev.epoch, ev.epoch.load(Ordering::SeqCst)))
+            .collect();
+        // Orders the registrations before the re-check; pairs with the fence in
+        // `notify` (see the module docs).
+        fence(Ordering::SeqCst);
+        let found = ready();
+        if found.is_none() {
+            let _: WaitOutcome = futex::wait_any(&words, sleep_until);
+        }
+        for ev in events {
+            ev.waiters.fetch_sub(1, Ordering::SeqCst);
+        }
+        if let Some(v) = found.or_else(&mut ready) {
+            return Ok(v);
+        }
+    }
+}
+
 /// Longest sleep between two stall checks in [`EventCount::wait_until_checked`].
 const STALL_CHECK_MAX: Duration = Duration::from_millis(100);
 

@@ -49,6 +49,42 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Deadline>) 
     }
 }
 
+/// `futex_waitv(words, CLOCK_MONOTONIC deadline)` (Linux 5.16+): sleep while every
+/// `*word == expected`, until any is woken or changed, or the deadline. Where the call
+/// is missing (ENOSYS), sleeps 1 ms instead and reports `Woken`, so callers re-check:
+/// polling, but never a missed wake-up.
+///
+/// See [futex_waitv(2)](https://docs.kernel.org/userspace-api/futex2.html).
+pub(crate) fn wait_any(words: &[(&AtomicU32, u32)], deadline: Option<Deadline>) -> WaitOutcome {
+    WAIT_CALLS.fetch_add(1, Ordering::Relaxed);
+    let waits: Vec<futex::Wait> = words
+        .iter()
+        .map(|(word, expected)| {
+            let mut w = futex::Wait::new();
+            w.val = u64::from(*expected);
+            w.uaddr = futex::WaitPtr::new(word.as_ptr().cast());
+            w.flags = futex::WaitFlags::SIZE_U32;
+            w
+        })
+        .collect();
+    let ts = deadline.map(|d| d.as_timespec());
+    match futex::waitv(
+        &waits,
+        futex::WaitvFlags::empty(),
+        ts.as_ref(),
+        rustix::time::ClockId::Monotonic,
+    ) {
+        Ok(_) | Err(Errno::AGAIN) => WaitOutcome::Woken,
+        Err(Errno::TIMEDOUT) => WaitOutcome::TimedOut,
+        Err(Errno::INTR) => WaitOutcome::Interrupted,
+        Err(_) => {
+            let pause = std::time::Duration::from_millis(1);
+            std::thread::sleep(deadline.map_or(pause, |d| d.remaining().min(pause)));
+            WaitOutcome::Woken
+        }
+    }
+}
+
 /// `futex(FUTEX_WAKE, n)`: wake up to `n` processes sleeping on `word`; returns how many.
 ///
 /// See [futex(2)](https://man7.org/linux/man-pages/man2/futex.2.html).

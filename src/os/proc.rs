@@ -110,11 +110,17 @@ pub(crate) fn is_alive(pid: u32, start_ticks: u64) -> bool {
 /// Like [`is_alive`], comparing only the low 32 bits of the start time (the attach
 /// registry packs pid and start time into one 64-bit word).
 pub(crate) fn is_alive_low32(pid: u32, start_low32: u32) -> bool {
+    is_alive_masked(pid, u64::from(start_low32), u64::from(u32::MAX))
+}
+
+/// Like [`is_alive`], comparing only the start-time bits in `mask` (registries pack
+/// pid and a truncated start time into one word).
+pub(crate) fn is_alive_masked(pid: u32, start: u64, mask: u64) -> bool {
     if !is_alive(pid, 0) {
         return false;
     }
     match read_stat(pid) {
-        Ok(stat) => start_low32 == 0 || stat.start_ticks as u32 == start_low32,
+        Ok(stat) => start == 0 || stat.start_ticks & mask == start & mask,
         Err(_) => true,
     }
 }

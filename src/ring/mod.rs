@@ -3,6 +3,9 @@
 //! shmproc's rings in memory they own.
 //!
 //! - [`mpmc`]: bounded multi-producer multi-consumer ring of fixed-size slots, for
-//!   messages of one slot or several consecutive slots (the `Queue`).
+//!   messages of one slot or several consecutive slots (the `Queue`);
+//! - [`spsc`]: single-producer single-consumer ring of length-prefixed byte records,
+//!   streaming messages of any size in fragments (the `Pipe`).
 
 pub mod mpmc;
+pub mod spsc;

@@ -1,0 +1,1099 @@
+//! `pipe()` and `Connection`: Python's `multiprocessing.Pipe` on shared memory, one
+//! SPSC byte ring ([`crate::ring::spsc`]) per direction.
+//!
+//! | Python | shmproc |
+//! |---|---|
+//! | `a, b = Pipe()` / `Pipe(duplex=False)` | [`pipe`]`(true)` / [`pipe`]`(false)` (`a` receives, `b` sends) |
+//! | `send(obj)` / `recv()` | [`Connection::send`] / [`Connection::recv`] (plain-old-data values) |
+//! | `send_bytes(buf, offset, size)` | [`Connection::send_bytes`], [`Connection::send_bytes_range`] |
+//! | `recv_bytes()` / `recv_bytes_into(buf, offset)` | [`Connection::recv_bytes`] / [`Connection::recv_bytes_into`] |
+//! | `poll(timeout)` | [`Connection::poll`] |
+//! | `close()`, `closed`, `readable`, `writable` | [`Connection::close`], [`Connection::closed`], … |
+//! | `EOFError`, `BufferTooShort` | [`RecvError::Eof`], [`RecvError::BufferTooShort`] (carrying the message) |
+//! | `multiprocessing.connection.wait(conns, timeout)` | [`wait`] |
+//!
+//! Messages of any size: a message longer than a quarter of the ring streams through
+//! it in fragments, reassembled by the receiver; messages never merge and an empty
+//! message is a message.
+//!
+//! # End of file, like an OS pipe
+//!
+//! Each end keeps a small registry of the processes holding it: the creator, every
+//! child started with [`Process`](crate::Process) while the end was alive (a forked
+//! child holds copies of everything, as it holds copies of file descriptors in
+//! Python), and processes that opened it by name. Closing or dropping a `Connection`
+//! removes its entry. A receiver gets [`RecvError::Eof`] once the ring is drained and
+//! every holder of the other end has closed it or died — including by SIGKILL (found
+//! by a liveness check when a wait stalls). Unlike Python, a process's own inherited
+//! copy of the other end does not keep its receives from seeing EOF unless it has
+//! used that copy.
+//!
+//! A `Connection` is `Send` but not `Sync`: one thread uses an end at a time, and
+//! two processes must not send (or receive) on the same end at the same time (the
+//! ring is single-producer, single-consumer; doing so garbles data, at worst into a
+//! `Corrupt` error, never undefined behavior).
+
+use crate::layout::header::{ElemType, ObjectKind, ObjectLayout};
+use crate::layout::padded::CachePadded;
+use crate::os::clock::Deadline;
+use crate::os::proc;
+use crate::ring::spsc::{self, FIRST, MORE, Reader, Record, Spsc, Writer};
+use crate::segment::{CreateError, CreateOptions, OpenError, OpenOptions, Segment};
+use crate::wait::{EventCount, Spin};
+use bytemuck::Pod;
+use std::cell::Cell;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+/// Default bytes per direction.
+pub const DEFAULT_CAPACITY: usize = 256 * 1024;
+/// Entries in each end's holder registry.
+const HOLDERS: usize = 15;
+const ACTIVE: u64 = 1 << 62;
+/// The entry was inherited through a fork, not created or opened by its process.
+const INHERITED: u64 = 1 << 63;
+const START_BITS: u64 = (1 << 30) - 1;
+
+/// Who holds one end: `ever` is set once anyone has registered (so a named end no
+/// one opened yet is "not connected yet", not "closed"); each entry is 0 or
+/// `pid | (start_ticks & 2^30-1) << 32 | ACTIVE? | INHERITED?`.
+#[repr(C)]
+struct Holders {
+    ever: AtomicU64,
+    entries: [AtomicU64; HOLDERS],
+}
+
+#[repr(C)]
+struct PipeControl {
+    ends: [CachePadded<Holders>; 2],
+}
+
+const _: () = assert!(size_of::<Holders>() == 128);
+const _: () = assert!(size_of::<PipeControl>() == 256);
+
+/// Why a message was not sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// This connection was closed.
+    Closed,
+    /// This end of a one-way pipe only receives.
+    ReceiveOnly,
+    /// Every holder of the other end has closed it or died (Python's
+    /// `BrokenPipeError`).
+    BrokenPipe,
+    /// The ring stayed full until the timeout.
+    Timeout,
+    /// A bad `offset` or `size` (the message says which and why).
+    InvalidArgument(String),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Closed => f.write_str("connection is closed"),
+            SendError::ReceiveOnly => {
+                f.write_str("this end of a one-way pipe only receives; send on the other end")
+            }
+            SendError::BrokenPipe => f.write_str("broken pipe: the other end is closed"),
+            SendError::Timeout => f.write_str("timed out waiting for room in the pipe"),
+            SendError::InvalidArgument(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Why no message was received.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// Every holder of the other end has closed it or died, and everything it sent
+    /// has been received (Python's `EOFError`).
+    Eof,
+    /// This connection was closed.
+    Closed,
+    /// This end of a one-way pipe only sends.
+    SendOnly,
+    /// Nothing arrived before the timeout.
+    Timeout,
+    /// The message did not fit the buffer; here is all of it (Python's
+    /// `BufferTooShort`, whose argument is the message).
+    BufferTooShort(Vec<u8>),
+    /// `recv::<T>` got a message that is not the size of a `T` (it was consumed).
+    WrongSize {
+        /// `size_of::<T>()`.
+        expected: usize,
+        /// The message's length.
+        found: usize,
+    },
+    /// A bad offset for `recv_bytes_into`.
+    InvalidArgument(String),
+    /// The pipe's shared memory is inconsistent (a peer scribbled on it).
+    Corrupt(String),
+}
+
+impl fmt::Debug for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecvError::BufferTooShort(m) => write!(f, "BufferTooShort({} bytes)", m.len()),
+            other => fmt::Display::fmt(other, f),
+        }
+    }
+}
+
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecvError::Eof => f.write_str("end of file: the other end is closed"),
+            RecvError::Closed => f.write_str("connection is closed"),
+            RecvError::SendOnly => {
+                f.write_str("this end of a one-way pipe only sends; receive on the other end")
+            }
+            RecvError::Timeout => f.write_str("timed out waiting for a message"),
+            RecvError::BufferTooShort(m) => write!(
+                f,
+                "buffer too short for a message of {} bytes (the message is in the error)",
+                m.len()
+            ),
+            RecvError::WrongSize { expected, found } => write!(
+                f,
+                "received a message of {found} bytes, expected {expected}"
+            ),
+            RecvError::InvalidArgument(why) => f.write_str(why),
+            RecvError::Corrupt(why) => write!(f, "pipe is corrupt: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for RecvError {}
+
+impl From<spsc::Corrupt> for RecvError {
+    fn from(e: spsc::Corrupt) -> RecvError {
+        RecvError::Corrupt(e.0)
+    }
+}
+
+/// The segment, shared by the handles of both ends in one process.
+#[derive(Debug)]
+struct PipeShared {
+    segment: Segment,
+    /// Ring carrying messages to end A (read by A, written by B).
+    to_a: Spsc,
+    /// Ring carrying messages to end B; `None` for a one-way pipe.
+    to_b: Option<Spsc>,
+}
+
+impl PipeShared {
+    fn control(&self) -> &PipeControl {
+        // SAFETY: the payload starts with 256 bytes of PipeControl (checked against
+        // the layout at open), 128-aligned, made only of atomics.
+        unsafe { &*self.segment.payload().as_ptr().cast::<PipeControl>() }
+    }
+
+    fn holders(&self, end: usize) -> &Holders {
+        &self.control().ends[end & 1]
+    }
+}
+
+fn layout(capacity: u64, duplex: bool) -> Option<ObjectLayout> {
+    let ring = Spsc::bytes_for(capacity)? as u64;
+    let directions: u64 = if duplex { 2 } else { 1 };
+    Some(ObjectLayout {
+        kind: ObjectKind::Pipe,
+        elem: ElemType::NONE,
+        slot_size: directions as u32,
+        capacity,
+        payload_size: size_of::<PipeControl>() as u64 + ring.checked_mul(directions)?,
+    })
+}
+
+impl PipeShared {
+    fn from_segment(segment: Segment) -> Result<PipeShared, OpenError> {
+        let l = segment.info().layout;
+        let name = || segment.name().unwrap_or("<anonymous>").to_string();
+        let duplex = match l.slot_size {
+            1 => false,
+            2 => true,
+            n => {
+                return Err(OpenError::IncompatibleLayout {
+                    name: name(),
+                    what: "direction count",
+                    expected: "1 or 2".into(),
+                    found: n.to_string(),
+                });
+            }
+        };
+        let expected = layout(l.capacity, duplex);
+        if expected.map(|e| e.payload_size) != Some(l.payload_size) {
+            return Err(OpenError::IncompatibleLayout {
+                name: name(),
+                what: "pipe size",
+                expected: format!("a pipe of {} bytes per direction", l.capacity),
+                found: format!("{} bytes of payload", l.payload_size),
+            });
+        }
+        let ring_len = Spsc::bytes_for(l.capacity).unwrap_or(0);
+        let base = segment.payload();
+        let at = |i: usize| {
+            // SAFETY: 256 + i * ring_len + ring_len <= payload_size (checked above),
+            // so the pointer stays inside the payload; 128-aligned since ring_len is
+            // 512 + a power of two >= 256.
+            let p = unsafe { base.add(size_of::<PipeControl>() + i * ring_len) };
+            // SAFETY: the ring memory lives as long as the segment, which PipeShared
+            // keeps; it was zero-filled at creation and is used only through Spsc
+            // handles of this capacity.
+            unsafe { Spsc::attach(p, ring_len, l.capacity) }
+        };
+        let bad = |e: spsc::LayoutError| OpenError::IncompatibleLayout {
+            name: name(),
+            what: "pipe ring",
+            expected: "a valid byte ring".into(),
+            found: e.to_string(),
+        };
+        let to_a = at(0).map_err(bad)?;
+        let to_b = if duplex {
+            Some(at(1).map_err(bad)?)
+        } else {
+            None
+        };
+        Ok(PipeShared {
+            segment,
+            to_a,
+            to_b,
+        })
+    }
+}
+
+/// This handle's entry in its end's holder registry.
+#[derive(Debug)]
+struct Registration {
+    shared: Arc<PipeShared>,
+    end: usize,
+    /// (pid, entry index, the entry's value) for the process this handle is in.
+    entry: Mutex<Option<(u32, usize, u64)>>,
+}
+
+/// Every live registration of this process, so a forked child can register itself
+/// as a holder of everything it inherited.
+static LIVE: Mutex<Vec<Weak<Registration>>> = Mutex::new(Vec::new());
+
+impl Registration {
+    fn new(shared: Arc<PipeShared>, end: usize) -> Arc<Registration> {
+        let reg = Arc::new(Registration {
+            shared,
+            end,
+            entry: Mutex::new(None),
+        });
+        reg.register(false, false);
+        if let Ok(mut live) = LIVE.lock() {
+            live.retain(|w| w.strong_count() > 0);
+            live.push(Arc::downgrade(&reg));
+        }
+        reg
+    }
+
+    /// Claims an entry for this process (reclaiming entries of dead processes when
+    /// full). With all 15 entries held by live processes this handle goes unrecorded,
+    /// and the other end could see EOF while it is still open; pipes are meant for
+    /// a few processes, far fewer than that.
+    fn register(&self, active: bool, inherited: bool) -> Option<(usize, u64)> {
+        let me = proc::ProcessId::current();
+        let value = u64::from(me.pid)
+            | ((me.start_ticks & START_BITS) << 32)
+            | if active { ACTIVE } else { 0 }
+            | if inherited { INHERITED } else { 0 };
+        let holders = self.shared.holders(self.end);
+        holders.ever.store(1, Ordering::Release);
+        for pass in 0..2 {
+            for (i, slot) in holders.entries.iter().enumerate() {
+                let cur = slot.load(Ordering::Acquire);
+                let free = cur == 0 || (pass == 1 && !entry_alive(cur));
+                if free
+                    && slot
+                        .compare_exchange(cur, value, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                {
+                    if let Ok(mut e) = self.entry.lock() {
+                        *e = Some((me.pid, i, value));
+                    }
+                    return Some((i, value));
+                }
+            }
+        }
+        None
+    }
+
+    /// Marks this process's entry as used (so it keeps the peer's EOF away even
+    /// within this process).
+    fn mark_active(&self) {
+        let Ok(mut e) = self.entry.lock() else { return };
+        let me = proc::cached_pid();
+        match *e {
+            Some((pid, i, value)) if pid == me => {
+                if value & ACTIVE == 0 {
+                    let slot = &self.shared.holders(self.end).entries[i];
+                    if slot
+                        .compare_exchange(
+                            value,
+                            value | ACTIVE,
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        )
+                        .is_ok()
+                    {
+                        *e = Some((pid, i, value | ACTIVE));
+                    }
+                }
+            }
+            _ => {
+                drop(e);
+                self.register(true, false);
+            }
+        }
+    }
+
+    fn deregister(&self) {
+        let Ok(mut e) = self.entry.lock() else { return };
+        if let Some((pid, i, value)) = e.take() {
+            if pid == proc::cached_pid() {
+                let slot = &self.shared.holders(self.end).entries[i];
+                let _ = slot.compare_exchange(value, 0, Ordering::AcqRel, Ordering::Acquire);
+            }
+        }
+    }
+}
+
+fn entry_alive(entry: u64) -> bool {
+    let pid = entry as u32;
+    let start = (entry >> 32) & START_BITS;
+    proc::is_alive_masked(pid, start, START_BITS)
+}
+
+/// Entries claimed by a parent for a child it is about to fork (see
+/// [`before_fork`]).
+pub(crate) struct ForkClaims(Vec<(Arc<Registration>, usize, u64)>);
+
+/// Called by [`Process`](crate::Process) just before `fork`: claims, in the parent,
+/// an entry for the child in every pipe end alive in this process (the child will
+/// hold copies of them all). Claiming before the fork matters: the parent may drop
+/// its own copy of the child's end right after forking, and the other end must not
+/// see EOF in the moment before the child runs.
+pub(crate) fn before_fork() -> ForkClaims {
+    let Ok(live) = LIVE.lock() else {
+        return ForkClaims(Vec::new());
+    };
+    let regs: Vec<Arc<Registration>> = live.iter().filter_map(Weak::upgrade).collect();
+    drop(live);
+    let mut claims = Vec::new();
+    for reg in regs {
+        // The placeholder names the parent (alive, inherited, inactive) until the
+        // child's pid is known.
+        let saved = reg.entry.lock().ok().and_then(|e| *e);
+        if let Some((i, value)) = reg.register(false, true) {
+            claims.push((reg.clone(), i, value));
+        }
+        // `register` recorded the placeholder as this handle's entry: restore the
+        // parent's own.
+        if let Ok(mut e) = reg.entry.lock() {
+            *e = saved;
+        }
+    }
+    ForkClaims(claims)
+}
+
+impl ForkClaims {
+    fn child_value(pid: u32, start_ticks: u64) -> u64 {
+        u64::from(pid) | ((start_ticks & START_BITS) << 32) | INHERITED
+    }
+
+    /// In the parent after `fork`: hands the claimed entries to the child (or frees
+    /// them if the fork failed, `child == None`).
+    pub(crate) fn in_parent(self, child: Option<u32>) {
+        for (reg, i, placeholder) in self.0 {
+            let new = child.map_or(0, |pid| ForkClaims::child_value(pid, 0));
+            let slot = &reg.shared.holders(reg.end).entries[i];
+            let _ = slot.compare_exchange(placeholder, new, Ordering::AcqRel, Ordering::Acquire);
+        }
+    }
+
+    /// In the child after `fork`: takes the claimed entries as its own (whichever of
+    /// parent and child replaces the placeholder first, the result is the same pid).
+    pub(crate) fn in_child(self) {
+        let me = proc::ProcessId::current();
+        let value = ForkClaims::child_value(me.pid, me.start_ticks);
+        for (reg, i, placeholder) in self.0 {
+            let slot = &reg.shared.holders(reg.end).entries[i];
+            let now = match slot.compare_exchange(
+                placeholder,
+                value,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => value,
+                Err(cur) => cur,
+            };
+            if let Ok(mut e) = reg.entry.lock() {
+                *e = Some((me.pid, i, now));
+            }
+        }
+    }
+}
+
+/// One end of a pipe (see the module docs).
+///
+/// # Examples
+///
+/// ```
+/// use shmproc::{pipe, Process};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (parent_conn, child_conn) = pipe(true)?;
+/// let mut child = Process::spawn(move || {
+///     child_conn.send(&[42u32, 0, 7]).unwrap();
+///     child_conn.send_bytes(b"hello").unwrap();
+/// })?;
+/// assert_eq!(parent_conn.recv::<[u32; 3]>()?, [42, 0, 7]);
+/// assert_eq!(parent_conn.recv_bytes()?, b"hello");
+/// child.join()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Connection {
+    reg: Arc<Registration>,
+    tx: Option<Writer>,
+    rx: Option<Reader>,
+    closed: Cell<bool>,
+    spin: Cell<Spin>,
+}
+
+/// A pair of connected [`Connection`]s with the default capacity (256 KiB per
+/// direction). `duplex`: both ends send and receive; otherwise the first end only
+/// receives and the second only sends (Python's `Pipe(duplex=False)`).
+///
+/// # Errors
+///
+/// OS errors creating the anonymous segment.
+pub fn pipe(duplex: bool) -> Result<(Connection, Connection), CreateError> {
+    pipe_with_capacity(DEFAULT_CAPACITY, duplex)
+}
+
+/// [`pipe`] with `capacity` bytes per direction (a power of two, at least 256).
+/// Messages of any size still fit: larger ones stream through in fragments.
+///
+/// # Errors
+///
+/// [`CreateError::InvalidArgument`] for a bad capacity; OS errors.
+pub fn pipe_with_capacity(
+    capacity: usize,
+    duplex: bool,
+) -> Result<(Connection, Connection), CreateError> {
+    let l = checked_layout(capacity, duplex)?;
+    let segment = Segment::anonymous(&l, |_, _| {})?;
+    let shared = Arc::new(
+        PipeShared::from_segment(segment)
+            .map_err(|e| CreateError::InvalidArgument(e.to_string()))?,
+    );
+    Ok((
+        Connection::end(shared.clone(), 0),
+        Connection::end(shared, 1),
+    ))
+}
+
+fn checked_layout(capacity: usize, duplex: bool) -> Result<ObjectLayout, CreateError> {
+    layout(capacity as u64, duplex).ok_or_else(|| {
+        CreateError::InvalidArgument(format!(
+            "pipe capacity {capacity} must be a power of two of at least 256 bytes"
+        ))
+    })
+}
+
+impl Connection {
+    fn end(shared: Arc<PipeShared>, end: usize) -> Connection {
+        let (tx, rx) = if end == 0 {
+            (shared.to_b.map(|r| r.writer()), Some(shared.to_a.reader()))
+        } else {
+            (Some(shared.to_a.writer()), shared.to_b.map(|r| r.reader()))
+        };
+        Connection {
+            reg: Registration::new(shared, end),
+            tx,
+            rx,
+            closed: Cell::new(false),
+            spin: Cell::new(Spin::DEFAULT),
+        }
+    }
+
+    /// Creates a named pipe and returns its first end; another process gets the
+    /// second with [`Connection::open`]. Until someone opens it, receives wait (they
+    /// do not see EOF).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Segment::create`]; a bad capacity.
+    pub fn create(name: &str, capacity: usize, duplex: bool) -> Result<Connection, CreateError> {
+        let l = checked_layout(capacity, duplex)?;
+        let segment = Segment::create(name, &l, CreateOptions::new(), |_, _| {})?;
+        let shared = PipeShared::from_segment(segment)
+            .map_err(|e| CreateError::InvalidArgument(e.to_string()))?;
+        Ok(Connection::end(Arc::new(shared), 0))
+    }
+
+    /// Opens the second end of a named pipe.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Segment::open`] (`expected Pipe, found Queue` …).
+    pub fn open(name: &str) -> Result<Connection, OpenError> {
+        let segment = Segment::open(name, ObjectKind::Pipe, ElemType::NONE, OpenOptions::new())?;
+        Ok(Connection::end(
+            Arc::new(PipeShared::from_segment(segment)?),
+            1,
+        ))
+    }
+
+    /// Whether this end can receive (Python's `readable`).
+    pub fn readable(&self) -> bool {
+        self.rx.is_some()
+    }
+
+    /// Whether this end can send (Python's `writable`).
+    pub fn writable(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Whether [`close`](Connection::close) was called.
+    pub fn closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    /// How blocking calls on this end wait: spin first (the default) or sleep at once.
+    pub fn set_spin(&self, spin: Spin) {
+        self.spin.set(spin);
+    }
+
+    /// Closes this end in this process: later calls fail with `Closed`, and once
+    /// every holder of this end has closed it (or died) the other end sees EOF.
+    /// Dropping the connection closes it too.
+    pub fn close(&self) {
+        if !self.closed.replace(true) {
+            self.reg.deregister();
+            // Wake the other side so it re-checks for EOF / a broken pipe.
+            self.reg.shared.to_a.readable().notify_all();
+            self.reg.shared.to_a.writable().notify_all();
+            if let Some(r) = &self.reg.shared.to_b {
+                r.readable().notify_all();
+                r.writable().notify_all();
+            }
+        }
+    }
+
+    /// The other end's holders.
+    fn peer(&self) -> &Holders {
+        self.reg.shared.holders(1 - self.reg.end)
+    }
+
+    /// Cheap: the other end was attached once and every holder has closed it.
+    #[inline]
+    fn peer_gone(&self) -> bool {
+        let h = self.peer();
+        h.ever.load(Ordering::Acquire) != 0
+            && h.entries.iter().all(|e| e.load(Ordering::Acquire) == 0)
+    }
+
+    /// Expensive (reads /proc): the other end was attached once and every holder has
+    /// closed it, died, or is this process holding an inherited copy it never used.
+    fn peer_dead(&self) -> bool {
+        let h = self.peer();
+        if h.ever.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let me = proc::cached_pid();
+        h.entries.iter().all(|e| {
+            let v = e.load(Ordering::Acquire);
+            let own_unused_copy = v as u32 == me && v & INHERITED != 0 && v & ACTIVE == 0;
+            v == 0 || own_unused_copy || !entry_alive(v)
+        })
+    }
+
+    fn deadline(timeout: Option<Duration>) -> Option<Deadline> {
+        timeout.map(Deadline::after)
+    }
+
+    fn writer(&self) -> Result<&Writer, SendError> {
+        if self.closed.get() {
+            return Err(SendError::Closed);
+        }
+        self.tx.as_ref().ok_or(SendError::ReceiveOnly)
+    }
+
+    fn reader(&self) -> Result<&Reader, RecvError> {
+        if self.closed.get() {
+            return Err(RecvError::Closed);
+        }
+        self.rx.as_ref().ok_or(RecvError::SendOnly)
+    }
+
+    /// Writes one record, waiting for room until `deadline`.
+    fn write_record(
+        &self,
+        tx: &Writer,
+        fragment: &[u8],
+        flags: u32,
+        total: u64,
+        deadline: Option<Deadline>,
+    ) -> Result<(), SendError> {
+        if !tx.try_write(fragment, flags, total) {
+            let ready = || {
+                if tx.try_write(fragment, flags, total) {
+                    Some(Ok(()))
+                } else if self.peer_gone() {
+                    Some(Err(SendError::BrokenPipe))
+                } else {
+                    None
+                }
+            };
+            let on_stall = || self.peer_dead().then_some(Err(SendError::BrokenPipe));
+            tx.ring()
+                .writable()
+                .wait_until_checked(self.spin.get(), deadline, ready, on_stall)
+                .unwrap_or(Err(SendError::Timeout))?;
+        }
+        tx.ring().readable().notify_one();
+        Ok(())
+    }
+
+    fn send_message(&self, msg: &[u8], deadline: Option<Deadline>) -> Result<(), SendError> {
+        let tx = self.writer()?;
+        self.reg.mark_active_fast();
+        let max = tx.ring().max_fragment();
+        if msg.len() <= max {
+            return self.write_record(tx, msg, FIRST, msg.len() as u64, deadline);
+        }
+        let total = msg.len() as u64;
+        let mut chunks = msg.chunks(max).peekable();
+        let mut flags = FIRST;
+        while let Some(chunk) = chunks.next() {
+            if chunks.peek().is_some() {
+                flags |= MORE;
+            } else {
+                flags &= !MORE;
+            }
+            self.write_record(tx, chunk, flags, total, deadline)?;
+            flags &= !FIRST;
+        }
+        Ok(())
+    }
+
+    /// Sends a message of bytes, waiting for room (Python's `send_bytes(buf)`).
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`], [`SendError::ReceiveOnly`], [`SendError::BrokenPipe`].
+    pub fn send_bytes(&self, buf: &[u8]) -> Result<(), SendError> {
+        self.send_message(buf, None)
+    }
+
+    /// Sends `buf[offset .. offset + size]` (all the rest if `size` is `None`), with
+    /// Python's checks: a negative or out-of-range offset or size is an error saying
+    /// which.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::InvalidArgument`]; as for [`send_bytes`](Connection::send_bytes).
+    pub fn send_bytes_range(
+        &self,
+        buf: &[u8],
+        offset: i64,
+        size: Option<i64>,
+    ) -> Result<(), SendError> {
+        let len = buf.len() as i64;
+        if offset < 0 {
+            return Err(SendError::InvalidArgument(format!(
+                "offset is negative ({offset})"
+            )));
+        }
+        if offset > len {
+            return Err(SendError::InvalidArgument(format!(
+                "offset {offset} is beyond the buffer of {len} bytes"
+            )));
+        }
+        let size = match size {
+            None => len - offset,
+            Some(s) if s < 0 => {
+                return Err(SendError::InvalidArgument(format!(
+                    "size is negative ({s})"
+                )));
+            }
+            Some(s) if offset + s > len => {
+                return Err(SendError::InvalidArgument(format!(
+                    "offset {offset} + size {s} is beyond the buffer of {len} bytes"
+                )));
+            }
+            Some(s) => s,
+        };
+        self.send_bytes(&buf[offset as usize..(offset + size) as usize])
+    }
+
+    /// [`send_bytes`](Connection::send_bytes), waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Timeout`] (part of a long message may have been sent: the
+    /// receiver then waits for the rest); as for `send_bytes`.
+    pub fn send_bytes_timeout(&self, buf: &[u8], timeout: Duration) -> Result<(), SendError> {
+        self.send_message(buf, Connection::deadline(Some(timeout)))
+    }
+
+    /// Sends a plain-old-data value (Python's `send(obj)` for values that need no
+    /// pickling).
+    ///
+    /// # Errors
+    ///
+    /// As for [`send_bytes`](Connection::send_bytes).
+    #[inline]
+    pub fn send<T: Pod>(&self, value: &T) -> Result<(), SendError> {
+        self.send_message(bytemuck::bytes_of(value), None)
+    }
+
+    /// Waits for the first record of a message, or EOF.
+    #[inline]
+    fn next_record(&self, rx: &Reader, deadline: Option<Deadline>) -> Result<Record, RecvError> {
+        if let Some(rec) = rx.peek()? {
+            return Ok(rec);
+        }
+        let ready = || match rx.peek() {
+            Ok(Some(rec)) => Some(Ok(rec)),
+            Err(e) => Some(Err(e.into())),
+            Ok(None) if self.peer_gone() => Some(match rx.peek() {
+                Ok(Some(rec)) => Ok(rec),
+                Ok(None) => Err(RecvError::Eof),
+                Err(e) => Err(e.into()),
+            }),
+            Ok(None) => None,
+        };
+        let on_stall = || {
+            if !self.peer_dead() {
+                return None;
+            }
+            Some(match rx.peek() {
+                Ok(Some(rec)) => Ok(rec),
+                Ok(None) => Err(RecvError::Eof),
+                Err(e) => Err(e.into()),
+            })
+        };
+        rx.ring()
+            .readable()
+            .wait_until_checked(self.spin.get(), deadline, ready, on_stall)
+            .unwrap_or(Err(RecvError::Timeout))
+    }
+
+    fn consume(&self, rx: &Reader, rec: &Record) {
+        rx.consume(rec);
+        rx.ring().writable().notify_one();
+    }
+
+    /// Receives one whole message into `out` (cleared first). A message whose writer
+    /// dies mid-way is discarded: [`RecvError::Eof`].
+    fn recv_message(&self, out: &mut Vec<u8>, deadline: Option<Deadline>) -> Result<(), RecvError> {
+        let rx = self.reader()?;
+        self.reg.mark_active_fast();
+        out.clear();
+        let first = self.next_record(rx, deadline)?;
+        if first.flags & FIRST == 0 {
+            self.consume(rx, &first);
+            return Err(RecvError::Corrupt(
+                "a message fragment without its start".into(),
+            ));
+        }
+        out.extend_from_slice(rx.bytes(&first));
+        self.consume(rx, &first);
+        if first.flags & MORE == 0 {
+            return Ok(());
+        }
+        let total = first.total;
+        out.reserve(total.min(64 << 20) as usize);
+        loop {
+            let rec = self.next_record(rx, deadline)?;
+            if rec.flags & FIRST != 0 {
+                return Err(RecvError::Corrupt(
+                    "a new message began inside another".into(),
+                ));
+            }
+            out.extend_from_slice(rx.bytes(&rec));
+            self.consume(rx, &rec);
+            if out.len() as u64 > total {
+                return Err(RecvError::Corrupt(format!(
+                    "message longer than its announced {total} bytes"
+                )));
+            }
+            if rec.flags & MORE == 0 {
+                break;
+            }
+        }
+        if out.len() as u64 != total {
+            return Err(RecvError::Corrupt(format!(
+                "message of {} bytes announced as {total}",
+                out.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Receives a message of bytes, waiting for one (Python's `recv_bytes()`).
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Eof`] once the other end is closed (or dead) and everything it
+    /// sent was received; [`RecvError::Closed`], [`RecvError::SendOnly`],
+    /// [`RecvError::Corrupt`].
+    pub fn recv_bytes(&self) -> Result<Vec<u8>, RecvError> {
+        let mut out = Vec::new();
+        self.recv_message(&mut out, None)?;
+        Ok(out)
+    }
+
+    /// [`recv_bytes`](Connection::recv_bytes), waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Timeout`]; as for `recv_bytes`.
+    pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>, RecvError> {
+        let mut out = Vec::new();
+        self.recv_message(&mut out, Connection::deadline(Some(timeout)))?;
+        Ok(out)
+    }
+
+    /// Receives a message into `buf` from `offset` on and returns its length
+    /// (Python's `recv_bytes_into`). No allocation when it fits.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::BufferTooShort`] carrying the whole message if it does not fit;
+    /// [`RecvError::InvalidArgument`] if `offset > buf.len()`; as for
+    /// [`recv_bytes`](Connection::recv_bytes).
+    pub fn recv_bytes_into(&self, buf: &mut [u8], offset: usize) -> Result<usize, RecvError> {
+        if offset > buf.len() {
+            return Err(RecvError::InvalidArgument(format!(
+                "offset {offset} is beyond the buffer of {} bytes",
+                buf.len()
+            )));
+        }
+        let rx = self.reader()?;
+        self.reg.mark_active_fast();
+        let first = self.next_record(rx, None)?;
+        let room = buf.len() - offset;
+        if first.flags == FIRST && first.len <= room {
+            buf[offset..offset + first.len].copy_from_slice(rx.bytes(&first));
+            self.consume(rx, &first);
+            return Ok(first.len);
+        }
+        let mut whole = Vec::new();
+        self.recv_message(&mut whole, None)?;
+        if whole.len() > room {
+            return Err(RecvError::BufferTooShort(whole));
+        }
+        buf[offset..offset + whole.len()].copy_from_slice(&whole);
+        Ok(whole.len())
+    }
+
+    /// Receives a plain-old-data value sent with [`send`](Connection::send).
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::WrongSize`] if the message is not `size_of::<T>()` bytes (it is
+    /// consumed); as for [`recv_bytes`](Connection::recv_bytes).
+    #[inline]
+    pub fn recv<T: Pod>(&self) -> Result<T, RecvError> {
+        self.recv_value(None)
+    }
+
+    /// [`recv`](Connection::recv), waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Timeout`]; as for `recv`.
+    pub fn recv_timeout<T: Pod>(&self, timeout: Duration) -> Result<T, RecvError> {
+        self.recv_value(Connection::deadline(Some(timeout)))
+    }
+
+    #[inline]
+    fn recv_value<T: Pod>(&self, deadline: Option<Deadline>) -> Result<T, RecvError> {
+        let rx = self.reader()?;
+        self.reg.mark_active_fast();
+        let rec = self.next_record(rx, deadline)?;
+        if rec.flags == FIRST && rec.len == size_of::<T>() {
+            let v = bytemuck::pod_read_unaligned(rx.bytes(&rec));
+            self.consume(rx, &rec);
+            return Ok(v);
+        }
+        let mut whole = Vec::new();
+        self.recv_message(&mut whole, deadline)?;
+        Err(RecvError::WrongSize {
+            expected: size_of::<T>(),
+            found: whole.len(),
+        })
+    }
+
+    /// Whether a message (or EOF) is ready to be received, waiting up to `timeout`
+    /// (`None`: as long as it takes; zero: just look). Never consumes anything.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Closed`], [`RecvError::SendOnly`], [`RecvError::Corrupt`].
+    pub fn poll(&self, timeout: Option<Duration>) -> Result<bool, RecvError> {
+        let rx = self.reader()?;
+        let deadline = match timeout {
+            Some(t) if t.is_zero() => {
+                return Ok(rx.peek()?.is_some() || self.peer_gone() || self.peer_dead());
+            }
+            t => Connection::deadline(t),
+        };
+        match self.next_record(rx, deadline) {
+            Ok(_) | Err(RecvError::Eof) => Ok(true),
+            Err(RecvError::Timeout) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The eventcount a waiter on this end sleeps on, for [`wait`].
+    fn readable_event(&self) -> Option<&EventCount> {
+        self.rx.as_ref().map(|r| r.ring().readable())
+    }
+
+    /// Whether a receive would not block: a record or EOF.
+    fn ready_now(&self, thorough: bool) -> bool {
+        match self.reader() {
+            Ok(rx) => {
+                !matches!(rx.peek(), Ok(None)) || self.peer_gone() || (thorough && self.peer_dead())
+            }
+            Err(_) => true,
+        }
+    }
+}
+
+impl Registration {
+    /// `mark_active` unless this process already did (one relaxed load on the fast
+    /// path).
+    #[inline]
+    fn mark_active_fast(&self) {
+        if let Ok(e) = self.entry.try_lock() {
+            if let Some((pid, _, value)) = *e {
+                if value & ACTIVE != 0 && pid == proc::cached_pid() {
+                    return;
+                }
+            }
+        }
+        self.mark_active();
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.deregister();
+    }
+}
+
+/// Waits until at least one of `connections` can be received from without blocking
+/// (a message or EOF), or until `timeout` (`None`: as long as it takes); returns the
+/// indices of the ready ones — Python's `multiprocessing.connection.wait`. A closed
+/// or send-only connection counts as ready (a receive on it fails at once).
+pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Vec<usize> {
+    let deadline = timeout.map(Deadline::after);
+    let ready_set = |thorough: bool| -> Option<Vec<usize>> {
+        let v: Vec<usize> = connections
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.ready_now(thorough))
+            .map(|(i, _)| i)
+            .collect();
+        (!v.is_empty()).then_some(v)
+    };
+    let events: Vec<&EventCount> = connections
+        .iter()
+        .filter_map(|c| c.readable_event())
+        .collect();
+    crate::wait::wait_any(
+        &events,
+        Spin::DEFAULT,
+        deadline,
+        || ready_set(false),
+        || ready_set(true),
+    )
+    .unwrap_or_default()
+}
+
+/// Pipe state for `shmproc inspect`.
+pub(crate) fn describe(segment: &Segment) -> Vec<(&'static str, String)> {
+    let l = segment.info().layout;
+    let duplex = l.slot_size == 2;
+    let ring_len = Spsc::bytes_for(l.capacity).unwrap_or(0);
+    if layout(l.capacity, duplex).map(|x| x.payload_size) != Some(segment.payload_len() as u64) {
+        return vec![("state", "payload is not a valid pipe".into())];
+    }
+    let mut rows = vec![(
+        "directions",
+        if duplex {
+            "2 (duplex)".into()
+        } else {
+            "1 (one-way)".to_string()
+        },
+    )];
+    for (i, label) in [(0usize, "to end A"), (1, "to end B")] {
+        if i == 1 && !duplex {
+            break;
+        }
+        // SAFETY: the payload holds 256 + (i + 1) * ring_len bytes (checked above).
+        let p = unsafe {
+            segment
+                .payload()
+                .add(size_of::<PipeControl>() + i * ring_len)
+        };
+        // SAFETY: live, 128-aligned ring memory of this capacity; we only load atomics.
+        if let Ok(r) = unsafe { Spsc::attach(p, ring_len, l.capacity) } {
+            rows.push((
+                label,
+                format!(
+                    "{} of {} bytes queued, reader {} asleep, writer {} asleep",
+                    r.used(),
+                    r.capacity(),
+                    r.readable().waiters(),
+                    r.writable().waiters()
+                ),
+            ));
+        }
+    }
+    // SAFETY: the payload starts with PipeControl (size checked above).
+    let control = unsafe { &*segment.payload().as_ptr().cast::<PipeControl>() };
+    for (i, label) in [(0usize, "end A held by"), (1, "end B held by")] {
+        let holders: Vec<String> = control.ends[i]
+            .entries
+            .iter()
+            .map(|e| e.load(Ordering::Acquire))
+            .filter(|&v| v != 0)
+            .map(|v| {
+                format!(
+                    "{} ({})",
+                    v as u32,
+                    if entry_alive(v) { "alive" } else { "dead" }
+                )
+            })
+            .collect();
+        rows.push((
+            label,
+            if holders.is_empty() {
+                "nobody".into()
+            } else {
+                holders.join(", ")
+            },
+        ));
+    }
+    rows
+}

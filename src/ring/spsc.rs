@@ -1,0 +1,524 @@
+//! The SPSC byte ring: length-prefixed records for one writer and one reader, over
+//! caller-provided memory. The `Pipe` uses one per direction.
+//!
+//! # Memory layout
+//!
+//! ```text
+//! offset  size      what
+//!      0   128      write position (bytes, counts up forever); written by the writer
+//!    128   128      read position; written by the reader
+//!    256   128      readable: eventcount the reader sleeps on
+//!    384   128      writable: eventcount the writer sleeps on
+//!    512   capacity record data (capacity a power of two, >= 256)
+//! ```
+//!
+//! # Records
+//!
+//! Every record starts at a 16-byte boundary with a 16-byte header — fragment length
+//! (u32), flags (u32), total message length (u64) — followed by the fragment, padded
+//! to 16 bytes. Records never wrap: when a record does not fit before the end of the
+//! data area, the writer fills the rest with a PAD record. A message longer than
+//! [`Spsc::max_fragment`] travels as several fragments, the first flagged FIRST, all
+//! but the last flagged MORE, so any size streams through a small ring.
+//!
+//! # Protocol
+//!
+//! The writer writes a record, then stores the new write position (Release; paired
+//! with the reader's Acquire load of it). The reader reads the record, then stores
+//! the new read position (Release; paired with the writer's Acquire load before it
+//! reuses the space). Each side keeps the other's last seen position in a local cache
+//! and reloads it only when the cache says the ring is full (empty), so in the common
+//! case each side reads only the cache line it owns (the rtrb design).
+//!
+//! # Trust
+//!
+//! Positions and headers may be scribbled on by a peer: the reader checks every
+//! header (length, flags, bounds against the capacity and the published write
+//! position) before touching data, and reports [`Corrupt`] instead of reading out of
+//! bounds or looping.
+
+use crate::layout::padded::CachePadded;
+use crate::wait::EventCount;
+use std::cell::Cell;
+use std::fmt;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const CONTROL_SIZE: usize = 512;
+const HEADER: usize = 16;
+
+/// The record is the first fragment of a message.
+pub const FIRST: u32 = 1;
+/// More fragments of the same message follow.
+pub const MORE: u32 = 2;
+/// Padding to the end of the data area; carries nothing.
+const PAD: u32 = 4;
+
+#[repr(C)]
+struct Control {
+    write: CachePadded<AtomicU64>,
+    read: CachePadded<AtomicU64>,
+    readable: CachePadded<EventCount>,
+    writable: CachePadded<EventCount>,
+}
+
+const _: () = {
+    use std::mem::offset_of;
+    assert!(offset_of!(Control, write) == 0);
+    assert!(offset_of!(Control, read) == 128);
+    assert!(offset_of!(Control, readable) == 256);
+    assert!(offset_of!(Control, writable) == 384);
+    assert!(size_of::<Control>() == CONTROL_SIZE);
+};
+
+/// The ring's shared state is inconsistent (a peer scribbled on it); the string says
+/// what was found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Corrupt(pub String);
+
+impl fmt::Display for Corrupt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "byte ring is corrupt: {}", self.0)
+    }
+}
+
+impl std::error::Error for Corrupt {}
+
+/// The memory cannot hold a ring of that capacity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayoutError(pub String);
+
+impl fmt::Display for LayoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LayoutError {}
+
+/// A handle to an SPSC byte ring in caller-provided memory (see the module docs).
+#[derive(Debug, Clone, Copy)]
+pub struct Spsc {
+    base: NonNull<u8>,
+    capacity: u64,
+}
+
+// SAFETY: the ring is built for concurrent use by two processes; the handle is a
+// pointer and a number, and every shared access is atomic or covered by the record
+// protocol.
+unsafe impl Send for Spsc {}
+// SAFETY: as for Send.
+unsafe impl Sync for Spsc {}
+
+/// One record as the reader found it, validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Read position of its header.
+    pos: u64,
+    /// Fragment length in bytes.
+    pub len: usize,
+    /// [`FIRST`] and/or [`MORE`].
+    pub flags: u32,
+    /// Total message length (meaningful in a FIRST record).
+    pub total: u64,
+}
+
+impl Spsc {
+    /// Bytes of memory a ring of `capacity` data bytes needs; `None` unless
+    /// `capacity` is a power of two of at least 256 (and the sum fits).
+    pub fn bytes_for(capacity: u64) -> Option<usize> {
+        if capacity < 256 || !capacity.is_power_of_two() {
+            return None;
+        }
+        CONTROL_SIZE.checked_add(usize::try_from(capacity).ok()?)
+    }
+
+    fn check(ptr: NonNull<u8>, len: usize, capacity: u64) -> Result<(), LayoutError> {
+        let needed = Spsc::bytes_for(capacity).ok_or_else(|| {
+            LayoutError(format!(
+                "byte ring capacity {capacity} must be a power of two of at least 256"
+            ))
+        })?;
+        if len < needed {
+            return Err(LayoutError(format!(
+                "byte ring needs {needed} bytes, got {len}"
+            )));
+        }
+        if ptr.as_ptr() as usize % 128 != 0 {
+            return Err(LayoutError(
+                "byte ring memory must be 128-byte aligned".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A handle to a ring in zero-filled memory (zeros are an empty ring, so the same
+    /// call serves the creator and every later user).
+    ///
+    /// # Errors
+    ///
+    /// [`LayoutError`] if `capacity` is invalid or the memory too small or misaligned.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be valid for reads and writes of `len` bytes for as long as the
+    /// handle is used, zero-filled when first used as a ring, and afterwards accessed
+    /// by everyone only through `Spsc` handles of the same capacity, with at most one
+    /// process writing and one reading at a time.
+    pub unsafe fn attach(ptr: NonNull<u8>, len: usize, capacity: u64) -> Result<Spsc, LayoutError> {
+        Spsc::check(ptr, len, capacity)?;
+        Ok(Spsc {
+            base: ptr,
+            capacity,
+        })
+    }
+
+    #[inline]
+    fn control(&self) -> &Control {
+        // SAFETY: the memory holds CONTROL_SIZE bytes, 128-aligned (checked at attach),
+        // and Control consists only of atomics.
+        unsafe { &*self.base.as_ptr().cast::<Control>() }
+    }
+
+    /// Pointer to data byte `idx` (`idx < capacity`).
+    #[inline]
+    fn data(&self, idx: usize) -> *mut u8 {
+        debug_assert!((idx as u64) < self.capacity);
+        // SAFETY: CONTROL_SIZE + idx < bytes_for(capacity).
+        unsafe { self.base.as_ptr().add(CONTROL_SIZE + idx) }
+    }
+
+    /// Data capacity in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// The longest fragment: a quarter of the ring less a header, so the writer can
+    /// fill one part while the reader drains another.
+    pub fn max_fragment(&self) -> usize {
+        (self.capacity as usize / 4 - HEADER) & !15
+    }
+
+    /// The eventcount the reader sleeps on.
+    pub fn readable(&self) -> &EventCount {
+        &self.control().readable
+    }
+
+    /// The eventcount the writer sleeps on.
+    pub fn writable(&self) -> &EventCount {
+        &self.control().writable
+    }
+
+    /// Bytes written and not yet read (a snapshot, clamped to the capacity).
+    pub fn used(&self) -> u64 {
+        let c = self.control();
+        let w = c.write.load(Ordering::Acquire);
+        let r = c.read.load(Ordering::Acquire);
+        w.wrapping_sub(r).min(self.capacity)
+    }
+
+    /// The writer's side, with its cache of the read position.
+    pub fn writer(&self) -> Writer {
+        Writer {
+            ring: *self,
+            cached_read: Cell::new(0),
+        }
+    }
+
+    /// The reader's side, with its cache of the write position.
+    pub fn reader(&self) -> Reader {
+        Reader {
+            ring: *self,
+            cached_write: Cell::new(0),
+        }
+    }
+}
+
+/// The writing side of an [`Spsc`] ring. Not `Sync`: one writer at a time.
+#[derive(Debug)]
+pub struct Writer {
+    ring: Spsc,
+    /// Last read position seen; the reader only moves it forward, so a stale value
+    /// only understates the free space.
+    cached_read: Cell<u64>,
+}
+
+impl Writer {
+    /// The ring.
+    pub fn ring(&self) -> &Spsc {
+        &self.ring
+    }
+
+    /// Writes one record holding `fragment` (at most [`Spsc::max_fragment`] bytes) if
+    /// there is room now, and publishes it. Does not notify: the caller does, once per
+    /// message or batch. Returns whether it was written.
+    ///
+    /// # Panics
+    ///
+    /// Never for a peer's bytes; `debug_assert!`s that `fragment` is at most
+    /// `max_fragment` bytes (longer fragments are cut to it in release builds — the
+    /// caller's contract).
+    #[inline]
+    pub fn try_write(&self, fragment: &[u8], flags: u32, total: u64) -> bool {
+        debug_assert!(fragment.len() <= self.ring.max_fragment());
+        let fragment = &fragment[..fragment.len().min(self.ring.max_fragment())];
+        let cap = self.ring.capacity;
+        let c = self.ring.control();
+        let w = c.write.load(Ordering::Relaxed);
+        let need = (HEADER + fragment.len().next_multiple_of(16)) as u64;
+        let idx = w & (cap - 1);
+        let to_end = cap - idx;
+        let total_need = if need <= to_end { need } else { to_end + need };
+        if cap - w.wrapping_sub(self.cached_read.get()) < total_need {
+            // Paired with the reader's Release store of the read position: the space
+            // it freed is no longer being read.
+            self.cached_read.set(c.read.load(Ordering::Acquire));
+            let used = w.wrapping_sub(self.cached_read.get());
+            if used > cap || cap - used < total_need {
+                return false;
+            }
+        }
+        let mut at = w;
+        if need > to_end {
+            self.write_header(at, (to_end as usize - HEADER) as u32, PAD, 0);
+            at += to_end;
+        }
+        self.write_header(at, fragment.len() as u32, flags & (FIRST | MORE), total);
+        let idx = (at & (cap - 1)) as usize;
+        // SAFETY: the record [at, at + need) is free (checked above), contiguous
+        // (need <= cap - idx after padding) and inside the data area.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                fragment.as_ptr(),
+                self.ring.data(idx + HEADER),
+                fragment.len(),
+            );
+        }
+        // Publishes the record(s); paired with the reader's Acquire load.
+        c.write.store(at + need, Ordering::Release);
+        true
+    }
+
+    fn write_header(&self, at: u64, len: u32, flags: u32, total: u64) {
+        let idx = (at & (self.ring.capacity - 1)) as usize;
+        let mut h = [0u8; HEADER];
+        h[0..4].copy_from_slice(&len.to_ne_bytes());
+        h[4..8].copy_from_slice(&flags.to_ne_bytes());
+        h[8..16].copy_from_slice(&total.to_ne_bytes());
+        // SAFETY: idx is 16-aligned and idx + 16 <= capacity (records and pads are
+        // multiples of 16); the space is free (checked by the caller).
+        unsafe { std::ptr::copy_nonoverlapping(h.as_ptr(), self.ring.data(idx), HEADER) };
+    }
+}
+
+/// The reading side of an [`Spsc`] ring. Not `Sync`: one reader at a time.
+#[derive(Debug)]
+pub struct Reader {
+    ring: Spsc,
+    /// Last write position seen; the writer only moves it forward.
+    cached_write: Cell<u64>,
+}
+
+impl Reader {
+    /// The ring.
+    pub fn ring(&self) -> &Spsc {
+        &self.ring
+    }
+
+    /// The next record, if one is published; PAD records are consumed on the way.
+    ///
+    /// # Errors
+    ///
+    /// [`Corrupt`] if positions or the header make no sense.
+    #[inline]
+    pub fn peek(&self) -> Result<Option<Record>, Corrupt> {
+        let cap = self.ring.capacity;
+        let c = self.ring.control();
+        loop {
+            let r = c.read.load(Ordering::Relaxed);
+            let mut w = self.cached_write.get();
+            if w.wrapping_sub(r) == 0 || w.wrapping_sub(r) > cap {
+                // Paired with the writer's Release store: the records up to w are
+                // complete.
+                w = c.write.load(Ordering::Acquire);
+                self.cached_write.set(w);
+            }
+            let avail = w.wrapping_sub(r);
+            if avail == 0 {
+                return Ok(None);
+            }
+            if avail > cap || r % 16 != 0 || avail < HEADER as u64 {
+                return Err(Corrupt(format!(
+                    "read position {r}, write position {w}, capacity {cap}"
+                )));
+            }
+            let idx = (r & (cap - 1)) as usize;
+            let mut h = [0u8; HEADER];
+            // SAFETY: idx is 16-aligned, so idx + 16 <= capacity; the bytes are
+            // published (r < w).
+            unsafe { std::ptr::copy_nonoverlapping(self.ring.data(idx), h.as_mut_ptr(), HEADER) };
+            let len = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize;
+            let flags = u32::from_ne_bytes([h[4], h[5], h[6], h[7]]);
+            let total = u64::from_ne_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]);
+            let to_end = cap as usize - idx;
+            if flags == PAD {
+                if len != to_end - HEADER || avail < to_end as u64 {
+                    return Err(Corrupt(format!(
+                        "bad padding of {len} bytes at offset {idx}"
+                    )));
+                }
+                // Releases the padding; paired with the writer's Acquire load.
+                c.read.store(r + to_end as u64, Ordering::Release);
+                continue;
+            }
+            let size = HEADER + len.next_multiple_of(16);
+            if flags & !(FIRST | MORE) != 0
+                || len > self.ring.max_fragment()
+                || size > to_end
+                || size as u64 > avail
+            {
+                return Err(Corrupt(format!(
+                    "record at offset {idx}: {len} bytes, flags {flags:#x}, {avail} bytes published"
+                )));
+            }
+            return Ok(Some(Record {
+                pos: r,
+                len,
+                flags,
+                total,
+            }));
+        }
+    }
+
+    /// The bytes of a record returned by [`peek`](Reader::peek) and not yet consumed.
+    #[inline]
+    pub fn bytes(&self, record: &Record) -> &[u8] {
+        let idx = (record.pos & (self.ring.capacity - 1)) as usize;
+        // SAFETY: peek checked idx + 16 + len <= capacity and that the record is
+        // published; until `consume` the writer does not reuse it.
+        unsafe { std::slice::from_raw_parts(self.ring.data(idx + HEADER), record.len) }
+    }
+
+    /// Frees a record's space (does not notify the writer: the caller does).
+    #[inline]
+    pub fn consume(&self, record: &Record) {
+        let size = (HEADER + record.len.next_multiple_of(16)) as u64;
+        // Releases the space; paired with the writer's Acquire load.
+        self.ring
+            .control()
+            .read
+            .store(record.pos + size, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::alloc::{Layout, alloc_zeroed, dealloc};
+
+    struct Mem(NonNull<u8>, Layout);
+
+    impl Mem {
+        fn new(len: usize) -> Mem {
+            let layout = Layout::from_size_align(len, 128).unwrap();
+            // SAFETY: non-zero size.
+            Mem(
+                NonNull::new(unsafe { alloc_zeroed(layout) }).unwrap(),
+                layout,
+            )
+        }
+    }
+
+    impl Drop for Mem {
+        fn drop(&mut self) {
+            // SAFETY: allocated with this layout.
+            unsafe { dealloc(self.0.as_ptr(), self.1) };
+        }
+    }
+
+    fn ring(cap: u64) -> (Mem, Spsc) {
+        let len = Spsc::bytes_for(cap).unwrap();
+        let m = Mem::new(len);
+        // SAFETY: fresh zeroed memory used only through this ring.
+        let r = unsafe { Spsc::attach(m.0, len, cap) }.unwrap();
+        (m, r)
+    }
+
+    #[test]
+    fn records_round_trip_with_padding() {
+        let (_m, ring) = ring(256);
+        let (w, r) = (ring.writer(), ring.reader());
+        assert_eq!(ring.max_fragment(), 48);
+        assert_eq!(r.peek(), Ok(None));
+        for i in 0..1000usize {
+            let msg: Vec<u8> = (0..i % 49).map(|b| (b + i) as u8).collect();
+            assert!(w.try_write(&msg, FIRST, msg.len() as u64));
+            let rec = r.peek().unwrap().unwrap();
+            assert_eq!(
+                (rec.len, rec.flags, rec.total),
+                (msg.len(), FIRST, msg.len() as u64)
+            );
+            assert_eq!(r.bytes(&rec), &msg[..]);
+            r.consume(&rec);
+        }
+        assert_eq!(r.peek(), Ok(None));
+    }
+
+    #[test]
+    fn full_ring_refuses_then_accepts() {
+        let (_m, ring) = ring(256);
+        let (w, r) = (ring.writer(), ring.reader());
+        let mut n = 0;
+        while w.try_write(&[1; 48], FIRST, 48) {
+            n += 1;
+        }
+        assert_eq!(n, 4); // 4 records of 64 bytes
+        let rec = r.peek().unwrap().unwrap();
+        r.consume(&rec);
+        assert!(w.try_write(&[2; 48], FIRST, 48));
+        assert!(!w.try_write(&[], FIRST, 0));
+    }
+
+    #[test]
+    fn scribbled_positions_and_headers_are_errors() {
+        let (_m, ring) = ring(256);
+        let (w, r) = (ring.writer(), ring.reader());
+        assert!(w.try_write(b"hello", FIRST, 5));
+        // A header claiming more than a fragment may hold.
+        // SAFETY: offset 0 of the data area, 4 bytes, no one else uses the ring.
+        unsafe { std::ptr::copy_nonoverlapping(1000u32.to_ne_bytes().as_ptr(), ring.data(0), 4) };
+        assert!(r.peek().is_err());
+        // A write position far ahead of the read position.
+        ring.control().write.store(1 << 40, Ordering::Relaxed);
+        assert!(r.peek().is_err());
+    }
+
+    #[test]
+    fn threads_stream_many_messages() {
+        let (_m, ring) = ring(1024);
+        let n = if cfg!(miri) { 100 } else { 100_000u32 };
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let w = ring.writer();
+                for i in 0..n {
+                    let len = (i % 200) as usize;
+                    let msg = vec![i as u8; len];
+                    while !w.try_write(&msg, FIRST, len as u64) {
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+            let r = ring.reader();
+            for i in 0..n {
+                let rec = loop {
+                    if let Some(rec) = r.peek().unwrap() {
+                        break rec;
+                    }
+                    std::hint::spin_loop();
+                };
+                assert_eq!(r.bytes(&rec), &vec![i as u8; (i % 200) as usize][..]);
+                r.consume(&rec);
+            }
+        });
+    }
+}
