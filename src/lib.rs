@@ -59,15 +59,21 @@
 pub mod inspect;
 pub mod layout;
 mod os;
+pub mod pipe;
 pub mod process;
 pub mod queue;
 pub mod ring;
 pub mod segment;
+pub mod sync;
+pub mod value;
 pub mod wait;
 
 pub use os::clock::Deadline;
+pub use pipe::{Connection, pipe};
 pub use process::{ExitStatus, Process};
 pub use queue::{ByteQueue, JoinableQueue, Queue, SimpleQueue};
+pub use sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};
+pub use value::{Array, RawArray, RawValue, Value};
 
 /// Counters of the system calls shmproc makes, for tests and benchmarks that show the
 /// fast paths make none.

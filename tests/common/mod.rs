@@ -86,3 +86,42 @@ pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(std::time::Duration::from_micros(200));
     }
 }
+
+/// Joins `child`, giving it 60 s; a child still running then is killed and the test
+/// fails, so no test hangs on a child. Returns the exit code (minus the signal number
+/// for a child killed by a signal).
+pub fn join_or_kill(child: &mut shmproc::Process) -> i32 {
+    match child
+        .join_timeout(std::time::Duration::from_secs(60))
+        .unwrap()
+    {
+        Some(status) => status.code(),
+        None => {
+            let _ = child.kill();
+            let _ = child.join();
+            panic!("child {} did not finish in 60 s; killed it", child.pid());
+        }
+    }
+}
+
+/// Kills the children still running when dropped, so a failing test leaves no
+/// process behind.
+pub struct Children(pub Vec<shmproc::Process>);
+
+impl Children {
+    /// Joins every child (see [`join_or_kill`]) and returns their exit codes.
+    pub fn join_all(&mut self) -> Vec<i32> {
+        self.0.iter_mut().map(join_or_kill).collect()
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            if child.is_alive() {
+                let _ = child.kill();
+                let _ = child.join();
+            }
+        }
+    }
+}

@@ -1,0 +1,525 @@
+//! [`Barrier`]: Python's `multiprocessing.Barrier`, in shared memory.
+//!
+//! The whole state is one `AtomicU64`, so every transition is a single CAS and a
+//! process dying between two steps can leave nothing half-done:
+//!
+//! ```text
+//! bits  0..24  pass number (wrapping)
+//! bits 24..40  parties arrived in this pass; == parties while the last one runs the
+//!              action; more than parties only if a peer scribbled (reads as broken)
+//! bit     40   broken (abort, a timeout, or a failed action)
+//! bits 41..64  history: bit 41+i is 1 if pass (pass number - 1 - i) was ended by
+//!              reset rather than completed
+//! ```
+//!
+//! A waiter remembers its pass number and waits for it to change (or for `broken`).
+//! When it changes, the history says how that pass ended — so a waiter that sleeps
+//! through later passes still learns whether its own completed or was reset. A waiter
+//! that slept through more than 23 later passes can no longer tell and reports
+//! [`BrokenBarrier`].
+//!
+//! The parties count lives in the checksummed header, where a peer cannot change it.
+
+use super::object;
+use crate::Deadline;
+use crate::layout::header::{ElemType, ObjectKind, ObjectLayout};
+use crate::layout::padded::CachePadded;
+use crate::segment::{CreateError, OpenError, Segment};
+use crate::wait::{EventCount, TimedOut};
+use std::fmt;
+use std::mem::offset_of;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The shared state of a barrier. All-zero bytes are a fresh barrier.
+#[repr(C)]
+struct BarrierState {
+    /// The state word (bit table in the module docs).
+    word: CachePadded<AtomicU64>,
+    /// Waiters sleep here; notified by every pass, abort and reset.
+    wake: CachePadded<EventCount>,
+}
+
+const STATE_SIZE: usize = size_of::<BarrierState>();
+const WORD_OFFSET: usize = offset_of!(BarrierState, word);
+const WAKE_OFFSET: usize = offset_of!(BarrierState, wake);
+const _: () = {
+    assert!(WORD_OFFSET == 0);
+    assert!(WAKE_OFFSET == 128);
+    assert!(STATE_SIZE == 256);
+};
+
+const PASS_BITS: u32 = 24;
+const PASS_MASK: u64 = (1 << PASS_BITS) - 1;
+const COUNT_SHIFT: u32 = 24;
+const COUNT_MASK: u64 = 0xffff;
+const ONE_ARRIVAL: u64 = 1 << COUNT_SHIFT;
+const BROKEN: u64 = 1 << 40;
+const HISTORY_SHIFT: u32 = 41;
+const HISTORY_BITS: u32 = 23;
+const HISTORY_MASK: u64 = (1 << HISTORY_BITS) - 1;
+const _: () = assert!(HISTORY_SHIFT + HISTORY_BITS == 64);
+
+/// The largest number of parties a barrier can have.
+pub const MAX_PARTIES: usize = COUNT_MASK as usize;
+
+fn pass_of(w: u64) -> u64 {
+    w & PASS_MASK
+}
+fn count_of(w: u64) -> u64 {
+    (w >> COUNT_SHIFT) & COUNT_MASK
+}
+fn history_of(w: u64) -> u64 {
+    (w >> HISTORY_SHIFT) & HISTORY_MASK
+}
+
+/// The word that starts the next pass after `w`'s: count 0, not broken, and the
+/// history extended with how `w`'s pass ended.
+fn next_pass(w: u64, ended_by_reset: bool) -> u64 {
+    let history = ((history_of(w) << 1) | u64::from(ended_by_reset)) & HISTORY_MASK;
+    ((pass_of(w) + 1) & PASS_MASK) | (history << HISTORY_SHIFT)
+}
+
+fn layout(parties: usize) -> ObjectLayout {
+    ObjectLayout {
+        kind: ObjectKind::Barrier,
+        elem: ElemType::NONE,
+        slot_size: 0,
+        capacity: parties as u64,
+        payload_size: STATE_SIZE as u64,
+    }
+}
+
+/// The barrier was broken — by [`abort`](Barrier::abort), [`reset`](Barrier::reset),
+/// a party whose wait timed out, or an action that panicked — before or while this
+/// party waited (Python's `BrokenBarrierError`). It stays broken until
+/// [`reset`](Barrier::reset).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BrokenBarrier;
+
+impl fmt::Display for BrokenBarrier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the barrier is broken (aborted, reset, or a party timed out)")
+    }
+}
+
+impl std::error::Error for BrokenBarrier {}
+
+/// A barrier in shared memory for a fixed number of parties, like Python's
+/// `multiprocessing.Barrier`: each party calls [`wait`](Barrier::wait), and all of
+/// them return once the last one arrives. Then the barrier is ready for the next
+/// pass.
+///
+/// `wait` returns the party's arrival index, `0..parties`, different for each party
+/// of a pass (the first to arrive gets 0). An optional [action](Barrier::with_action)
+/// runs exactly once per pass, in the last party to arrive, before any party is
+/// released.
+///
+/// A party whose timed wait expires breaks the barrier, like [`abort`](Barrier::abort):
+/// every waiter, and every later caller until [`reset`](Barrier::reset), gets
+/// [`BrokenBarrier`]. A party that dies is indistinguishable from a slow one: the
+/// others wait until their timeouts.
+///
+/// # Examples
+///
+/// ```
+/// use shmproc::sync::Barrier;
+/// use shmproc::Process;
+/// use std::time::Duration;
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let barrier = Barrier::new(3)?;
+/// let mut kids = Vec::new();
+/// for _ in 0..2 {
+///     kids.push(Process::spawn_returning(|| -> i32 {
+///         match barrier.wait_timeout(Duration::from_secs(10)) {
+///             Ok(_index) => 0,
+///             Err(_) => 1,
+///         }
+///     })?);
+/// }
+/// let index = barrier.wait_timeout(Duration::from_secs(10))?;
+/// assert!(index < 3);
+/// for kid in &mut kids {
+///     assert!(kid.join()?.success());
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Barrier {
+    segment: Arc<Segment>,
+    word: NonNull<AtomicU64>,
+    wake: NonNull<EventCount>,
+    /// From the validated header, 1..=MAX_PARTIES.
+    parties: u64,
+    /// Run by this handle's process when it is the last to arrive.
+    action: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+// SAFETY: the pointers point into the mapping `segment` keeps alive, only accessed
+// through atomics, from any thread; the action is Send + Sync.
+unsafe impl Send for Barrier {}
+// SAFETY: as for Send.
+unsafe impl Sync for Barrier {}
+
+impl fmt::Debug for Barrier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Barrier")
+            .field("name", &self.name())
+            .field("parties", &self.parties)
+            .field("n_waiting", &self.n_waiting())
+            .field("broken", &self.broken())
+            .finish()
+    }
+}
+
+/// Breaks the barrier if the action panics (Python: an exception in the action
+/// breaks the barrier).
+struct BreakOnUnwind<'a>(&'a Barrier);
+
+impl Drop for BreakOnUnwind<'_> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Barrier {
+    /// Creates a barrier for `parties` parties in an anonymous segment, shared with
+    /// children started with [`Process`](crate::Process) afterwards.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateError`] if the segment cannot be created.
+    ///
+    /// # Panics
+    ///
+    /// If `parties` is 0 or more than [`MAX_PARTIES`] (Python raises `ValueError`).
+    pub fn new(parties: usize) -> Result<Barrier, CreateError> {
+        Barrier::make(None, parties)
+    }
+
+    /// Creates a barrier for `parties` parties named `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateError`]: an invalid or taken name, permissions.
+    ///
+    /// # Panics
+    ///
+    /// As for [`new`](Barrier::new).
+    pub fn create(name: &str, parties: usize) -> Result<Barrier, CreateError> {
+        Barrier::make(Some(name), parties)
+    }
+
+    fn make(name: Option<&str>, parties: usize) -> Result<Barrier, CreateError> {
+        assert!(
+            (1..=MAX_PARTIES).contains(&parties),
+            "a barrier needs 1 to {MAX_PARTIES} parties, not {parties}"
+        );
+        let segment = object::create(name, &layout(parties), |_, _| {})?;
+        // SAFETY: a zero-filled STATE_SIZE-byte payload used only as a BarrierState.
+        Ok(unsafe { Barrier::from_segment(segment, parties as u64) })
+    }
+
+    /// Opens the barrier named `name`; its number of parties comes from the segment.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError`]: not found, not a `Barrier`, an incompatible layout (including a
+    /// parties count outside `1..=MAX_PARTIES`), a corrupt header.
+    pub fn open(name: &str) -> Result<Barrier, OpenError> {
+        let mut parties = 0;
+        let segment = object::open(name, ObjectKind::Barrier, |found| {
+            let expected = usize::try_from(found.capacity)
+                .ok()
+                .filter(|p| (1..=MAX_PARTIES).contains(p))
+                .map(|p| {
+                    parties = p as u64;
+                    layout(p)
+                });
+            object::check_layout(found, expected)
+        })?;
+        // SAFETY: the layout check guarantees a STATE_SIZE-byte payload.
+        Ok(unsafe { Barrier::from_segment(segment, parties) })
+    }
+
+    /// # Safety
+    ///
+    /// The payload must be at least STATE_SIZE bytes, used by every process only as
+    /// a `BarrierState`.
+    unsafe fn from_segment(segment: Arc<Segment>, parties: u64) -> Barrier {
+        let base = segment.payload();
+        Barrier {
+            // SAFETY: the offsets lie within the state, aligned (asserted above).
+            word: unsafe { base.add(WORD_OFFSET) }.cast(),
+            // SAFETY: as above.
+            wake: unsafe { base.add(WAKE_OFFSET) }.cast(),
+            segment,
+            parties,
+            action: None,
+        }
+    }
+
+    /// This handle with `action`, run exactly once per pass by the last party to
+    /// arrive, before the others are released (Python's `action`). Each process sets
+    /// its own (a child started with [`Process`](crate::Process) inherits its
+    /// parent's handle and action); whichever process arrives last runs its own. If
+    /// the action panics, the barrier breaks and the panic continues.
+    pub fn with_action(mut self, action: impl Fn() + Send + Sync + 'static) -> Barrier {
+        self.action = Some(Arc::new(action));
+        self
+    }
+
+    #[inline]
+    fn word(&self) -> &AtomicU64 {
+        // SAFETY: in the live mapping, aligned, atomics only.
+        unsafe { self.word.as_ref() }
+    }
+
+    #[inline]
+    fn wake(&self) -> &EventCount {
+        // SAFETY: as for `word`.
+        unsafe { self.wake.as_ref() }
+    }
+
+    /// The segment's name, `None` if anonymous.
+    pub fn name(&self) -> Option<&str> {
+        self.segment.name()
+    }
+
+    /// The number of parties each pass needs (Python's `parties`).
+    pub fn parties(&self) -> usize {
+        self.parties as usize
+    }
+
+    /// Parties waiting in the current pass (Python's `n_waiting`). A snapshot.
+    pub fn n_waiting(&self) -> usize {
+        count_of(self.word().load(Ordering::Relaxed)).min(self.parties) as usize
+    }
+
+    /// Whether the barrier is broken (Python's `broken`).
+    pub fn broken(&self) -> bool {
+        self.is_broken(self.word().load(Ordering::Relaxed))
+    }
+
+    fn is_broken(&self, w: u64) -> bool {
+        w & BROKEN != 0 || count_of(w) > self.parties
+    }
+
+    /// How pass `pass` ended, as seen in word `w`; `None` while it is open.
+    fn outcome(&self, pass: u64, w: u64) -> Option<Result<(), BrokenBarrier>> {
+        let passed = pass_of(w).wrapping_sub(pass) & PASS_MASK;
+        if passed == 0 {
+            return self.is_broken(w).then_some(Err(BrokenBarrier));
+        }
+        if passed > u64::from(HISTORY_BITS) {
+            // Slept through too many passes to know how its own ended.
+            return Some(Err(BrokenBarrier));
+        }
+        let reset = (history_of(w) >> (passed - 1)) & 1 != 0;
+        Some(if reset { Err(BrokenBarrier) } else { Ok(()) })
+    }
+
+    /// Waits until all parties have called `wait` (Python's `wait()`), and returns
+    /// this party's arrival index in `0..parties`.
+    ///
+    /// # Errors
+    ///
+    /// [`BrokenBarrier`] if the barrier is or becomes broken.
+    pub fn wait(&self) -> Result<usize, BrokenBarrier> {
+        self.wait_within(None)
+    }
+
+    /// As [`wait`](Barrier::wait), waiting at most `timeout` (Python's
+    /// `wait(timeout)`); if it passes first, this party breaks the barrier.
+    ///
+    /// # Errors
+    ///
+    /// [`BrokenBarrier`] if the barrier is or becomes broken, including by this
+    /// party's own timeout (never before `timeout` has passed).
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<usize, BrokenBarrier> {
+        self.wait_within(Some(Deadline::after(timeout)))
+    }
+
+    fn wait_within(&self, deadline: Option<Deadline>) -> Result<usize, BrokenBarrier> {
+        let word = self.word();
+        // Acquire: pairs with the AcqRel CAS that opened this pass.
+        let mut w = word.load(Ordering::Acquire);
+        let (pass, index) = loop {
+            if self.is_broken(w) {
+                return Err(BrokenBarrier);
+            }
+            let count = count_of(w);
+            if count == self.parties {
+                // The last party of this pass is running the action: wait for the
+                // next pass to open (Python: arrivals wait while the barrier drains).
+                let pass = pass_of(w);
+                w = self.wait_for_word(deadline, pass, |w| pass_of(w) != pass)?;
+                continue;
+            }
+            let arrived = w + ONE_ARRIVAL;
+            let last = count + 1 == self.parties;
+            let new = if last && self.action.is_none() {
+                next_pass(w, false)
+            } else {
+                arrived
+            };
+            // AcqRel: Acquire sees what earlier parties did before arriving; Release
+            // publishes what we did to the party that completes the pass.
+            match word.compare_exchange_weak(w, new, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) if last => return self.complete(arrived, count),
+                Ok(_) => break (pass_of(w), count),
+                Err(actual) => w = actual,
+            }
+        };
+        let ended = self.wake().wait_until(deadline, || {
+            self.outcome(pass, word.load(Ordering::Acquire))
+        });
+        match ended {
+            Ok(outcome) => outcome.map(|()| index as usize),
+            Err(TimedOut) => self.break_on_timeout(pass).map(|()| index as usize),
+        }
+    }
+
+    /// The last party's part: run the action (if any) and open the next pass.
+    /// `arrived` is the word after our arrival was counted (unless there was no action,
+    /// in which case the pass is already complete).
+    fn complete(&self, arrived: u64, index: u64) -> Result<usize, BrokenBarrier> {
+        if let Some(action) = &self.action {
+            let guard = BreakOnUnwind(self);
+            action();
+            std::mem::forget(guard);
+            // The pass may have been broken or reset while the action ran.
+            let word = self.word();
+            if word
+                .compare_exchange(
+                    arrived,
+                    next_pass(arrived, false),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+            {
+                self.wake().notify_all();
+                return Err(BrokenBarrier);
+            }
+        }
+        self.wake().notify_all();
+        Ok(index as usize)
+    }
+
+    /// Waits until `done(word)`, or until the barrier breaks; a timeout breaks it.
+    fn wait_for_word(
+        &self,
+        deadline: Option<Deadline>,
+        pass: u64,
+        done: impl Fn(u64) -> bool,
+    ) -> Result<u64, BrokenBarrier> {
+        let word = self.word();
+        let r = self.wake().wait_until(deadline, || {
+            let w = word.load(Ordering::Acquire);
+            (done(w) || self.is_broken(w)).then_some(w)
+        });
+        match r {
+            Ok(w) => Ok(w),
+            Err(TimedOut) => self
+                .break_on_timeout(pass)
+                .map(|()| word.load(Ordering::Acquire)),
+        }
+    }
+
+    /// A timed-out party breaks its pass — unless it ended meanwhile, in which case
+    /// its outcome stands.
+    fn break_on_timeout(&self, pass: u64) -> Result<(), BrokenBarrier> {
+        let word = self.word();
+        let mut w = word.load(Ordering::Acquire);
+        loop {
+            if let Some(outcome) = self.outcome(pass, w) {
+                return outcome;
+            }
+            match word.compare_exchange_weak(w, w | BROKEN, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    self.wake().notify_all();
+                    return Err(BrokenBarrier);
+                }
+                Err(actual) => w = actual,
+            }
+        }
+    }
+
+    /// Breaks the barrier (Python's `abort()`): every party waiting now, and every
+    /// later `wait` until [`reset`](Barrier::reset), gets [`BrokenBarrier`].
+    pub fn abort(&self) {
+        let _ = self
+            .word()
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |w| {
+                (w & BROKEN == 0).then_some(w | BROKEN)
+            });
+        self.wake().notify_all();
+    }
+
+    /// Returns the barrier to its fresh state (Python's `reset()`): parties waiting
+    /// now get [`BrokenBarrier`], and the next `wait` starts a new pass.
+    pub fn reset(&self) {
+        let _ = self
+            .word()
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |w| {
+                // A fresh pass with nobody in it needs nothing.
+                (count_of(w) != 0 || self.is_broken(w)).then(|| next_pass(w, true))
+            });
+        self.wake().notify_all();
+    }
+}
+
+/// `shmproc inspect` rows for a `Barrier` segment.
+pub(crate) fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
+    let (Some(w), Some(waiters)) = (
+        object::peek_u64(segment, WORD_OFFSET),
+        object::peek_u32(segment, WAKE_OFFSET + 4),
+    ) else {
+        return object::unreadable(segment);
+    };
+    let parties = segment.info().layout.capacity;
+    let broken = w & BROKEN != 0 || count_of(w) > parties;
+    vec![
+        ("parties", parties.to_string()),
+        ("n_waiting", count_of(w).min(parties).to_string()),
+        ("broken", if broken { "yes" } else { "no" }.to_string()),
+        ("pass", pass_of(w).to_string()),
+        ("sleepers", waiters.to_string()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_tells_how_each_pass_ended() {
+        let b = Barrier::new(2).unwrap();
+        let w0 = 0;
+        let w1 = next_pass(w0, false); // pass 0 completed
+        let w2 = next_pass(w1, true); // pass 1 reset
+        let w3 = next_pass(w2, false); // pass 2 completed
+        assert_eq!(b.outcome(0, w3), Some(Ok(())));
+        assert_eq!(b.outcome(1, w3), Some(Err(BrokenBarrier)));
+        assert_eq!(b.outcome(2, w3), Some(Ok(())));
+        assert_eq!(b.outcome(3, w3), None);
+        assert_eq!(b.outcome(3, w3 | BROKEN), Some(Err(BrokenBarrier)));
+        // A count above parties is a scribble: broken, never a hang.
+        assert_eq!(
+            b.outcome(3, w3 | (5 << COUNT_SHIFT)),
+            Some(Err(BrokenBarrier))
+        );
+        let mut w = w3;
+        for _ in 0..HISTORY_BITS + 1 {
+            w = next_pass(w, false);
+        }
+        assert_eq!(b.outcome(0, w), Some(Err(BrokenBarrier)));
+        // Pass numbers wrap.
+        let top = PASS_MASK;
+        assert_eq!(pass_of(next_pass(top, false)), 0);
+        assert_eq!(b.outcome(top, next_pass(top, false)), Some(Ok(())));
+    }
+}

@@ -1,0 +1,241 @@
+//! [`Event`]: Python's `multiprocessing.Event`, a flag processes wait for, in shared
+//! memory.
+//!
+//! The state is one `AtomicU32`: bit 0 is the flag, bits 1..32 count the times it was
+//! set (wrapping). A waiter remembers the count it started with, so a `set`
+//! immediately followed by `clear` still wakes everyone who was waiting — Python's
+//! semantics, where `wait` returns `True` once notified even if the flag was cleared
+//! since.
+
+use super::object;
+use crate::Deadline;
+use crate::layout::header::{ElemType, ObjectKind, ObjectLayout};
+use crate::layout::padded::CachePadded;
+use crate::segment::{CreateError, OpenError, Segment};
+use crate::wait::EventCount;
+use std::fmt;
+use std::mem::offset_of;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// The shared state of an event. All-zero bytes are a clear event.
+#[repr(C)]
+struct EventState {
+    /// Bit 0: the flag. Bits 1..32: how many times it went from clear to set,
+    /// wrapping. Any value is valid.
+    word: CachePadded<AtomicU32>,
+    /// Waiters sleep here; notified by `set`.
+    wake: CachePadded<EventCount>,
+}
+
+const STATE_SIZE: usize = size_of::<EventState>();
+const WORD_OFFSET: usize = offset_of!(EventState, word);
+const WAKE_OFFSET: usize = offset_of!(EventState, wake);
+const _: () = {
+    assert!(WORD_OFFSET == 0);
+    assert!(WAKE_OFFSET == 128);
+    assert!(STATE_SIZE == 256);
+};
+
+const LAYOUT: ObjectLayout = ObjectLayout {
+    kind: ObjectKind::Event,
+    elem: ElemType::NONE,
+    slot_size: 0,
+    capacity: 0,
+    payload_size: STATE_SIZE as u64,
+};
+
+const FLAG: u32 = 1;
+
+/// A flag in shared memory that processes can wait for, like Python's
+/// `multiprocessing.Event`: [`set`](Event::set) wakes every waiter,
+/// [`clear`](Event::clear) resets it, [`wait_timeout`](Event::wait_timeout) waits for
+/// it.
+///
+/// # Examples
+///
+/// ```
+/// use shmproc::sync::Event;
+/// use shmproc::Process;
+/// use std::time::Duration;
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let event = Event::new()?;
+/// let mut child = Process::spawn(|| {
+///     std::thread::sleep(Duration::from_millis(10));
+///     event.set();
+/// })?;
+/// assert!(event.wait_timeout(Duration::from_secs(10)));
+/// assert!(event.is_set());
+/// event.clear();
+/// assert!(!event.wait_timeout(Duration::from_millis(1)));
+/// child.join()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Event {
+    segment: Arc<Segment>,
+    word: NonNull<AtomicU32>,
+    wake: NonNull<EventCount>,
+}
+
+// SAFETY: the pointers point into the mapping `segment` keeps alive, only accessed
+// through atomics, from any thread.
+unsafe impl Send for Event {}
+// SAFETY: as for Send.
+unsafe impl Sync for Event {}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("name", &self.name())
+            .field("is_set", &self.is_set())
+            .finish()
+    }
+}
+
+impl Event {
+    /// Creates a clear event in an anonymous segment, shared with children started
+    /// with [`Process`](crate::Process) afterwards.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateError`] if the segment cannot be created.
+    pub fn new() -> Result<Event, CreateError> {
+        let segment = object::create(None, &LAYOUT, |_, _| {})?;
+        // SAFETY: a zero-filled STATE_SIZE-byte payload used only as an EventState.
+        Ok(unsafe { Event::from_segment(segment) })
+    }
+
+    /// Creates a clear event named `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateError`]: an invalid or taken name, permissions.
+    pub fn create(name: &str) -> Result<Event, CreateError> {
+        let segment = object::create(Some(name), &LAYOUT, |_, _| {})?;
+        // SAFETY: as in `new`.
+        Ok(unsafe { Event::from_segment(segment) })
+    }
+
+    /// Opens the event named `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError`]: not found, not an `Event`, an incompatible layout, a corrupt
+    /// header.
+    pub fn open(name: &str) -> Result<Event, OpenError> {
+        let segment = object::open(name, ObjectKind::Event, |found| {
+            object::check_layout(found, Some(LAYOUT))
+        })?;
+        // SAFETY: the layout check guarantees a STATE_SIZE-byte payload.
+        Ok(unsafe { Event::from_segment(segment) })
+    }
+
+    /// # Safety
+    ///
+    /// The payload must be at least STATE_SIZE bytes, used by every process only as
+    /// an `EventState`.
+    unsafe fn from_segment(segment: Arc<Segment>) -> Event {
+        let base = segment.payload();
+        Event {
+            // SAFETY: the offsets lie within the state, aligned (asserted above).
+            word: unsafe { base.add(WORD_OFFSET) }.cast(),
+            // SAFETY: as above.
+            wake: unsafe { base.add(WAKE_OFFSET) }.cast(),
+            segment,
+        }
+    }
+
+    #[inline]
+    fn word(&self) -> &AtomicU32 {
+        // SAFETY: in the live mapping, aligned, atomics only.
+        unsafe { self.word.as_ref() }
+    }
+
+    #[inline]
+    fn wake(&self) -> &EventCount {
+        // SAFETY: as for `word`.
+        unsafe { self.wake.as_ref() }
+    }
+
+    /// The segment's name, `None` if anonymous.
+    pub fn name(&self) -> Option<&str> {
+        self.segment.name()
+    }
+
+    /// Whether the flag is set (Python's `is_set()`). A snapshot.
+    pub fn is_set(&self) -> bool {
+        self.word().load(Ordering::Acquire) & FLAG != 0
+    }
+
+    /// Sets the flag and wakes every waiter (Python's `set()`). Waits that start while
+    /// it is set return at once.
+    pub fn set(&self) {
+        // Release: what the caller wrote before `set` is visible to a waiter that
+        // sees the flag (its Acquire load in `seen`).
+        let _ = self
+            .word()
+            .fetch_update(Ordering::Release, Ordering::Relaxed, |v| {
+                (v & FLAG == 0).then(|| (v & !FLAG).wrapping_add(2) | FLAG)
+            });
+        self.wake().notify_all();
+    }
+
+    /// Clears the flag (Python's `clear()`): later waits block until the next
+    /// [`set`](Event::set).
+    pub fn clear(&self) {
+        self.word().fetch_and(!FLAG, Ordering::Relaxed);
+    }
+
+    /// Whether the event was set, or has been set since `start` was read.
+    #[inline]
+    fn seen(&self, start: u32) -> Option<()> {
+        let v = self.word().load(Ordering::Acquire);
+        (v & FLAG != 0 || (v >> 1) != (start >> 1)).then_some(())
+    }
+
+    /// Waits until the flag is set (Python's `wait()`).
+    pub fn wait(&self) {
+        let start = self.word().load(Ordering::Acquire);
+        let _ = self.wake().wait_until(None, || self.seen(start));
+    }
+
+    /// Waits until the flag is set, at most `timeout` (Python's `wait(timeout)`).
+    /// Returns `true` if it was set (or set and cleared again meanwhile), `false` if
+    /// the timeout passed first — never before it has. A zero timeout checks without
+    /// waiting.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        let start = self.word().load(Ordering::Acquire);
+        if self.seen(start).is_some() {
+            return true;
+        }
+        self.wake()
+            .wait_until(Some(Deadline::after(timeout)), || self.seen(start))
+            .is_ok()
+    }
+
+    /// Processes asleep in `wait`. A snapshot.
+    pub fn waiters(&self) -> u32 {
+        self.wake().waiters()
+    }
+}
+
+/// `shmproc inspect` rows for an `Event` segment.
+pub(crate) fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
+    let (Some(word), Some(waiters)) = (
+        object::peek_u32(segment, WORD_OFFSET),
+        object::peek_u32(segment, WAKE_OFFSET + 4),
+    ) else {
+        return object::unreadable(segment);
+    };
+    vec![
+        (
+            "set",
+            if word & FLAG != 0 { "yes" } else { "no" }.to_string(),
+        ),
+        ("times set", (word >> 1).to_string()),
+        ("waiters", waiters.to_string()),
+    ]
+}

@@ -1,0 +1,1378 @@
+//! Shared values and arrays of plain-old-data: Python's `multiprocessing.Value`,
+//! `Array`, `RawValue` and `RawArray`.
+//!
+//! `T` is any [`bytemuck::Pod`] type: integers, floats, arrays of them and
+//! `#[repr(C)]` structs deriving `Pod` — types for which every bit pattern is a valid
+//! value, so bytes another process wrote can never be undefined behavior to read.
+//!
+//! # Layout
+//!
+//! ```text
+//! Value<T>, Array<T>:        [0, 256) a Lock's state | [256, ..) the data
+//! RawValue<T>, RawArray<T>:  [0, ..) the data
+//! ```
+//!
+//! The header records the element type (name, size, alignment), the data offset (as
+//! the slot size: 256 with a lock, 0 without) and the length (as the capacity: 1 for
+//! a value). Opening checks all three, so a `Value<u64>` opened as `Value<u32>`, or a
+//! `RawValue` opened as a `Value`, is an [`OpenError::IncompatibleLayout`] naming
+//! both sides.
+//!
+//! # Two ways to share, never mixed
+//!
+//! The locked types hand out references to the data only while their [`Lock`] is
+//! held (through [`ValueGuard`] / [`ArrayGuard`]); `get`/`set` take the lock too. The
+//! raw types never form a reference to the data: they copy it with relaxed atomic
+//! loads and stores and offer atomic read-modify-write operations on integers
+//! ([`AtomicInteger`]). A racing write leaves a mix of old and new bytes — a valid
+//! `T`, perhaps not a meaningful one — never undefined behavior.
+
+use crate::layout::header::{ElemType, ObjectKind, ObjectLayout};
+use crate::segment::{CreateError, OpenError, Segment};
+use crate::sync::object::{self, Mismatch};
+use crate::sync::{AcquireError, LOCK_STATE_SIZE, Lock, LockGuard};
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{
+    AtomicI8, AtomicI16, AtomicI32, AtomicI64, AtomicIsize, AtomicU8, AtomicU16, AtomicU32,
+    AtomicU64, AtomicUsize, Ordering,
+};
+use std::time::Duration;
+
+/// The bound on element types, re-exported from [`bytemuck`]: derive it (with
+/// `#[repr(C)]`) for your own structs, with `bytemuck` as a dependency.
+pub use bytemuck::{Pod, Zeroable};
+
+/// Where the data starts in a locked object's payload: right after the lock state.
+const LOCKED_DATA_OFFSET: usize = LOCK_STATE_SIZE;
+const _: () = assert!(LOCKED_DATA_OFFSET % 128 == 0);
+
+/// Rejects, at compile time, element types the 128-byte aligned payload cannot
+/// align.
+const fn check_align<T>() {
+    assert!(
+        align_of::<T>() <= 128,
+        "shmproc values need an alignment of at most 128"
+    );
+}
+
+/// The layout of a value or array of `len` `T`s, its data at `offset`; `None` if the
+/// size overflows.
+fn layout_of<T>(kind: ObjectKind, offset: usize, len: u64) -> Option<ObjectLayout> {
+    let data = len.checked_mul(size_of::<T>() as u64)?;
+    Some(ObjectLayout {
+        kind,
+        elem: ElemType::of::<T>(),
+        slot_size: offset as u32,
+        capacity: len,
+        payload_size: data.checked_add(offset as u64)?,
+    })
+}
+
+fn describe_offset(offset: u32) -> String {
+    match offset as usize {
+        0 => "none (a RawValue or RawArray)".to_string(),
+        LOCKED_DATA_OFFSET => "a Lock (a Value or Array)".to_string(),
+        other => format!("data at offset {other}"),
+    }
+}
+
+/// Creates the segment for `len` elements at `offset` and lets `init` fill the data.
+fn create_segment<T: Pod>(
+    name: Option<&str>,
+    kind: ObjectKind,
+    offset: usize,
+    len: usize,
+    init: impl FnOnce(*mut T),
+) -> Result<Arc<Segment>, CreateError> {
+    const { check_align::<T>() };
+    let layout = layout_of::<T>(kind, offset, len as u64).ok_or(CreateError::TooLarge {
+        payload_size: u64::MAX,
+    })?;
+    object::create(name, &layout, |payload, _| {
+        // SAFETY: the payload holds offset + len * size_of::<T>() bytes (the layout),
+        // 128-aligned, zero-filled, and nobody else sees it before it is published.
+        init(unsafe { payload.as_ptr().add(offset) }.cast::<T>());
+    })
+}
+
+/// Opens a segment of `kind` holding `T`s at `offset`; returns it and the length.
+fn open_segment<T: Pod>(
+    name: &str,
+    kind: ObjectKind,
+    offset: usize,
+) -> Result<(Arc<Segment>, usize), OpenError> {
+    const { check_align::<T>() };
+    let mut len = 0;
+    let segment = object::open(name, kind, |found| {
+        if found.slot_size as usize != offset {
+            return Err(Mismatch::new(
+                "lock",
+                describe_offset(offset as u32),
+                describe_offset(found.slot_size),
+            ));
+        }
+        if kind == ObjectKind::Value && found.capacity != 1 {
+            return Err(Mismatch::new("length", 1, found.capacity));
+        }
+        let expected = usize::try_from(found.capacity)
+            .ok()
+            .and_then(|n| {
+                len = n;
+                layout_of::<T>(kind, offset, found.capacity)
+            })
+            .filter(|l| usize::try_from(l.payload_size).is_ok());
+        object::check_layout(found, expected)
+    })?;
+    Ok((segment, len))
+}
+
+/// The data pointer of `segment`.
+///
+/// # Safety
+///
+/// The segment's layout must have been created or checked for `T`s at `offset`.
+unsafe fn data_ptr<T>(segment: &Segment, offset: usize) -> NonNull<T> {
+    // SAFETY: offset <= payload size by the caller's contract.
+    unsafe { segment.payload().add(offset) }.cast()
+}
+
+/// The widest atomic access (8, 4, 2 or 1 bytes) that divides `T`'s size and
+/// alignment: every copy of a `T` uses it, so the raw types never mix access sizes
+/// on one location (and an integer's copies have the width of its atomic ops).
+const fn chunk_of<T>() -> usize {
+    let (size, align) = (size_of::<T>(), align_of::<T>());
+    if size % 8 == 0 && align >= 8 {
+        8
+    } else if size % 4 == 0 && align >= 4 {
+        4
+    } else if size % 2 == 0 && align >= 2 {
+        2
+    } else {
+        1
+    }
+}
+
+/// Copies `count` `T`s out of shared memory with relaxed atomic loads.
+///
+/// # Safety
+///
+/// `src` must be valid for reads of `count` `T`s, aligned, accessed by everyone only
+/// atomically; `dst` valid for writes of `count` `T`s, aligned, not shared.
+unsafe fn copy_out<T: Pod>(src: *const T, dst: *mut T, count: usize) {
+    let bytes = count * size_of::<T>();
+    let (src, dst) = (src.cast::<u8>().cast_mut(), dst.cast::<u8>());
+    let mut i = 0;
+    macro_rules! copy {
+        ($atomic:ty, $int:ty) => {
+            while i < bytes {
+                // SAFETY: i + size_of::<$int>() <= bytes, and both pointers are
+                // aligned to it (chunk_of divides T's alignment and size).
+                unsafe {
+                    let v = <$atomic>::from_ptr(src.add(i).cast()).load(Ordering::Relaxed);
+                    dst.add(i).cast::<$int>().write(v);
+                }
+                i += size_of::<$int>();
+            }
+        };
+    }
+    match chunk_of::<T>() {
+        8 => copy!(AtomicU64, u64),
+        4 => copy!(AtomicU32, u32),
+        2 => copy!(AtomicU16, u16),
+        _ => copy!(AtomicU8, u8),
+    }
+}
+
+/// Copies `count` `T`s into shared memory with relaxed atomic stores.
+///
+/// # Safety
+///
+/// As for [`copy_out`], with the roles of `src` (local) and `dst` (shared) swapped.
+unsafe fn copy_in<T: Pod>(src: *const T, dst: *mut T, count: usize) {
+    let bytes = count * size_of::<T>();
+    let (src, dst) = (src.cast::<u8>(), dst.cast::<u8>());
+    let mut i = 0;
+    macro_rules! copy {
+        ($atomic:ty, $int:ty) => {
+            while i < bytes {
+                // SAFETY: as in copy_out.
+                unsafe {
+                    let v = src.add(i).cast::<$int>().read();
+                    <$atomic>::from_ptr(dst.add(i).cast()).store(v, Ordering::Relaxed);
+                }
+                i += size_of::<$int>();
+            }
+        };
+    }
+    match chunk_of::<T>() {
+        8 => copy!(AtomicU64, u64),
+        4 => copy!(AtomicU32, u32),
+        2 => copy!(AtomicU16, u16),
+        _ => copy!(AtomicU8, u8),
+    }
+}
+
+mod private {
+    pub trait Sealed {}
+}
+
+/// Integer types with atomic operations on [`RawValue`] and [`RawArray`]: `u8` …
+/// `u64`, `i8` … `i64`, `usize`, `isize` (sealed).
+pub trait AtomicInteger: Pod + private::Sealed {
+    /// `Atomic*::load` at `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be valid, aligned to `size_of::<Self>()`, and accessed by everyone
+    /// only atomically with this width.
+    #[doc(hidden)]
+    unsafe fn atomic_load(ptr: *mut Self, order: Ordering) -> Self;
+    /// `Atomic*::store`; safety as for `atomic_load`.
+    ///
+    /// # Safety
+    ///
+    /// As for `atomic_load`.
+    #[doc(hidden)]
+    unsafe fn atomic_store(ptr: *mut Self, v: Self, order: Ordering);
+    /// `Atomic*::swap`.
+    ///
+    /// # Safety
+    ///
+    /// As for `atomic_load`.
+    #[doc(hidden)]
+    unsafe fn atomic_swap(ptr: *mut Self, v: Self, order: Ordering) -> Self;
+    /// `Atomic*::fetch_add` (wrapping).
+    ///
+    /// # Safety
+    ///
+    /// As for `atomic_load`.
+    #[doc(hidden)]
+    unsafe fn atomic_fetch_add(ptr: *mut Self, v: Self, order: Ordering) -> Self;
+    /// `Atomic*::fetch_sub` (wrapping).
+    ///
+    /// # Safety
+    ///
+    /// As for `atomic_load`.
+    #[doc(hidden)]
+    unsafe fn atomic_fetch_sub(ptr: *mut Self, v: Self, order: Ordering) -> Self;
+    /// `Atomic*::compare_exchange`.
+    ///
+    /// # Safety
+    ///
+    /// As for `atomic_load`.
+    #[doc(hidden)]
+    unsafe fn atomic_compare_exchange(
+        ptr: *mut Self,
+        current: Self,
+        new: Self,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<Self, Self>;
+}
+
+macro_rules! atomic_integer {
+    ($($int:ty => $atomic:ty),* $(,)?) => {$(
+        impl private::Sealed for $int {}
+        const _: () = assert!(align_of::<$atomic>() == size_of::<$int>());
+        const _: () = assert!(chunk_of::<$int>() == size_of::<$int>());
+        impl AtomicInteger for $int {
+            unsafe fn atomic_load(ptr: *mut $int, order: Ordering) -> $int {
+                // SAFETY: the caller's contract.
+                unsafe { <$atomic>::from_ptr(ptr) }.load(order)
+            }
+            unsafe fn atomic_store(ptr: *mut $int, v: $int, order: Ordering) {
+                // SAFETY: the caller's contract.
+                unsafe { <$atomic>::from_ptr(ptr) }.store(v, order)
+            }
+            unsafe fn atomic_swap(ptr: *mut $int, v: $int, order: Ordering) -> $int {
+                // SAFETY: the caller's contract.
+                unsafe { <$atomic>::from_ptr(ptr) }.swap(v, order)
+            }
+            unsafe fn atomic_fetch_add(ptr: *mut $int, v: $int, order: Ordering) -> $int {
+                // SAFETY: the caller's contract.
+                unsafe { <$atomic>::from_ptr(ptr) }.fetch_add(v, order)
+            }
+            unsafe fn atomic_fetch_sub(ptr: *mut $int, v: $int, order: Ordering) -> $int {
+                // SAFETY: the caller's contract.
+                unsafe { <$atomic>::from_ptr(ptr) }.fetch_sub(v, order)
+            }
+            unsafe fn atomic_compare_exchange(
+                ptr: *mut $int,
+                current: $int,
+                new: $int,
+                success: Ordering,
+                failure: Ordering,
+            ) -> Result<$int, $int> {
+                // SAFETY: the caller's contract.
+                unsafe { <$atomic>::from_ptr(ptr) }
+                    .compare_exchange(current, new, success, failure)
+            }
+        }
+    )*};
+}
+
+atomic_integer!(
+    u8 => AtomicU8, u16 => AtomicU16, u32 => AtomicU32, u64 => AtomicU64, usize => AtomicUsize,
+    i8 => AtomicI8, i16 => AtomicI16, i32 => AtomicI32, i64 => AtomicI64, isize => AtomicIsize,
+);
+
+// ---------------------------------------------------------------------------------
+// Value
+
+/// A `T` in shared memory guarded by a [`Lock`], like Python's
+/// `multiprocessing.Value(typecode, value)` (which is locked by default).
+///
+/// [`lock`](Value::lock) returns a [`ValueGuard`] that dereferences to `&mut T` while
+/// the lock is held; [`get`](Value::get) and [`set`](Value::set) copy the value under
+/// the lock. For lock-free atomic integers, use [`RawValue`].
+///
+/// The guard's `&mut T` is the one place shmproc hands out a reference into shared
+/// memory: it is exclusive only among processes that take the lock. A process that
+/// ignores the lock (or scribbles on the segment) can change the value under it —
+/// never undefined behavior to read, since any bit pattern is a valid `T`, but copy
+/// the value out if in doubt. If a holder dies, the next `lock` gets
+/// [`AcquireError::OwnerDied`] with the guard: repair the value, then
+/// [`ValueGuard::mark_consistent`] (see [`Lock`]).
+///
+/// # Examples
+///
+/// ```
+/// use shmproc::value::Value;
+/// use shmproc::Process;
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let counter = Value::new(0u64)?;
+/// let mut kids = Vec::new();
+/// for _ in 0..4 {
+///     kids.push(Process::spawn(|| {
+///         for _ in 0..100 {
+///             if let Ok(mut n) = counter.lock() {
+///                 *n += 1;
+///             }
+///         }
+///     })?);
+/// }
+/// for kid in &mut kids {
+///     kid.join()?;
+/// }
+/// assert_eq!(counter.get()?, 400);
+/// # Ok(()) }
+/// ```
+pub struct Value<T: Pod> {
+    lock: Lock,
+    data: NonNull<T>,
+}
+
+// SAFETY: the data pointer points into the mapping the lock's segment keeps alive;
+// it is dereferenced only while the lock is held (or copied out under it). Pod types
+// are plain data, safe to move between and share across threads.
+unsafe impl<T: Pod> Send for Value<T> {}
+// SAFETY: as for Send.
+unsafe impl<T: Pod> Sync for Value<T> {}
+
+impl<T: Pod> Clone for Value<T> {
+    fn clone(&self) -> Value<T> {
+        Value {
+            lock: self.lock.clone(),
+            data: self.data,
+        }
+    }
+}
+
+impl<T: Pod> fmt::Debug for Value<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Value")
+            .field("type", &std::any::type_name::<T>())
+            .field("name", &self.name())
+            .field("lock", &self.lock)
+            .finish()
+    }
+}
+
+impl<T: Pod> Value<T> {
+    /// Creates a value holding `value`, with its lock, in an anonymous segment shared
+    /// with children started with [`Process`](crate::Process) afterwards.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateError`] if the segment cannot be created.
+    pub fn new(value: T) -> Result<Value<T>, CreateError> {
+        Value::make(None, value)
+    }
+
+    /// Creates a value named `name` holding `value`.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateError`]: an invalid or taken name, permissions.
+    pub fn create(name: &str, value: T) -> Result<Value<T>, CreateError> {
+        Value::make(Some(name), value)
+    }
+
+    fn make(name: Option<&str>, value: T) -> Result<Value<T>, CreateError> {
+        let segment = create_segment::<T>(
+            name,
+            ObjectKind::Value,
+            LOCKED_DATA_OFFSET,
+            1,
+            // SAFETY: the data pointer is valid and aligned for one T, unpublished.
+            |data| unsafe { data.write(value) },
+        )?;
+        // SAFETY: created with one T at LOCKED_DATA_OFFSET.
+        Ok(unsafe { Value::from_segment(segment) })
+    }
+
+    /// Opens the value named `name`, which must hold a `T` with a lock.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError`]: not found, not a `Value`, another element type or no lock
+    /// (`IncompatibleLayout`, naming both), a corrupt header.
+    pub fn open(name: &str) -> Result<Value<T>, OpenError> {
+        let (segment, _) = open_segment::<T>(name, ObjectKind::Value, LOCKED_DATA_OFFSET)?;
+        // SAFETY: checked for one T at LOCKED_DATA_OFFSET.
+        Ok(unsafe { Value::from_segment(segment) })
+    }
+
+    /// # Safety
+    ///
+    /// The segment must hold a lock state and one `T` at LOCKED_DATA_OFFSET.
+    unsafe fn from_segment(segment: Arc<Segment>) -> Value<T> {
+        // SAFETY: the caller's contract.
+        let data = unsafe { data_ptr(&segment, LOCKED_DATA_OFFSET) };
+        Value {
+            // SAFETY: the lock state is at offset 0 (caller's contract).
+            lock: unsafe { Lock::from_state(segment, 0) },
+            data,
+        }
+    }
+
+    /// The segment's name, `None` if anonymous.
+    pub fn name(&self) -> Option<&str> {
+        self.lock.name()
+    }
+
+    /// The lock that guards the value (Python's `get_lock()`). Holding it through
+    /// this handle does not give access to the value; use [`lock`](Value::lock) for
+    /// that. `get`/`set` while this process holds it wait (the lock is not
+    /// recursive).
+    pub fn get_lock(&self) -> &Lock {
+        &self.lock
+    }
+
+    fn guard<'a>(
+        &'a self,
+        r: Result<LockGuard<'a>, AcquireError<LockGuard<'a>>>,
+    ) -> Result<ValueGuard<'a, T>, AcquireError<ValueGuard<'a, T>>> {
+        let wrap = |guard| ValueGuard {
+            guard,
+            data: self.data,
+        };
+        match r {
+            Ok(g) => Ok(wrap(g)),
+            Err(AcquireError::OwnerDied(g)) => Err(AcquireError::OwnerDied(wrap(g))),
+            Err(AcquireError::Timeout) => Err(AcquireError::Timeout),
+            Err(AcquireError::WouldBlock) => Err(AcquireError::WouldBlock),
+        }
+    }
+
+    /// Locks the value, waiting as long as it takes.
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::OwnerDied`] with the guard if a holder died (see [`Lock`]).
+    pub fn lock(&self) -> Result<ValueGuard<'_, T>, AcquireError<ValueGuard<'_, T>>> {
+        self.guard(self.lock.acquire())
+    }
+
+    /// Locks the value, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::Timeout`] once `timeout` has passed (never earlier);
+    /// [`AcquireError::OwnerDied`] as for [`lock`](Value::lock).
+    pub fn lock_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<ValueGuard<'_, T>, AcquireError<ValueGuard<'_, T>>> {
+        self.guard(self.lock.acquire_timeout(timeout))
+    }
+
+    /// Locks the value if the lock is free, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::WouldBlock`] if it is held; [`AcquireError::OwnerDied`] as for
+    /// [`lock`](Value::lock).
+    pub fn try_lock(&self) -> Result<ValueGuard<'_, T>, AcquireError<ValueGuard<'_, T>>> {
+        self.guard(self.lock.try_acquire())
+    }
+
+    /// A copy of the value, read under the lock (Python's `.value`).
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::OwnerDied`] if a holder died: the lock stays marked for the
+    /// next [`lock`](Value::lock), which must repair.
+    pub fn get(&self) -> Result<T, AcquireError> {
+        self.lock().map(|g| *g).map_err(AcquireError::without_guard)
+    }
+
+    /// Stores `value` under the lock (Python's `.value = v`).
+    ///
+    /// # Errors
+    ///
+    /// As for [`get`](Value::get); the value is not stored.
+    pub fn set(&self, value: T) -> Result<(), AcquireError> {
+        let mut g = self.lock().map_err(AcquireError::without_guard)?;
+        *g = value;
+        Ok(())
+    }
+}
+
+/// Holds a [`Value`]'s lock and gives access to the value; unlocks when dropped.
+///
+/// The references it gives point into shared memory and are exclusive only among
+/// processes that respect the lock (see [`Value`]).
+#[must_use = "the value is unlocked as soon as the guard is dropped"]
+pub struct ValueGuard<'a, T: Pod> {
+    guard: LockGuard<'a>,
+    data: NonNull<T>,
+}
+
+impl<T: Pod> ValueGuard<'_, T> {
+    /// Declares the value repaired after [`AcquireError::OwnerDied`] (see
+    /// [`LockGuard::mark_consistent`]).
+    pub fn mark_consistent(&mut self) {
+        self.guard.mark_consistent();
+    }
+
+    /// Whether the value is known to be consistent (`false` after a holder died and
+    /// before [`mark_consistent`](ValueGuard::mark_consistent)).
+    pub fn is_consistent(&self) -> bool {
+        self.guard.is_consistent()
+    }
+}
+
+impl<T: Pod> Deref for ValueGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the lock is held, so no process that respects it writes the value;
+        // the pointer is valid and aligned for a T in the live mapping, and any bit
+        // pattern is a valid T (Pod).
+        unsafe { self.data.as_ref() }
+    }
+}
+
+impl<T: Pod> DerefMut for ValueGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as for deref; `&mut self` makes the reference unique in this
+        // process, and the lock makes it exclusive among processes that respect it.
+        unsafe { self.data.as_mut() }
+    }
+}
+
+impl<T: Pod + fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Array
+
+/// A fixed-length array of `T` in shared memory guarded by a [`Lock`], like
+/// Python's `multiprocessing.Array(typecode, size_or_initializer)`. New arrays are
+/// zero-filled.
+///
+/// [`lock`](Array::lock) returns an [`ArrayGuard`] that dereferences to `&mut [T]`
+/// while the lock is held (the same caveat as [`Value`]: exclusive only among
+/// processes that take the lock). For lock-free access, use [`RawArray`].
+///
+/// # Examples
+///
+/// ```
+/// use shmproc::value::Array;
+/// use shmproc::Process;
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let arr = Array::<i32>::from_slice(&[1, 2, 3])?;
+/// let mut child = Process::spawn(|| {
+///     if let Ok(mut a) = arr.lock() {
+///         a.iter_mut().for_each(|x| *x *= 10);
+///     }
+/// })?;
+/// child.join()?;
+/// assert_eq!(arr.to_vec()?, [10, 20, 30]);
+/// assert_eq!(arr.len(), 3);
+/// # Ok(()) }
+/// ```
+pub struct Array<T: Pod> {
+    lock: Lock,
+    data: NonNull<T>,
+    /// From the validated header; `len * size_of::<T>()` fits the payload.
+    len: usize,
+}
+
+// SAFETY: as for Value.
+unsafe impl<T: Pod> Send for Array<T> {}
+// SAFETY: as for Value.
+unsafe impl<T: Pod> Sync for Array<T> {}
+
+impl<T: Pod> Clone for Array<T> {
+    fn clone(&self) -> Array<T> {
+        Array {
+            lock: self.lock.clone(),
+            data: self.data,
+            len: self.len,
+        }
+    }
+}
+
+impl<T: Pod> fmt::Debug for Array<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Array")
+            .field("type", &std::any::type_name::<T>())
+            .field("len", &self.len)
+            .field("name", &self.name())
+            .field("lock", &self.lock)
+            .finish()
+    }
+}
+
+impl<T: Pod> Array<T> {
+    /// Creates a zero-filled array of `len` elements, with its lock, in an anonymous
+    /// segment shared with children started with [`Process`](crate::Process)
+    /// afterwards.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateError::TooLarge`] if the size overflows, or another [`CreateError`].
+    pub fn new(len: usize) -> Result<Array<T>, CreateError> {
+        Array::make(None, len, |_| {})
+    }
+
+    /// Creates an array holding a copy of `values`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`new`](Array::new).
+    pub fn from_slice(values: &[T]) -> Result<Array<T>, CreateError> {
+        Array::make(None, values.len(), |data| {
+            // SAFETY: data is valid for values.len() Ts, aligned, unpublished.
+            unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), data, values.len()) }
+        })
+    }
+
+    /// Creates a zero-filled array of `len` elements named `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateError`]: an invalid or taken name, permissions, size.
+    pub fn create(name: &str, len: usize) -> Result<Array<T>, CreateError> {
+        Array::make(Some(name), len, |_| {})
+    }
+
+    /// Creates an array named `name` holding a copy of `values`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`create`](Array::create).
+    pub fn create_from_slice(name: &str, values: &[T]) -> Result<Array<T>, CreateError> {
+        Array::make(Some(name), values.len(), |data| {
+            // SAFETY: data is valid for values.len() Ts, aligned, unpublished.
+            unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), data, values.len()) }
+        })
+    }
+
+    fn make(
+        name: Option<&str>,
+        len: usize,
+        init: impl FnOnce(*mut T),
+    ) -> Result<Array<T>, CreateError> {
+        let segment = create_segment::<T>(name, ObjectKind::Array, LOCKED_DATA_OFFSET, len, init)?;
+        // SAFETY: created with len Ts at LOCKED_DATA_OFFSET.
+        Ok(unsafe { Array::from_segment(segment, len) })
+    }
+
+    /// Opens the array named `name`, which must hold `T`s with a lock; its length
+    /// comes from the segment.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError`]: not found, not an `Array`, another element type or no lock
+    /// (`IncompatibleLayout`), a corrupt header.
+    pub fn open(name: &str) -> Result<Array<T>, OpenError> {
+        let (segment, len) = open_segment::<T>(name, ObjectKind::Array, LOCKED_DATA_OFFSET)?;
+        // SAFETY: checked for len Ts at LOCKED_DATA_OFFSET.
+        Ok(unsafe { Array::from_segment(segment, len) })
+    }
+
+    /// # Safety
+    ///
+    /// The segment must hold a lock state and `len` `T`s at LOCKED_DATA_OFFSET.
+    unsafe fn from_segment(segment: Arc<Segment>, len: usize) -> Array<T> {
+        // SAFETY: the caller's contract.
+        let data = unsafe { data_ptr(&segment, LOCKED_DATA_OFFSET) };
+        Array {
+            // SAFETY: the lock state is at offset 0 (caller's contract).
+            lock: unsafe { Lock::from_state(segment, 0) },
+            data,
+            len,
+        }
+    }
+
+    /// The segment's name, `None` if anonymous.
+    pub fn name(&self) -> Option<&str> {
+        self.lock.name()
+    }
+
+    /// The number of elements (Python's `len(arr)`).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the array has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The lock that guards the array (Python's `get_lock()`); see
+    /// [`Value::get_lock`].
+    pub fn get_lock(&self) -> &Lock {
+        &self.lock
+    }
+
+    fn guard<'a>(
+        &'a self,
+        r: Result<LockGuard<'a>, AcquireError<LockGuard<'a>>>,
+    ) -> Result<ArrayGuard<'a, T>, AcquireError<ArrayGuard<'a, T>>> {
+        let wrap = |guard| ArrayGuard {
+            guard,
+            data: self.data,
+            len: self.len,
+        };
+        match r {
+            Ok(g) => Ok(wrap(g)),
+            Err(AcquireError::OwnerDied(g)) => Err(AcquireError::OwnerDied(wrap(g))),
+            Err(AcquireError::Timeout) => Err(AcquireError::Timeout),
+            Err(AcquireError::WouldBlock) => Err(AcquireError::WouldBlock),
+        }
+    }
+
+    /// Locks the array, waiting as long as it takes.
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::OwnerDied`] with the guard if a holder died (see [`Lock`]).
+    pub fn lock(&self) -> Result<ArrayGuard<'_, T>, AcquireError<ArrayGuard<'_, T>>> {
+        self.guard(self.lock.acquire())
+    }
+
+    /// Locks the array, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::Timeout`] once `timeout` has passed (never earlier);
+    /// [`AcquireError::OwnerDied`] as for [`lock`](Array::lock).
+    pub fn lock_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<ArrayGuard<'_, T>, AcquireError<ArrayGuard<'_, T>>> {
+        self.guard(self.lock.acquire_timeout(timeout))
+    }
+
+    /// Locks the array if the lock is free, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::WouldBlock`] if it is held; [`AcquireError::OwnerDied`] as for
+    /// [`lock`](Array::lock).
+    pub fn try_lock(&self) -> Result<ArrayGuard<'_, T>, AcquireError<ArrayGuard<'_, T>>> {
+        self.guard(self.lock.try_acquire())
+    }
+
+    /// A copy of the elements, read under the lock (Python's `arr[:]`).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Value::get`].
+    pub fn to_vec(&self) -> Result<Vec<T>, AcquireError> {
+        self.lock()
+            .map(|g| g.to_vec())
+            .map_err(AcquireError::without_guard)
+    }
+}
+
+/// Holds an [`Array`]'s lock and gives access to its elements as a slice; unlocks
+/// when dropped.
+#[must_use = "the array is unlocked as soon as the guard is dropped"]
+pub struct ArrayGuard<'a, T: Pod> {
+    guard: LockGuard<'a>,
+    data: NonNull<T>,
+    len: usize,
+}
+
+impl<T: Pod> ArrayGuard<'_, T> {
+    /// Declares the array repaired after [`AcquireError::OwnerDied`] (see
+    /// [`LockGuard::mark_consistent`]).
+    pub fn mark_consistent(&mut self) {
+        self.guard.mark_consistent();
+    }
+
+    /// Whether the array is known to be consistent.
+    pub fn is_consistent(&self) -> bool {
+        self.guard.is_consistent()
+    }
+}
+
+impl<T: Pod> Deref for ArrayGuard<'_, T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        // SAFETY: the lock is held; data is valid and aligned for len Ts in the live
+        // mapping (checked layout); any bit pattern is a valid T.
+        unsafe { std::slice::from_raw_parts(self.data.as_ptr(), self.len) }
+    }
+}
+
+impl<T: Pod> DerefMut for ArrayGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as for deref, with uniqueness from `&mut self` and the lock.
+        unsafe { std::slice::from_raw_parts_mut(self.data.as_ptr(), self.len) }
+    }
+}
+
+impl<T: Pod + fmt::Debug> fmt::Debug for ArrayGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// RawValue
+
+/// A `T` in shared memory without a lock, like Python's
+/// `multiprocessing.RawValue` (or `Value(..., lock=False)`).
+///
+/// [`get`](RawValue::get) and [`set`](RawValue::set) copy with relaxed atomic loads
+/// and stores (a racing write may leave a mix of old and new bytes); integer types
+/// have atomic [`load`](RawValue::load), [`store`](RawValue::store),
+/// [`fetch_add`](RawValue::fetch_add) and friends.
+///
+/// # Examples
+///
+/// ```
+/// use shmproc::value::RawValue;
+/// use shmproc::Process;
+/// use std::sync::atomic::Ordering;
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let hits = RawValue::new(0u64)?;
+/// let mut kids = Vec::new();
+/// for _ in 0..4 {
+///     kids.push(Process::spawn(|| {
+///         for _ in 0..1000 {
+///             hits.fetch_add(1, Ordering::Relaxed);
+///         }
+///     })?);
+/// }
+/// for kid in &mut kids {
+///     kid.join()?;
+/// }
+/// assert_eq!(hits.load(Ordering::SeqCst), 4000);
+/// # Ok(()) }
+/// ```
+pub struct RawValue<T: Pod> {
+    segment: Arc<Segment>,
+    data: NonNull<T>,
+}
+
+// SAFETY: the data is only accessed through atomics (copy_in/copy_out and the
+// AtomicInteger operations), in the mapping `segment` keeps alive; T is plain data.
+unsafe impl<T: Pod> Send for RawValue<T> {}
+// SAFETY: as for Send.
+unsafe impl<T: Pod> Sync for RawValue<T> {}
+
+impl<T: Pod> Clone for RawValue<T> {
+    fn clone(&self) -> RawValue<T> {
+        RawValue {
+            segment: Arc::clone(&self.segment),
+            data: self.data,
+        }
+    }
+}
+
+impl<T: Pod + fmt::Debug> fmt::Debug for RawValue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawValue")
+            .field("name", &self.name())
+            .field("value", &self.get())
+            .finish()
+    }
+}
+
+impl<T: Pod> RawValue<T> {
+    /// Creates a raw value holding `value` in an anonymous segment shared with
+    /// children started with [`Process`](crate::Process) afterwards.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateError`] if the segment cannot be created.
+    pub fn new(value: T) -> Result<RawValue<T>, CreateError> {
+        RawValue::make(None, value)
+    }
+
+    /// Creates a raw value named `name` holding `value`.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateError`]: an invalid or taken name, permissions.
+    pub fn create(name: &str, value: T) -> Result<RawValue<T>, CreateError> {
+        RawValue::make(Some(name), value)
+    }
+
+    fn make(name: Option<&str>, value: T) -> Result<RawValue<T>, CreateError> {
+        let segment = create_segment::<T>(name, ObjectKind::Value, 0, 1, |data| {
+            // SAFETY: valid and aligned for one T, unpublished.
+            unsafe { data.write(value) }
+        })?;
+        // SAFETY: created with one T at offset 0.
+        let data = unsafe { data_ptr(&segment, 0) };
+        Ok(RawValue { segment, data })
+    }
+
+    /// Opens the raw value named `name`, which must hold a `T` without a lock.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError`]: not found, not a `Value`, another element type or a lock
+    /// (`IncompatibleLayout`), a corrupt header.
+    pub fn open(name: &str) -> Result<RawValue<T>, OpenError> {
+        let (segment, _) = open_segment::<T>(name, ObjectKind::Value, 0)?;
+        // SAFETY: checked for one T at offset 0.
+        let data = unsafe { data_ptr(&segment, 0) };
+        Ok(RawValue { segment, data })
+    }
+
+    /// The segment's name, `None` if anonymous.
+    pub fn name(&self) -> Option<&str> {
+        self.segment.name()
+    }
+
+    /// A copy of the value (Python's `.value`).
+    pub fn get(&self) -> T {
+        let mut out = T::zeroed();
+        // SAFETY: data is valid and aligned for one T in the live mapping, accessed
+        // only atomically; `out` is local.
+        unsafe { copy_out(self.data.as_ptr(), &mut out, 1) };
+        out
+    }
+
+    /// Stores `value` (Python's `.value = v`).
+    pub fn set(&self, value: T) {
+        // SAFETY: as for get.
+        unsafe { copy_in(&value, self.data.as_ptr(), 1) };
+    }
+
+    /// A raw pointer to the value in shared memory, for code that synchronizes by
+    /// other means. Any access through it must be atomic or otherwise race-free.
+    pub fn as_ptr(&self) -> *mut T {
+        self.data.as_ptr()
+    }
+}
+
+impl<T: AtomicInteger> RawValue<T> {
+    /// Atomically loads the value.
+    pub fn load(&self, order: Ordering) -> T {
+        // SAFETY: aligned to size_of::<T>() (128-aligned payload), valid, and every
+        // access of ours to it is atomic with this width.
+        unsafe { T::atomic_load(self.data.as_ptr(), order) }
+    }
+
+    /// Atomically stores `v`.
+    pub fn store(&self, v: T, order: Ordering) {
+        // SAFETY: as for load.
+        unsafe { T::atomic_store(self.data.as_ptr(), v, order) }
+    }
+
+    /// Atomically replaces the value with `v`, returning the previous one.
+    pub fn swap(&self, v: T, order: Ordering) -> T {
+        // SAFETY: as for load.
+        unsafe { T::atomic_swap(self.data.as_ptr(), v, order) }
+    }
+
+    /// Atomically adds `v` (wrapping), returning the previous value.
+    pub fn fetch_add(&self, v: T, order: Ordering) -> T {
+        // SAFETY: as for load.
+        unsafe { T::atomic_fetch_add(self.data.as_ptr(), v, order) }
+    }
+
+    /// Atomically subtracts `v` (wrapping), returning the previous value.
+    pub fn fetch_sub(&self, v: T, order: Ordering) -> T {
+        // SAFETY: as for load.
+        unsafe { T::atomic_fetch_sub(self.data.as_ptr(), v, order) }
+    }
+
+    /// Atomically stores `new` if the value is `current`; returns the previous value,
+    /// `Ok` if it was `current`.
+    ///
+    /// # Errors
+    ///
+    /// `Err(actual)` if the value was not `current` (nothing is stored).
+    pub fn compare_exchange(
+        &self,
+        current: T,
+        new: T,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<T, T> {
+        // SAFETY: as for load.
+        unsafe { T::atomic_compare_exchange(self.data.as_ptr(), current, new, success, failure) }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// RawArray
+
+/// A fixed-length array of `T` in shared memory without a lock, like Python's
+/// `multiprocessing.RawArray`. New arrays are zero-filled.
+///
+/// Elements are copied with relaxed atomic loads and stores; integer elements have
+/// atomic operations by index.
+///
+/// # Examples
+///
+/// ```
+/// use shmproc::value::RawArray;
+/// use shmproc::Process;
+/// use std::sync::atomic::Ordering;
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let slots = RawArray::<u32>::new(4)?;
+/// let mut child = Process::spawn(|| {
+///     slots.set(2, 7);
+///     slots.fetch_add(3, 1, Ordering::Relaxed);
+/// })?;
+/// child.join()?;
+/// assert_eq!(slots.to_vec(), [0, 0, 7, 1]);
+/// assert_eq!(slots.get(9), None);
+/// # Ok(()) }
+/// ```
+pub struct RawArray<T: Pod> {
+    segment: Arc<Segment>,
+    data: NonNull<T>,
+    len: usize,
+    _type: PhantomData<T>,
+}
+
+// SAFETY: as for RawValue.
+unsafe impl<T: Pod> Send for RawArray<T> {}
+// SAFETY: as for RawValue.
+unsafe impl<T: Pod> Sync for RawArray<T> {}
+
+impl<T: Pod> Clone for RawArray<T> {
+    fn clone(&self) -> RawArray<T> {
+        RawArray {
+            segment: Arc::clone(&self.segment),
+            data: self.data,
+            len: self.len,
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T: Pod> fmt::Debug for RawArray<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawArray")
+            .field("type", &std::any::type_name::<T>())
+            .field("len", &self.len)
+            .field("name", &self.name())
+            .finish()
+    }
+}
+
+impl<T: Pod> RawArray<T> {
+    /// Creates a zero-filled raw array of `len` elements in an anonymous segment
+    /// shared with children started with [`Process`](crate::Process) afterwards.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateError::TooLarge`] if the size overflows, or another [`CreateError`].
+    pub fn new(len: usize) -> Result<RawArray<T>, CreateError> {
+        RawArray::make(None, len, |_| {})
+    }
+
+    /// Creates a raw array holding a copy of `values`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`new`](RawArray::new).
+    pub fn from_slice(values: &[T]) -> Result<RawArray<T>, CreateError> {
+        RawArray::make(None, values.len(), |data| {
+            // SAFETY: data is valid for values.len() Ts, aligned, unpublished.
+            unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), data, values.len()) }
+        })
+    }
+
+    /// Creates a zero-filled raw array of `len` elements named `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateError`]: an invalid or taken name, permissions, size.
+    pub fn create(name: &str, len: usize) -> Result<RawArray<T>, CreateError> {
+        RawArray::make(Some(name), len, |_| {})
+    }
+
+    /// Creates a raw array named `name` holding a copy of `values`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`create`](RawArray::create).
+    pub fn create_from_slice(name: &str, values: &[T]) -> Result<RawArray<T>, CreateError> {
+        RawArray::make(Some(name), values.len(), |data| {
+            // SAFETY: data is valid for values.len() Ts, aligned, unpublished.
+            unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), data, values.len()) }
+        })
+    }
+
+    fn make(
+        name: Option<&str>,
+        len: usize,
+        init: impl FnOnce(*mut T),
+    ) -> Result<RawArray<T>, CreateError> {
+        let segment = create_segment::<T>(name, ObjectKind::Array, 0, len, init)?;
+        // SAFETY: created with len Ts at offset 0.
+        let data = unsafe { data_ptr(&segment, 0) };
+        Ok(RawArray {
+            segment,
+            data,
+            len,
+            _type: PhantomData,
+        })
+    }
+
+    /// Opens the raw array named `name`, which must hold `T`s without a lock; its
+    /// length comes from the segment.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError`]: not found, not an `Array`, another element type or a lock
+    /// (`IncompatibleLayout`), a corrupt header.
+    pub fn open(name: &str) -> Result<RawArray<T>, OpenError> {
+        let (segment, len) = open_segment::<T>(name, ObjectKind::Array, 0)?;
+        // SAFETY: checked for len Ts at offset 0.
+        let data = unsafe { data_ptr(&segment, 0) };
+        Ok(RawArray {
+            segment,
+            data,
+            len,
+            _type: PhantomData,
+        })
+    }
+
+    /// The segment's name, `None` if anonymous.
+    pub fn name(&self) -> Option<&str> {
+        self.segment.name()
+    }
+
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the array has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// A pointer to element `i`.
+    ///
+    /// # Panics
+    ///
+    /// If `i >= len`.
+    fn at(&self, i: usize) -> *mut T {
+        assert!(
+            i < self.len,
+            "index {i} out of range for a RawArray of length {}",
+            self.len
+        );
+        // SAFETY: i < len elements lie within the payload (checked layout).
+        unsafe { self.data.as_ptr().add(i) }
+    }
+
+    /// A copy of element `i`, `None` if out of range (Python's `arr[i]`).
+    pub fn get(&self, i: usize) -> Option<T> {
+        if i >= self.len {
+            return None;
+        }
+        let mut out = T::zeroed();
+        // SAFETY: element i is valid and aligned in the live mapping, accessed only
+        // atomically; `out` is local.
+        unsafe { copy_out(self.at(i), &mut out, 1) };
+        Some(out)
+    }
+
+    /// Stores `value` at `i` (Python's `arr[i] = v`).
+    ///
+    /// # Panics
+    ///
+    /// If `i >= len` (Python raises `IndexError`).
+    pub fn set(&self, i: usize, value: T) {
+        // SAFETY: as for get.
+        unsafe { copy_in(&value, self.at(i), 1) };
+    }
+
+    /// A copy of all elements (Python's `arr[:]`).
+    pub fn to_vec(&self) -> Vec<T> {
+        let mut out = vec![T::zeroed(); self.len];
+        self.copy_to_slice(&mut out);
+        out
+    }
+
+    /// Copies all elements into `dst`.
+    ///
+    /// # Panics
+    ///
+    /// If `dst.len() != len`.
+    pub fn copy_to_slice(&self, dst: &mut [T]) {
+        assert_eq!(dst.len(), self.len, "copy_to_slice: lengths differ");
+        // SAFETY: len elements are valid in the live mapping; dst is local and as
+        // long.
+        unsafe { copy_out(self.data.as_ptr(), dst.as_mut_ptr(), self.len) };
+    }
+
+    /// Overwrites all elements with `src` (Python's `arr[:] = values`).
+    ///
+    /// # Panics
+    ///
+    /// If `src.len() != len`.
+    pub fn copy_from_slice(&self, src: &[T]) {
+        assert_eq!(src.len(), self.len, "copy_from_slice: lengths differ");
+        // SAFETY: as for copy_to_slice.
+        unsafe { copy_in(src.as_ptr(), self.data.as_ptr(), self.len) };
+    }
+
+    /// A raw pointer to the first element in shared memory, for code that
+    /// synchronizes by other means. Any access through it must be atomic or
+    /// otherwise race-free.
+    pub fn as_ptr(&self) -> *mut T {
+        self.data.as_ptr()
+    }
+}
+
+impl<T: AtomicInteger> RawArray<T> {
+    /// Atomically loads element `i`.
+    ///
+    /// # Panics
+    ///
+    /// If `i >= len`.
+    pub fn load(&self, i: usize, order: Ordering) -> T {
+        // SAFETY: element i is aligned to size_of::<T>() (a 128-aligned base plus a
+        // multiple of the size), valid, and only accessed atomically with this width.
+        unsafe { T::atomic_load(self.at(i), order) }
+    }
+
+    /// Atomically stores `v` at `i`.
+    ///
+    /// # Panics
+    ///
+    /// If `i >= len`.
+    pub fn store(&self, i: usize, v: T, order: Ordering) {
+        // SAFETY: as for load.
+        unsafe { T::atomic_store(self.at(i), v, order) }
+    }
+
+    /// Atomically replaces element `i` with `v`, returning the previous value.
+    ///
+    /// # Panics
+    ///
+    /// If `i >= len`.
+    pub fn swap(&self, i: usize, v: T, order: Ordering) -> T {
+        // SAFETY: as for load.
+        unsafe { T::atomic_swap(self.at(i), v, order) }
+    }
+
+    /// Atomically adds `v` to element `i` (wrapping), returning the previous value.
+    ///
+    /// # Panics
+    ///
+    /// If `i >= len`.
+    pub fn fetch_add(&self, i: usize, v: T, order: Ordering) -> T {
+        // SAFETY: as for load.
+        unsafe { T::atomic_fetch_add(self.at(i), v, order) }
+    }
+
+    /// Atomically subtracts `v` from element `i` (wrapping), returning the previous
+    /// value.
+    ///
+    /// # Panics
+    ///
+    /// If `i >= len`.
+    pub fn fetch_sub(&self, i: usize, v: T, order: Ordering) -> T {
+        // SAFETY: as for load.
+        unsafe { T::atomic_fetch_sub(self.at(i), v, order) }
+    }
+
+    /// Atomically stores `new` at `i` if it holds `current`.
+    ///
+    /// # Errors
+    ///
+    /// `Err(actual)` if element `i` was not `current` (nothing is stored).
+    ///
+    /// # Panics
+    ///
+    /// If `i >= len`.
+    pub fn compare_exchange(
+        &self,
+        i: usize,
+        current: T,
+        new: T,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<T, T> {
+        // SAFETY: as for load.
+        unsafe { T::atomic_compare_exchange(self.at(i), current, new, success, failure) }
+    }
+}
+
+/// `shmproc inspect` rows for a `Value` or `Array` segment.
+pub(crate) fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
+    let layout = segment.info().layout;
+    let mut rows = vec![
+        ("element", layout.elem.to_string()),
+        ("length", layout.capacity.to_string()),
+    ];
+    if layout.slot_size as usize == LOCKED_DATA_OFFSET {
+        rows.extend(crate::sync::inspect_lock(segment, 0));
+    } else {
+        rows.push(("lock", describe_offset(layout.slot_size)));
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_follow_size_and_alignment() {
+        assert_eq!(chunk_of::<u64>(), 8);
+        assert_eq!(chunk_of::<f64>(), 8);
+        assert_eq!(chunk_of::<[u32; 3]>(), 4);
+        assert_eq!(chunk_of::<[u8; 3]>(), 1);
+        assert_eq!(chunk_of::<[u16; 5]>(), 2);
+        assert_eq!(chunk_of::<[u64; 2]>(), 8);
+    }
+
+    #[test]
+    fn raw_copies_round_trip() {
+        let a = RawArray::<[u8; 3]>::from_slice(&[[1, 2, 3], [4, 5, 6]]).unwrap();
+        assert_eq!(a.to_vec(), [[1, 2, 3], [4, 5, 6]]);
+        a.set(1, [9, 9, 9]);
+        assert_eq!(a.get(1), Some([9, 9, 9]));
+        let v = RawValue::new([1.5f64, -2.0]).unwrap();
+        assert_eq!(v.get(), [1.5, -2.0]);
+        v.set([0.0, 3.25]);
+        assert_eq!(v.get(), [0.0, 3.25]);
+    }
+}
