@@ -641,7 +641,7 @@ impl Ring {
             let mut all_free = true;
             for j in 1..span_here {
                 let w = self.state((idx + j) as usize).load(Ordering::Acquire);
-                if w != state(pos + j, EMPTY, 0) {
+                if w != state(pos.wrapping_add(j), EMPTY, 0) {
                     all_free = false;
                     break;
                 }
@@ -669,9 +669,12 @@ impl Ring {
                 .store(meta(claim_len as u64, span_here, 0), Ordering::Relaxed);
             // Publishes the meta word to a repairer that sees the new tail; paired with
             // the Acquire load of tail in `repair_slot`.
-            let _ =
-                c.tail
-                    .compare_exchange(pos, pos + span_here, Ordering::Release, Ordering::Relaxed);
+            let _ = c.tail.compare_exchange(
+                pos,
+                pos.wrapping_add(span_here),
+                Ordering::Release,
+                Ordering::Relaxed,
+            );
             let claim = WriteSlot {
                 ring: self,
                 pos,
@@ -716,9 +719,12 @@ impl Ring {
         } else {
             1
         };
-        let _ = c
-            .head
-            .compare_exchange(pos, pos + span, Ordering::AcqRel, Ordering::Relaxed);
+        let _ = c.head.compare_exchange(
+            pos,
+            pos.wrapping_add(span),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
         self.release(pos, span);
         true
     }
@@ -832,9 +838,12 @@ impl Ring {
             let max_span = self.capacity - idx as u64;
             let valid = span >= 1 && span <= max_span && len <= span as usize * self.slot_size;
             let span = if valid { span } else { 1 };
-            let _ = c
-                .head
-                .compare_exchange(pos, pos + span, Ordering::AcqRel, Ordering::Relaxed);
+            let _ = c.head.compare_exchange(
+                pos,
+                pos.wrapping_add(span),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
             let slot = ReadSlot {
                 ring: self,
                 pos,
@@ -861,17 +870,19 @@ impl Ring {
     fn release(&self, pos: u64, span: u64) {
         let idx = pos % self.capacity;
         for j in 1..span {
-            let p = pos + j;
+            let p = pos.wrapping_add(j);
             let _ = self.state((idx + j) as usize).compare_exchange(
                 state(p, EMPTY, 0),
-                state(p + self.capacity, EMPTY, 0),
+                state(p.wrapping_add(self.capacity), EMPTY, 0),
                 Ordering::Release,
                 Ordering::Relaxed,
             );
         }
         // Frees the lead; paired with the Acquire load in `claim`.
-        self.state(idx as usize)
-            .store(state(pos + self.capacity, EMPTY, 0), Ordering::Release);
+        self.state(idx as usize).store(
+            state(pos.wrapping_add(self.capacity), EMPTY, 0),
+            Ordering::Release,
+        );
     }
 
     /// The owner pid of the lead slot at `head`, if it is being written or taken; a
@@ -960,14 +971,17 @@ impl Ring {
             }
             let span = if tail == pos {
                 // The producer died before moving tail: abandon one slot.
-                let _ = c
-                    .tail
-                    .compare_exchange(pos, pos + 1, Ordering::AcqRel, Ordering::Relaxed);
+                let _ = c.tail.compare_exchange(
+                    pos,
+                    pos.wrapping_add(1),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
                 1
             } else {
                 // It moved tail by its span (the meta store precedes that move).
                 let span = (m >> 32) & 0xFFFF;
-                if span >= 1 && span <= max_span && span <= tail - pos {
+                if span >= 1 && span <= max_span && span <= tail.wrapping_sub(pos) {
                     span
                 } else {
                     1
@@ -986,9 +1000,12 @@ impl Ring {
             } else {
                 1
             };
-            let _ = c
-                .head
-                .compare_exchange(pos, pos + span, Ordering::AcqRel, Ordering::Relaxed);
+            let _ = c.head.compare_exchange(
+                pos,
+                pos.wrapping_add(span),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
             self.release(pos, span);
         }
         true

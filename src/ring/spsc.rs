@@ -180,11 +180,12 @@ impl Spsc {
         unsafe { &*self.base.as_ptr().cast::<Control>() }
     }
 
-    /// Pointer to data byte `idx` (`idx < capacity`).
+    /// Pointer to data byte `idx` (`idx <= capacity`: one past the end is the start
+    /// of an empty fragment in the ring's last header slot).
     #[inline]
     fn data(&self, idx: usize) -> *mut u8 {
-        debug_assert!((idx as u64) < self.capacity);
-        // SAFETY: CONTROL_SIZE + idx < bytes_for(capacity).
+        debug_assert!((idx as u64) <= self.capacity);
+        // SAFETY: CONTROL_SIZE + idx <= bytes_for(capacity).
         unsafe { self.base.as_ptr().add(CONTROL_SIZE + idx) }
     }
 
@@ -265,11 +266,17 @@ impl Writer {
         let cap = self.ring.capacity;
         let c = self.ring.control();
         let w = c.write.load(Ordering::Relaxed);
+        if w % 16 != 0 {
+            // Only a scribbling peer misaligns the write position: refuse to write
+            // rather than write out of bounds.
+            return false;
+        }
         let need = (HEADER + fragment.len().next_multiple_of(16)) as u64;
         let idx = w & (cap - 1);
         let to_end = cap - idx;
         let total_need = if need <= to_end { need } else { to_end + need };
-        if cap - w.wrapping_sub(self.cached_read.get()) < total_need {
+        let cached_used = w.wrapping_sub(self.cached_read.get());
+        if cached_used > cap || cap - cached_used < total_need {
             // Paired with the reader's Release store of the read position: the space
             // it freed is no longer being read.
             self.cached_read.set(c.read.load(Ordering::Acquire));
@@ -281,7 +288,7 @@ impl Writer {
         let mut at = w;
         if need > to_end {
             self.write_header(at, (to_end as usize - HEADER) as u32, PAD, 0);
-            at += to_end;
+            at = at.wrapping_add(to_end);
         }
         self.write_header(at, fragment.len() as u32, flags & (FIRST | MORE), total);
         let idx = (at & (cap - 1)) as usize;
@@ -295,7 +302,7 @@ impl Writer {
             );
         }
         // Publishes the record(s); paired with the reader's Acquire load.
-        c.write.store(at + need, Ordering::Release);
+        c.write.store(at.wrapping_add(need), Ordering::Release);
         true
     }
 
@@ -368,7 +375,8 @@ impl Reader {
                     )));
                 }
                 // Releases the padding; paired with the writer's Acquire load.
-                c.read.store(r + to_end as u64, Ordering::Release);
+                c.read
+                    .store(r.wrapping_add(to_end as u64), Ordering::Release);
                 continue;
             }
             let size = HEADER + len.next_multiple_of(16);
@@ -407,7 +415,7 @@ impl Reader {
         self.ring
             .control()
             .read
-            .store(record.pos + size, Ordering::Release);
+            .store(record.pos.wrapping_add(size), Ordering::Release);
     }
 }
 

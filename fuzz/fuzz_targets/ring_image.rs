@@ -1,0 +1,77 @@
+//! Arbitrary bytes as the memory of a ring (the MPMC queue ring and the SPSC pipe
+//! ring): taking messages must never panic, read out of bounds or loop forever — at
+//! worst it reports `Corrupt` or returns wrong data.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use shmproc::ring::{mpmc, spsc};
+use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::ptr::NonNull;
+
+/// 128-aligned heap memory holding a copy of the fuzz input.
+struct Mem(NonNull<u8>, Layout);
+
+impl Mem {
+    fn with(len: usize, fill: &[u8]) -> Mem {
+        let layout = Layout::from_size_align(len.max(1), 128).unwrap();
+        // SAFETY: non-zero size.
+        let ptr = NonNull::new(unsafe { alloc_zeroed(layout) }).unwrap();
+        let n = fill.len().min(len);
+        // SAFETY: n <= len bytes of fresh memory.
+        unsafe { std::ptr::copy_nonoverlapping(fill.as_ptr(), ptr.as_ptr(), n) };
+        Mem(ptr, layout)
+    }
+}
+
+impl Drop for Mem {
+    fn drop(&mut self) {
+        // SAFETY: allocated with this layout.
+        unsafe { dealloc(self.0.as_ptr(), self.1) };
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&shape, image)) = data.split_first() else {
+        return;
+    };
+    if shape & 1 == 0 {
+        let capacity = u64::from(shape >> 1 & 7) + 1;
+        let slot = 8 * (u64::from(shape >> 4) + 1);
+        let len = mpmc::Ring::bytes_for(capacity, slot).unwrap();
+        let mem = Mem::with(len, image);
+        // SAFETY: len bytes of 128-aligned memory, used only through this ring.
+        let ring = unsafe { mpmc::Ring::attach(mem.0, len, capacity, slot) }.unwrap();
+        for _ in 0..2 * capacity + 2 {
+            match ring.try_take() {
+                Ok(m) => {
+                    assert!(m.bytes().len() <= ring.max_message());
+                }
+                Err(mpmc::PopError::Empty) => break,
+                Err(mpmc::PopError::Corrupt(_)) => {}
+            }
+        }
+        let _ = ring.len();
+        if let Ok(mut w) = ring.try_claim(3) {
+            w.buf().copy_from_slice(b"abc");
+            w.commit();
+        }
+        let _ = ring.try_pop_with(|b| b.len());
+    } else {
+        let capacity = 256u64 << (shape >> 1 & 3);
+        let len = spsc::Spsc::bytes_for(capacity).unwrap();
+        let mem = Mem::with(len, image);
+        // SAFETY: as above.
+        let ring = unsafe { spsc::Spsc::attach(mem.0, len, capacity) }.unwrap();
+        let reader = ring.reader();
+        for _ in 0..64 {
+            match reader.peek() {
+                Ok(Some(rec)) => {
+                    assert!(reader.bytes(&rec).len() <= ring.max_fragment());
+                    reader.consume(&rec);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let _ = ring.writer().try_write(b"xyz", spsc::FIRST, 3);
+    }
+});
