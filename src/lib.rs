@@ -4,14 +4,36 @@
 //! lives in an mmap'd segment, processes exchange data with atomic loads and stores,
 //! and a process sleeps in the kernel (on a futex) only when it has to wait.
 //!
-//! This release holds the foundation every object stands on:
+//! | Python | shmproc |
+//! |---|---|
+//! | `Process(target=f)` | [`Process::spawn`] (fork; children inherit objects) |
+//! | `Queue`, `JoinableQueue`, `SimpleQueue` | [`Queue`], [`JoinableQueue`], [`SimpleQueue`]; [`ByteQueue`] for byte messages |
+//! | `Pipe()`, `Connection`, `connection.wait` | [`pipe()`], [`Connection`], [`pipe::wait`] |
+//! | `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`, `Event`, `Condition`, `Barrier` | [`sync`] |
+//! | `Value`, `Array`, `RawValue`, `RawArray` | [`value`] |
+//! | `shared_memory.SharedMemory` | [`segment::Segment`] |
 //!
-//! - [`segment`]: named (`/dev/shm`) and anonymous (memfd) segments with a validated
-//!   header ([`layout::header`]) — kind, layout version, element type, creator;
-//! - [`wait`]: the futex eventcount every blocking call uses;
-//! - [`Process`]: children started with `fork`, which inherit shmproc objects.
+//! ```
+//! use shmproc::{Process, Queue};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let q = Queue::<u64>::new(64)?;
+//! let mut child = Process::spawn(|| {
+//!     for i in 1..=10 {
+//!         q.put(i * i).unwrap();
+//!     }
+//! })?;
+//! let total: u64 = (0..10).map(|_| q.get().unwrap()).sum();
+//! assert_eq!(total, 385);
+//! child.join()?;
+//! # Ok(()) }
+//! ```
 //!
-//! ## Example
+//! The layers underneath are public for embedders: [`segment`] (named and anonymous
+//! segments with a validated header, [`layout::header`]), [`wait`] (the futex
+//! eventcount every blocking call uses) and [`ring`] (the lock-free rings, over
+//! memory the caller hands in).
+//!
+//! ## Example: the eventcount directly
 //!
 //! A child process wakes its parent through an eventcount in an anonymous segment:
 //!
