@@ -466,6 +466,9 @@ pub struct Connection {
     rx: Option<Reader>,
     closed: Cell<bool>,
     spin: Cell<Spin>,
+    /// The pid of the process that last marked this end as used (0: none yet), so
+    /// the hot path checks one cell instead of the registry.
+    active_in: Cell<u32>,
 }
 
 /// A pair of connected [`Connection`]s with the default capacity (256 KiB per
@@ -522,6 +525,7 @@ impl Connection {
             rx,
             closed: Cell::new(false),
             spin: Cell::new(Spin::DEFAULT),
+            active_in: Cell::new(0),
         }
     }
 
@@ -586,6 +590,16 @@ impl Connection {
                 r.readable().notify_all();
                 r.writable().notify_all();
             }
+        }
+    }
+
+    /// Marks this end as used by this process (once per process).
+    #[inline]
+    fn mark_active(&self) {
+        let me = proc::cached_pid();
+        if self.active_in.get() != me {
+            self.reg.mark_active();
+            self.active_in.set(me);
         }
     }
 
@@ -666,7 +680,7 @@ impl Connection {
 
     fn send_message(&self, msg: &[u8], deadline: Option<Deadline>) -> Result<(), SendError> {
         let tx = self.writer()?;
-        self.reg.mark_active_fast();
+        self.mark_active();
         let max = tx.ring().max_fragment();
         if msg.len() <= max {
             return self.write_record(tx, msg, FIRST, msg.len() as u64, deadline);
@@ -798,7 +812,7 @@ impl Connection {
     /// dies mid-way is discarded: [`RecvError::Eof`].
     fn recv_message(&self, out: &mut Vec<u8>, deadline: Option<Deadline>) -> Result<(), RecvError> {
         let rx = self.reader()?;
-        self.reg.mark_active_fast();
+        self.mark_active();
         out.clear();
         let first = self.next_record(rx, deadline)?;
         if first.flags & FIRST == 0 {
@@ -881,7 +895,7 @@ impl Connection {
             )));
         }
         let rx = self.reader()?;
-        self.reg.mark_active_fast();
+        self.mark_active();
         let first = self.next_record(rx, None)?;
         let room = buf.len() - offset;
         if first.flags == FIRST && first.len <= room {
@@ -921,7 +935,7 @@ impl Connection {
     #[inline]
     fn recv_value<T: Pod>(&self, deadline: Option<Deadline>) -> Result<T, RecvError> {
         let rx = self.reader()?;
-        self.reg.mark_active_fast();
+        self.mark_active();
         let rec = self.next_record(rx, deadline)?;
         if rec.flags == FIRST && rec.len == size_of::<T>() {
             let v = bytemuck::pod_read_unaligned(rx.bytes(&rec));
@@ -970,22 +984,6 @@ impl Connection {
             }
             Err(_) => true,
         }
-    }
-}
-
-impl Registration {
-    /// `mark_active` unless this process already did (one relaxed load on the fast
-    /// path).
-    #[inline]
-    fn mark_active_fast(&self) {
-        if let Ok(e) = self.entry.try_lock() {
-            if let Some((pid, _, value)) = *e {
-                if value & ACTIVE != 0 && pid == proc::cached_pid() {
-                    return;
-                }
-            }
-        }
-        self.mark_active();
     }
 }
 

@@ -252,19 +252,28 @@ impl Core {
 #[derive(Debug)]
 struct HandleState {
     closed: AtomicBool,
-    spin: std::sync::Mutex<Spin>,
+    /// The spin duration in nanoseconds (an atomic, so reading it costs a load).
+    spin_nanos: std::sync::atomic::AtomicU64,
 }
 
 impl HandleState {
     fn new() -> HandleState {
         HandleState {
             closed: AtomicBool::new(false),
-            spin: std::sync::Mutex::new(Spin::DEFAULT),
+            spin_nanos: std::sync::atomic::AtomicU64::new(Spin::DEFAULT.duration.as_nanos() as u64),
         }
     }
 
+    #[inline]
     fn spin(&self) -> Spin {
-        self.spin.lock().map(|s| *s).unwrap_or(Spin::DEFAULT)
+        Spin {
+            duration: Duration::from_nanos(self.spin_nanos.load(Ordering::Relaxed)),
+        }
+    }
+
+    fn set_spin(&self, spin: Spin) {
+        let nanos = u64::try_from(spin.duration.as_nanos()).unwrap_or(u64::MAX);
+        self.spin_nanos.store(nanos, Ordering::Relaxed);
     }
 
     fn closed(&self) -> bool {
@@ -436,9 +445,7 @@ impl<T> Clone for Queue<T> {
     /// Another handle to the same queue, open even if this one is closed.
     fn clone(&self) -> Queue<T> {
         let handle = HandleState::new();
-        if let Ok(mut s) = handle.spin.lock() {
-            *s = self.handle.spin();
-        }
+        handle.set_spin(self.handle.spin());
         Queue {
             core: self.core.clone(),
             handle,
@@ -754,9 +761,7 @@ impl<T: Pod> Queue<T> {
     /// How blocking calls on this handle wait: spin for a while first (the default)
     /// or sleep at once ([`Spin::NONE`]).
     pub fn set_spin(&self, spin: Spin) {
-        if let Ok(mut s) = self.handle.spin.lock() {
-            *s = spin;
-        }
+        self.handle.set_spin(spin);
     }
 
     /// The segment's name, `None` if anonymous.
