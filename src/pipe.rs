@@ -771,6 +771,38 @@ impl Connection {
         self.send_message(bytemuck::bytes_of(value), None)
     }
 
+    /// Encodes a serde value with postcard and sends it (Python's `send(obj)` for
+    /// any picklable object; feature `serde`).
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::InvalidArgument`] if the value cannot be encoded (reported here,
+    /// never later); as for [`send_bytes`](Connection::send_bytes).
+    #[cfg(feature = "serde")]
+    pub fn send_obj<T: serde::Serialize>(&self, value: &T) -> Result<(), SendError> {
+        let bytes = postcard::to_allocvec(value)
+            .map_err(|e| SendError::InvalidArgument(format!("cannot encode the value: {e}")))?;
+        self.send_bytes(&bytes)
+    }
+
+    /// Receives a message sent with [`send_obj`](Connection::send_obj) and decodes
+    /// it (feature `serde`).
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Corrupt`] if it does not decode as a `T` (it is consumed); as for
+    /// [`recv_bytes`](Connection::recv_bytes).
+    #[cfg(feature = "serde")]
+    pub fn recv_obj<T: serde::de::DeserializeOwned>(&self) -> Result<T, RecvError> {
+        let bytes = self.recv_bytes()?;
+        postcard::from_bytes(&bytes).map_err(|e| {
+            RecvError::Corrupt(format!(
+                "message does not decode as {}: {e}",
+                std::any::type_name::<T>()
+            ))
+        })
+    }
+
     /// Waits for the first record of a message, or EOF.
     #[inline]
     fn next_record(&self, rx: &Reader, deadline: Option<Deadline>) -> Result<Record, RecvError> {

@@ -1134,6 +1134,7 @@ impl std::ops::Deref for MessageRef<'_> {
 impl ByteQueue {
     fn layout(
         kind: ObjectKind,
+        elem: ElemType,
         slots: usize,
         slot_size: usize,
     ) -> Result<ObjectLayout, CreateError> {
@@ -1144,7 +1145,7 @@ impl ByteQueue {
         }
         Core::layout(
             kind,
-            BYTES,
+            elem,
             slots as u64,
             (slot_size as u64).next_multiple_of(8),
         )
@@ -1163,8 +1164,13 @@ impl ByteQueue {
     ///
     /// [`CreateError::InvalidArgument`] for zero or oversized parameters; OS errors.
     pub fn new(slots: usize, slot_size: usize) -> Result<ByteQueue, CreateError> {
-        Core::new_anonymous(&ByteQueue::layout(ObjectKind::Queue, slots, slot_size)?)
-            .map(ByteQueue::with_core)
+        Core::new_anonymous(&ByteQueue::layout(
+            ObjectKind::Queue,
+            BYTES,
+            slots,
+            slot_size,
+        )?)
+        .map(ByteQueue::with_core)
     }
 
     /// Creates a named byte queue.
@@ -1175,7 +1181,7 @@ impl ByteQueue {
     pub fn create(name: &str, slots: usize, slot_size: usize) -> Result<ByteQueue, CreateError> {
         Core::create(
             name,
-            &ByteQueue::layout(ObjectKind::Queue, slots, slot_size)?,
+            &ByteQueue::layout(ObjectKind::Queue, BYTES, slots, slot_size)?,
             CreateOptions::new(),
         )
         .map(ByteQueue::with_core)
@@ -1386,4 +1392,216 @@ pub(crate) fn describe(segment: &Segment) -> Vec<(&'static str, String)> {
         ));
     }
     rows
+}
+
+/// The element type recorded for a queue of serde values of type `T`.
+#[cfg(feature = "serde")]
+fn serde_elem<T>() -> ElemType {
+    ElemType {
+        name: TypeName::new(&format!("serde {}", std::any::type_name::<T>())),
+        size: 0,
+        align: 1,
+    }
+}
+
+/// Why a serde value was not put.
+#[cfg(feature = "serde")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SerdePutError {
+    /// The value could not be encoded (reported here, by `put` itself, never later).
+    Encode(String),
+    /// The encoded message was not put.
+    Put(PutBytesError),
+}
+
+#[cfg(feature = "serde")]
+impl fmt::Display for SerdePutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SerdePutError::Encode(why) => write!(f, "cannot encode the value: {why}"),
+            SerdePutError::Put(e) => e.fmt(f),
+        }
+    }
+}
+
+#[cfg(feature = "serde")]
+impl std::error::Error for SerdePutError {}
+
+/// Why no serde value was got.
+#[cfg(feature = "serde")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SerdeGetError {
+    /// No message was got.
+    Get(GetError),
+    /// A message was taken but does not decode as the queue's type (it is consumed).
+    Decode(String),
+}
+
+#[cfg(feature = "serde")]
+impl fmt::Display for SerdeGetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SerdeGetError::Get(e) => e.fmt(f),
+            SerdeGetError::Decode(why) => write!(f, "cannot decode the message: {why}"),
+        }
+    }
+}
+
+#[cfg(feature = "serde")]
+impl std::error::Error for SerdeGetError {}
+
+/// A queue of any serde value — Python's `Queue` of picklable objects — encoded with
+/// postcard into a [`ByteQueue`] (feature `serde`). Encoding errors are returned by
+/// `put` itself.
+///
+/// # Examples
+///
+/// ```
+/// use shmproc::queue::SerdeQueue;
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let q = SerdeQueue::<(u32, Option<String>)>::new(16, 64)?;
+/// q.put(&(42, Some("hello".to_string())))?;
+/// assert_eq!(q.get()?, (42, Some("hello".to_string())));
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "serde")]
+#[derive(Debug, Clone)]
+pub struct SerdeQueue<T> {
+    bytes: ByteQueue,
+    _items: PhantomData<fn(T) -> T>,
+}
+
+#[cfg(feature = "serde")]
+impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
+    fn wrap(bytes: ByteQueue) -> SerdeQueue<T> {
+        SerdeQueue {
+            bytes,
+            _items: PhantomData,
+        }
+    }
+
+    /// An anonymous queue of `slots` slots of `slot_size` bytes; an encoded value
+    /// may span several slots.
+    ///
+    /// # Errors
+    ///
+    /// As for [`ByteQueue::new`].
+    pub fn new(slots: usize, slot_size: usize) -> Result<SerdeQueue<T>, CreateError> {
+        let l = ByteQueue::layout(ObjectKind::Queue, serde_elem::<T>(), slots, slot_size)?;
+        Core::new_anonymous(&l).map(|c| SerdeQueue::wrap(ByteQueue::with_core(c)))
+    }
+
+    /// Creates a named queue of serde values.
+    ///
+    /// # Errors
+    ///
+    /// As for [`ByteQueue::create`].
+    pub fn create(
+        name: &str,
+        slots: usize,
+        slot_size: usize,
+    ) -> Result<SerdeQueue<T>, CreateError> {
+        let l = ByteQueue::layout(ObjectKind::Queue, serde_elem::<T>(), slots, slot_size)?;
+        Core::create(name, &l, CreateOptions::new())
+            .map(|c| SerdeQueue::wrap(ByteQueue::with_core(c)))
+    }
+
+    /// Opens a named queue of serde values of type `T` (the type name must match).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Segment::open`].
+    pub fn open(name: &str) -> Result<SerdeQueue<T>, OpenError> {
+        Core::open(name, ObjectKind::Queue, serde_elem::<T>(), None)
+            .map(|c| SerdeQueue::wrap(ByteQueue::with_core(c)))
+    }
+
+    fn encode(value: &T) -> Result<Vec<u8>, SerdePutError> {
+        postcard::to_allocvec(value).map_err(|e| SerdePutError::Encode(e.to_string()))
+    }
+
+    fn decode(bytes: &[u8]) -> Result<T, SerdeGetError> {
+        postcard::from_bytes(bytes).map_err(|e| SerdeGetError::Decode(e.to_string()))
+    }
+
+    /// Encodes and puts `value`, waiting while full.
+    ///
+    /// # Errors
+    ///
+    /// [`SerdePutError::Encode`]; [`SerdePutError::Put`] (too large, closed).
+    pub fn put(&self, value: &T) -> Result<(), SerdePutError> {
+        self.bytes
+            .put(&SerdeQueue::encode(value)?)
+            .map_err(SerdePutError::Put)
+    }
+
+    /// Puts, waiting up to `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`put`](Self::put), and `Put(Full)` on timeout.
+    pub fn put_timeout(&self, value: &T, timeout: Duration) -> Result<(), SerdePutError> {
+        self.bytes
+            .put_timeout(&SerdeQueue::encode(value)?, timeout)
+            .map_err(SerdePutError::Put)
+    }
+
+    /// Puts if there is room now.
+    ///
+    /// # Errors
+    ///
+    /// As for [`put`](Self::put), and `Put(Full)`.
+    pub fn put_nowait(&self, value: &T) -> Result<(), SerdePutError> {
+        self.bytes
+            .put_nowait(&SerdeQueue::encode(value)?)
+            .map_err(SerdePutError::Put)
+    }
+
+    /// Takes and decodes a value, waiting while empty.
+    ///
+    /// # Errors
+    ///
+    /// [`SerdeGetError::Get`]; [`SerdeGetError::Decode`].
+    pub fn get(&self) -> Result<T, SerdeGetError> {
+        let m = self.bytes.get_ref().map_err(SerdeGetError::Get)?;
+        SerdeQueue::decode(&m)
+    }
+
+    /// Takes a value, waiting up to `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`get`](Self::get), and `Get(Empty)` on timeout.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, SerdeGetError> {
+        let m = self
+            .bytes
+            .get_timeout(timeout)
+            .map_err(SerdeGetError::Get)?;
+        SerdeQueue::decode(&m)
+    }
+
+    /// Takes a value if one is there now.
+    ///
+    /// # Errors
+    ///
+    /// As for [`get`](Self::get), and `Get(Empty)`.
+    pub fn get_nowait(&self) -> Result<T, SerdeGetError> {
+        let m = self.bytes.get_ref_nowait().map_err(SerdeGetError::Get)?;
+        SerdeQueue::decode(&m)
+    }
+
+    /// Approximate slots in use.
+    pub fn qsize(&self) -> usize {
+        self.bytes.qsize()
+    }
+
+    /// Whether the queue looks empty.
+    pub fn empty(&self) -> bool {
+        self.bytes.empty()
+    }
+
+    /// Closes this handle.
+    pub fn close(&self) {
+        self.bytes.close();
+    }
 }
