@@ -224,44 +224,23 @@ impl EventCount {
         ready: &mut dyn FnMut() -> Option<T>,
         mut on_stall: Option<&mut dyn FnMut() -> Option<T>>,
     ) -> Result<T, TimedOut> {
-        if !spin.duration.is_zero() {
-            let spin_until = monotonic_now() + spin.duration;
-            'spin: loop {
-                // Check the clock only every 64 polls: a vDSO clock read costs more
-                // than a poll of a line that has not changed.
-                for _ in 0..64 {
-                    if let Some(v) = ready() {
-                        return Ok(v);
-                    }
-                    std::hint::spin_loop();
-                }
-                let now = monotonic_now();
-                if now >= spin_until || deadline.is_some_and(|d| d.expired()) {
-                    break 'spin;
-                }
-            }
+        if let Some(v) = spin_phase(spin, deadline, ready) {
+            return Ok(v);
         }
-        let mut check_every = Duration::from_millis(1);
-        let mut next_check = None;
+        let mut stalls = StallClock::new();
         loop {
             if let Some(stall) = on_stall.as_deref_mut() {
-                if next_check.is_none_or(|c: Deadline| c.expired()) {
+                if stalls.due() {
                     if let Some(v) = stall() {
                         return Ok(v);
                     }
-                    next_check = Some(Deadline::after(check_every));
-                    check_every = (check_every * 2).min(STALL_CHECK_MAX);
                 }
             }
             if deadline.is_some_and(|d| d.expired()) {
                 // A timed-out wait re-checks once before giving up.
                 return ready().ok_or(TimedOut);
             }
-            // Sleep until the caller's deadline or the next stall check, if sooner.
-            let sleep_until = match (deadline, next_check) {
-                (Some(d), Some(c)) => Some(d.min(c)),
-                (d, c) => d.or(c),
-            };
+            let sleep_until = stalls.sleep_until(deadline);
             self.waiters.fetch_add(1, Ordering::SeqCst);
             let epoch = self.epoch.load(Ordering::SeqCst);
             // Orders the registration before the re-check; pairs with the fence in
@@ -300,34 +279,20 @@ pub fn wait_any<T>(
     if let Some(v) = ready() {
         return Ok(v);
     }
-    if !spin.duration.is_zero() {
-        let spin_until = Deadline::after(spin.duration);
-        while !spin_until.expired() && !deadline.is_some_and(|d| d.expired()) {
-            for _ in 0..64 {
-                if let Some(v) = ready() {
-                    return Ok(v);
-                }
-                std::hint::spin_loop();
-            }
-        }
+    if let Some(v) = spin_phase(spin, deadline, &mut ready) {
+        return Ok(v);
     }
-    let mut check_every = Duration::from_millis(1);
-    let mut next_check: Option<Deadline> = None;
+    let mut stalls = StallClock::new();
     loop {
-        if next_check.is_none_or(|c| c.expired()) {
+        if stalls.due() {
             if let Some(v) = on_stall() {
                 return Ok(v);
             }
-            next_check = Some(Deadline::after(check_every));
-            check_every = (check_every * 2).min(STALL_CHECK_MAX);
         }
         if deadline.is_some_and(|d| d.expired()) {
             return ready().ok_or(TimedOut);
         }
-        let sleep_until = match (deadline, next_check) {
-            (Some(d), Some(c)) => Some(d.min(c)),
-            (d, c) => d.or(c),
-        };
+        let sleep_until = stalls.sleep_until(deadline);
         for ev in events {
             ev.waiters.fetch_add(1, Ordering::SeqCst);
         }
@@ -347,6 +312,65 @@ pub fn wait_any<T>(
         }
         if let Some(v) = found.or_else(&mut ready) {
             return Ok(v);
+        }
+    }
+}
+
+/// Spins on `ready` for up to `spin` (and not past `deadline`), checking the clock
+/// only every 64 polls: a vDSO clock read costs more than a poll of a line that has
+/// not changed.
+fn spin_phase<T>(
+    spin: Spin,
+    deadline: Option<Deadline>,
+    ready: &mut dyn FnMut() -> Option<T>,
+) -> Option<T> {
+    if spin.duration.is_zero() {
+        return None;
+    }
+    let spin_until = monotonic_now() + spin.duration;
+    loop {
+        for _ in 0..64 {
+            if let Some(v) = ready() {
+                return Some(v);
+            }
+            std::hint::spin_loop();
+        }
+        if monotonic_now() >= spin_until || deadline.is_some_and(|d| d.expired()) {
+            return None;
+        }
+    }
+}
+
+/// When a sleeping waiter next runs its stall check: at once, then after 1 ms,
+/// 2 ms, 4 ms … up to every [`STALL_CHECK_MAX`].
+struct StallClock {
+    every: Duration,
+    next: Option<Deadline>,
+}
+
+impl StallClock {
+    fn new() -> StallClock {
+        StallClock {
+            every: Duration::from_millis(1),
+            next: None,
+        }
+    }
+
+    /// Whether a check is due now; if so, schedules the next one.
+    fn due(&mut self) -> bool {
+        if self.next.is_some_and(|c| !c.expired()) {
+            return false;
+        }
+        self.next = Some(Deadline::after(self.every));
+        self.every = (self.every * 2).min(STALL_CHECK_MAX);
+        true
+    }
+
+    /// Sleep until the caller's deadline or the next check, whichever is sooner.
+    fn sleep_until(&self, deadline: Option<Deadline>) -> Option<Deadline> {
+        match (deadline, self.next) {
+            (Some(d), Some(c)) => Some(d.min(c)),
+            (d, c) => d.or(c),
         }
     }
 }

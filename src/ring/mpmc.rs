@@ -712,21 +712,28 @@ impl Ring {
         {
             return false;
         }
-        let m = self.meta_word(idx).load(Ordering::Relaxed);
-        let span = (m >> 32) & 0xFFFF;
-        let span = if span >= 1 && span <= self.capacity - idx as u64 {
-            span
-        } else {
-            1
-        };
-        let _ = c.head.compare_exchange(
+        let span = self.lead_span(idx).unwrap_or(1);
+        self.move_head(pos, span);
+        self.release(pos, span);
+        true
+    }
+
+    /// The span in the meta word of lead slot `idx`, if it is possible there (the
+    /// message must not run past the end of the ring).
+    fn lead_span(&self, idx: usize) -> Option<u64> {
+        let span = (self.meta_word(idx).load(Ordering::Relaxed) >> 32) & 0xFFFF;
+        (span >= 1 && span <= self.capacity - idx as u64).then_some(span)
+    }
+
+    /// Moves head from `pos` past a message of `span` slots that this process took
+    /// (if nobody — a repairer — has moved it already).
+    fn move_head(&self, pos: u64, span: u64) {
+        let _ = self.control().head.compare_exchange(
             pos,
             pos.wrapping_add(span),
             Ordering::AcqRel,
             Ordering::Relaxed,
         );
-        self.release(pos, span);
-        true
     }
 
     /// Waits briefly for `tail` to move past `pos`; whether it did.
@@ -838,12 +845,7 @@ impl Ring {
             let max_span = self.capacity - idx as u64;
             let valid = span >= 1 && span <= max_span && len <= span as usize * self.slot_size;
             let span = if valid { span } else { 1 };
-            let _ = c.head.compare_exchange(
-                pos,
-                pos.wrapping_add(span),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
+            self.move_head(pos, span);
             let slot = ReadSlot {
                 ring: self,
                 pos,
@@ -994,18 +996,8 @@ impl Ring {
             if pos % cap != idx as u64 {
                 return false;
             }
-            let span = (m >> 32) & 0xFFFF;
-            let span = if span >= 1 && span <= max_span {
-                span
-            } else {
-                1
-            };
-            let _ = c.head.compare_exchange(
-                pos,
-                pos.wrapping_add(span),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
+            let span = self.lead_span(idx).unwrap_or(1);
+            self.move_head(pos, span);
             self.release(pos, span);
         }
         true
