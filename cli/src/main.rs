@@ -2,13 +2,16 @@
 //!
 //! - `shmproc ls`: every file in /dev/shm, shmproc's with kind, size and creator;
 //! - `shmproc inspect NAME`: one segment's header, attached processes and state;
-//! - `shmproc rm NAME…` / `shmproc rm --stale`: remove segments (never foreign files).
+//! - `shmproc rm NAME…` / `shmproc rm --stale`: remove segments (never foreign files);
+//! - `shmproc bench`: shmproc's Queue and Pipe between processes beside the
+//!   alternatives, as medians, spreads and ratios.
 
 use clap::{Parser, Subcommand};
 use shmproc::layout::header::{self, HEADER_SIZE, HeaderError, HeaderInfo, InitState};
 use std::path::Path;
 use std::process::ExitCode;
 
+mod bench;
 mod segments;
 
 #[derive(Parser)]
@@ -49,6 +52,10 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Measure Queue and Pipe between processes, beside a floor and ceilings in raw
+    /// shared memory, the OS's pipes and sockets, crossbeam-channel and Python's
+    /// multiprocessing, all in the same run.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +68,7 @@ fn main() -> ExitCode {
             stale,
             dry_run,
         } => segments::rm(Path::new(segments::SHM_DIR), &names, stale, dry_run),
+        Command::Bench(args) => return bench::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,53 @@
+//! `shmproc bench` runs end to end: a tiny round-trip run whose JSON parses and names
+//! its systems. No timing value is asserted (the numbers of a smoke run mean nothing).
+
+use std::process::Command;
+
+#[test]
+fn bench_smoke_rtt_json_lists_systems() {
+    let out = Command::new(env!("CARGO_BIN_EXE_shmproc"))
+        .args(["bench", "--smoke", "--only", "RTT", "--json", "--no-python"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["machine"]["cores"].as_u64().unwrap() >= 1);
+    let workloads = v["workloads"].as_array().unwrap();
+    assert_eq!(workloads.len(), 1);
+    assert_eq!(workloads[0]["workload"], "RTT");
+    let systems = workloads[0]["systems"].as_array().unwrap();
+    let names: Vec<&str> = systems
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    for want in [
+        "Pipe",
+        "Queue<u64>",
+        "one atomic bounced",
+        "OS pipe",
+        "crossbeam",
+    ] {
+        assert!(
+            names.iter().any(|n| n.starts_with(want)),
+            "no {want} in {names:?}"
+        );
+    }
+    assert_eq!(
+        systems.iter().filter(|s| s["reference"] == true).count(),
+        1,
+        "exactly one reference row"
+    );
+    for s in systems {
+        assert!(s["median"]["p50_ns"].is_number(), "{s}");
+    }
+}
+
+#[test]
+fn bench_rejects_unknown_workload() {
+    let out = Command::new(env!("CARGO_BIN_EXE_shmproc"))
+        .args(["bench", "--only", "NOPE"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
