@@ -655,12 +655,11 @@ impl Connection {
         tx: &Writer,
         fragment: &[u8],
         flags: u32,
-        total: u64,
         deadline: Option<Deadline>,
     ) -> Result<(), SendError> {
-        if !tx.try_write(fragment, flags, total) {
+        if !tx.try_write(fragment, flags) {
             let ready = || {
-                if tx.try_write(fragment, flags, total) {
+                if tx.try_write(fragment, flags) {
                     Some(Ok(()))
                 } else if self.peer_gone() {
                     Some(Err(SendError::BrokenPipe))
@@ -683,9 +682,8 @@ impl Connection {
         self.mark_active();
         let max = tx.ring().max_fragment();
         if msg.len() <= max {
-            return self.write_record(tx, msg, FIRST, msg.len() as u64, deadline);
+            return self.write_record(tx, msg, FIRST, deadline);
         }
-        let total = msg.len() as u64;
         let mut chunks = msg.chunks(max).peekable();
         let mut flags = FIRST;
         while let Some(chunk) = chunks.next() {
@@ -694,7 +692,7 @@ impl Connection {
             } else {
                 flags &= !MORE;
             }
-            self.write_record(tx, chunk, flags, total, deadline)?;
+            self.write_record(tx, chunk, flags, deadline)?;
             flags &= !FIRST;
         }
         Ok(())
@@ -858,8 +856,6 @@ impl Connection {
         if first.flags & MORE == 0 {
             return Ok(());
         }
-        let total = first.total;
-        out.reserve(total.min(64 << 20) as usize);
         loop {
             let rec = self.next_record(rx, deadline)?;
             if rec.flags & FIRST != 0 {
@@ -869,22 +865,10 @@ impl Connection {
             }
             out.extend_from_slice(rx.bytes(&rec));
             self.consume(rx, &rec);
-            if out.len() as u64 > total {
-                return Err(RecvError::Corrupt(format!(
-                    "message longer than its announced {total} bytes"
-                )));
-            }
             if rec.flags & MORE == 0 {
-                break;
+                return Ok(());
             }
         }
-        if out.len() as u64 != total {
-            return Err(RecvError::Corrupt(format!(
-                "message of {} bytes announced as {total}",
-                out.len()
-            )));
-        }
-        Ok(())
     }
 
     /// Receives a message of bytes, waiting for one (Python's `recv_bytes()`).

@@ -72,6 +72,6 @@ fuzz_target!(|data: &[u8]| {
                 Ok(None) | Err(_) => break,
             }
         }
-        let _ = ring.writer().try_write(b"xyz", spsc::FIRST, 3);
+        let _ = ring.writer().try_write(b"xyz", spsc::FIRST);
     }
 });

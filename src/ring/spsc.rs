@@ -15,20 +15,22 @@
 //! # Records
 //!
 //! Every record starts at a 16-byte boundary with a 16-byte header — fragment length
-//! (u32), flags (u32), total message length (u64) — followed by the fragment, padded
-//! to 16 bytes. Records never wrap: when a record does not fit before the end of the
+//! (u32), flags (u32), and a stamp (u64, its position + 1) — followed by the
+//! fragment, padded to 16 bytes. Records never wrap: when a record does not fit before the end of the
 //! data area, the writer fills the rest with a PAD record. A message longer than
 //! [`Spsc::max_fragment`] travels as several fragments, the first flagged FIRST, all
 //! but the last flagged MORE, so any size streams through a small ring.
 //!
 //! # Protocol
 //!
-//! The writer writes a record, then stores the new write position (Release; paired
-//! with the reader's Acquire load of it). The reader reads the record, then stores
+//! The writer writes a record's length, flags and bytes, then its stamp (Release;
+//! paired with the reader's Acquire load of the stamp). The reader polls the stamp at
+//! its read position — the line the record itself is on, so a hand-off moves one
+//! cache line, not an index line and then a data line — reads the record, then stores
 //! the new read position (Release; paired with the writer's Acquire load before it
-//! reuses the space). Each side keeps the other's last seen position in a local cache
-//! and reloads it only when the cache says the ring is full (empty), so in the common
-//! case each side reads only the cache line it owns (the rtrb design).
+//! reuses the space). The writer keeps the read position in a local cache and reloads
+//! it only when the cache says the ring is full. The write position is stored too,
+//! for `used()` and tools; the reader never needs it.
 //!
 //! # Trust
 //!
@@ -119,8 +121,6 @@ pub struct Record {
     pub len: usize,
     /// [`FIRST`] and/or [`MORE`].
     pub flags: u32,
-    /// Total message length (meaningful in a FIRST record).
-    pub total: u64,
 }
 
 impl Spsc {
@@ -189,6 +189,16 @@ impl Spsc {
         unsafe { self.base.as_ptr().add(CONTROL_SIZE + idx) }
     }
 
+    /// The stamp word of the record header at position `pos`.
+    #[inline]
+    fn stamp(&self, pos: u64) -> &AtomicU64 {
+        let idx = (pos & (self.capacity - 1) & !15) as usize;
+        // SAFETY: idx is 16-aligned and below capacity, so bytes idx+8..idx+16 are in
+        // the data area and 8-aligned (the area starts 128-aligned); stamps are only
+        // accessed atomically.
+        unsafe { AtomicU64::from_ptr(self.data(idx + 8).cast()) }
+    }
+
     /// Data capacity in bytes.
     pub fn capacity(&self) -> u64 {
         self.capacity
@@ -228,10 +238,7 @@ impl Spsc {
 
     /// The reader's side, with its cache of the write position.
     pub fn reader(&self) -> Reader {
-        Reader {
-            ring: *self,
-            cached_write: Cell::new(0),
-        }
+        Reader { ring: *self }
     }
 }
 
@@ -260,7 +267,7 @@ impl Writer {
     /// `max_fragment` bytes (longer fragments are cut to it in release builds — the
     /// caller's contract).
     #[inline]
-    pub fn try_write(&self, fragment: &[u8], flags: u32, total: u64) -> bool {
+    pub fn try_write(&self, fragment: &[u8], flags: u32) -> bool {
         debug_assert!(fragment.len() <= self.ring.max_fragment());
         let fragment = &fragment[..fragment.len().min(self.ring.max_fragment())];
         let cap = self.ring.capacity;
@@ -287,10 +294,13 @@ impl Writer {
         }
         let mut at = w;
         if need > to_end {
-            self.write_header(at, (to_end as usize - HEADER) as u32, PAD, 0);
+            self.write_header(at, (to_end as usize - HEADER) as u32, PAD);
+            self.ring
+                .stamp(at)
+                .store(at.wrapping_add(1), Ordering::Release);
             at = at.wrapping_add(to_end);
         }
-        self.write_header(at, fragment.len() as u32, flags & (FIRST | MORE), total);
+        self.write_header(at, fragment.len() as u32, flags & (FIRST | MORE));
         let idx = (at & (cap - 1)) as usize;
         // SAFETY: the record [at, at + need) is free (checked above), contiguous
         // (need <= cap - idx after padding) and inside the data area.
@@ -301,20 +311,22 @@ impl Writer {
                 fragment.len(),
             );
         }
-        // Publishes the record(s); paired with the reader's Acquire load.
+        // Publishes the record; paired with the reader's Acquire load of the stamp.
+        self.ring
+            .stamp(at)
+            .store(at.wrapping_add(1), Ordering::Release);
         c.write.store(at.wrapping_add(need), Ordering::Release);
         true
     }
 
-    fn write_header(&self, at: u64, len: u32, flags: u32, total: u64) {
+    fn write_header(&self, at: u64, len: u32, flags: u32) {
         let idx = (at & (self.ring.capacity - 1)) as usize;
-        let mut h = [0u8; HEADER];
+        let mut h = [0u8; 8];
         h[0..4].copy_from_slice(&len.to_ne_bytes());
         h[4..8].copy_from_slice(&flags.to_ne_bytes());
-        h[8..16].copy_from_slice(&total.to_ne_bytes());
         // SAFETY: idx is 16-aligned and idx + 16 <= capacity (records and pads are
         // multiples of 16); the space is free (checked by the caller).
-        unsafe { std::ptr::copy_nonoverlapping(h.as_ptr(), self.ring.data(idx), HEADER) };
+        unsafe { std::ptr::copy_nonoverlapping(h.as_ptr(), self.ring.data(idx), 8) };
     }
 }
 
@@ -322,8 +334,6 @@ impl Writer {
 #[derive(Debug)]
 pub struct Reader {
     ring: Spsc,
-    /// Last write position seen; the writer only moves it forward.
-    cached_write: Cell<u64>,
 }
 
 impl Reader {
@@ -343,33 +353,24 @@ impl Reader {
         let c = self.ring.control();
         loop {
             let r = c.read.load(Ordering::Relaxed);
-            let mut w = self.cached_write.get();
-            if w.wrapping_sub(r) == 0 || w.wrapping_sub(r) > cap {
-                // Paired with the writer's Release store: the records up to w are
-                // complete.
-                w = c.write.load(Ordering::Acquire);
-                self.cached_write.set(w);
+            if r % 16 != 0 {
+                return Err(Corrupt(format!("read position {r} is not 16-aligned")));
             }
-            let avail = w.wrapping_sub(r);
-            if avail == 0 {
+            // Paired with the writer's Release store of the stamp: the record's
+            // header and bytes are complete.
+            if self.ring.stamp(r).load(Ordering::Acquire) != r.wrapping_add(1) {
                 return Ok(None);
             }
-            if avail > cap || r % 16 != 0 || avail < HEADER as u64 {
-                return Err(Corrupt(format!(
-                    "read position {r}, write position {w}, capacity {cap}"
-                )));
-            }
             let idx = (r & (cap - 1)) as usize;
-            let mut h = [0u8; HEADER];
-            // SAFETY: idx is 16-aligned, so idx + 16 <= capacity; the bytes are
-            // published (r < w).
-            unsafe { std::ptr::copy_nonoverlapping(self.ring.data(idx), h.as_mut_ptr(), HEADER) };
+            let mut h = [0u8; 8];
+            // SAFETY: idx is 16-aligned, so idx + 16 <= capacity; the record is
+            // published (its stamp matched).
+            unsafe { std::ptr::copy_nonoverlapping(self.ring.data(idx), h.as_mut_ptr(), 8) };
             let len = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize;
             let flags = u32::from_ne_bytes([h[4], h[5], h[6], h[7]]);
-            let total = u64::from_ne_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]);
             let to_end = cap as usize - idx;
             if flags == PAD {
-                if len != to_end - HEADER || avail < to_end as u64 {
+                if len != to_end - HEADER {
                     return Err(Corrupt(format!(
                         "bad padding of {len} bytes at offset {idx}"
                     )));
@@ -380,21 +381,12 @@ impl Reader {
                 continue;
             }
             let size = HEADER + len.next_multiple_of(16);
-            if flags & !(FIRST | MORE) != 0
-                || len > self.ring.max_fragment()
-                || size > to_end
-                || size as u64 > avail
-            {
+            if flags & !(FIRST | MORE) != 0 || len > self.ring.max_fragment() || size > to_end {
                 return Err(Corrupt(format!(
-                    "record at offset {idx}: {len} bytes, flags {flags:#x}, {avail} bytes published"
+                    "record at offset {idx}: {len} bytes, flags {flags:#x}"
                 )));
             }
-            return Ok(Some(Record {
-                pos: r,
-                len,
-                flags,
-                total,
-            }));
+            return Ok(Some(Record { pos: r, len, flags }));
         }
     }
 
@@ -460,12 +452,9 @@ mod tests {
         assert_eq!(r.peek(), Ok(None));
         for i in 0..1000usize {
             let msg: Vec<u8> = (0..i % 49).map(|b| (b + i) as u8).collect();
-            assert!(w.try_write(&msg, FIRST, msg.len() as u64));
+            assert!(w.try_write(&msg, FIRST));
             let rec = r.peek().unwrap().unwrap();
-            assert_eq!(
-                (rec.len, rec.flags, rec.total),
-                (msg.len(), FIRST, msg.len() as u64)
-            );
+            assert_eq!((rec.len, rec.flags), (msg.len(), FIRST));
             assert_eq!(r.bytes(&rec), &msg[..]);
             r.consume(&rec);
         }
@@ -477,27 +466,27 @@ mod tests {
         let (_m, ring) = ring(256);
         let (w, r) = (ring.writer(), ring.reader());
         let mut n = 0;
-        while w.try_write(&[1; 48], FIRST, 48) {
+        while w.try_write(&[1; 48], FIRST) {
             n += 1;
         }
         assert_eq!(n, 4); // 4 records of 64 bytes
         let rec = r.peek().unwrap().unwrap();
         r.consume(&rec);
-        assert!(w.try_write(&[2; 48], FIRST, 48));
-        assert!(!w.try_write(&[], FIRST, 0));
+        assert!(w.try_write(&[2; 48], FIRST));
+        assert!(!w.try_write(&[], FIRST));
     }
 
     #[test]
     fn scribbled_positions_and_headers_are_errors() {
         let (_m, ring) = ring(256);
         let (w, r) = (ring.writer(), ring.reader());
-        assert!(w.try_write(b"hello", FIRST, 5));
+        assert!(w.try_write(b"hello", FIRST));
         // A header claiming more than a fragment may hold.
         // SAFETY: offset 0 of the data area, 4 bytes, no one else uses the ring.
         unsafe { std::ptr::copy_nonoverlapping(1000u32.to_ne_bytes().as_ptr(), ring.data(0), 4) };
         assert!(r.peek().is_err());
-        // A write position far ahead of the read position.
-        ring.control().write.store(1 << 40, Ordering::Relaxed);
+        // A misaligned read position.
+        ring.control().read.store(3, Ordering::Relaxed);
         assert!(r.peek().is_err());
     }
 
@@ -511,7 +500,7 @@ mod tests {
                 for i in 0..n {
                     let len = (i % 200) as usize;
                     let msg = vec![i as u8; len];
-                    while !w.try_write(&msg, FIRST, len as u64) {
+                    while !w.try_write(&msg, FIRST) {
                         std::hint::spin_loop();
                     }
                 }
