@@ -667,14 +667,11 @@ impl Ring {
             let claim_len = if is_pad { 0 } else { len };
             self.meta_word(idx as usize)
                 .store(meta(claim_len as u64, span_here, 0), Ordering::Relaxed);
-            // Publishes the meta word to a repairer that sees the new tail; paired with
-            // the Acquire load of tail in `repair_slot`.
-            let _ = c.tail.compare_exchange(
-                pos,
-                pos.wrapping_add(span_here),
-                Ordering::Release,
-                Ordering::Relaxed,
-            );
+            // Only the owner of the lead at tail moves tail (a repairer does so only
+            // for a dead owner), so a plain store suffices. Publishes the meta word to
+            // a repairer that sees the new tail; paired with the Acquire load of tail
+            // in `repair_slot`.
+            c.tail.store(pos.wrapping_add(span_here), Ordering::Release);
             let claim = WriteSlot {
                 ring: self,
                 pos,
@@ -713,7 +710,7 @@ impl Ring {
             return false;
         }
         let span = self.lead_span(idx).unwrap_or(1);
-        self.move_head(pos, span);
+        self.advance_head(pos, span);
         self.release(pos, span);
         true
     }
@@ -725,8 +722,17 @@ impl Ring {
         (span >= 1 && span <= self.capacity - idx as u64).then_some(span)
     }
 
-    /// Moves head from `pos` past a message of `span` slots that this process took
-    /// (if nobody — a repairer — has moved it already).
+    /// Moves head from `pos` past a message of `span` slots this process just took:
+    /// only the owner of the lead at head moves head, so a plain store suffices.
+    #[inline]
+    fn advance_head(&self, pos: u64, span: u64) {
+        self.control()
+            .head
+            .store(pos.wrapping_add(span), Ordering::Release);
+    }
+
+    /// Moves head from `pos` past a message of `span` slots whose owner died, unless
+    /// that owner moved it already (a repairer must never move head back).
     fn move_head(&self, pos: u64, span: u64) {
         let _ = self.control().head.compare_exchange(
             pos,
@@ -845,7 +851,7 @@ impl Ring {
             let max_span = self.capacity - idx as u64;
             let valid = span >= 1 && span <= max_span && len <= span as usize * self.slot_size;
             let span = if valid { span } else { 1 };
-            self.move_head(pos, span);
+            self.advance_head(pos, span);
             let slot = ReadSlot {
                 ring: self,
                 pos,
