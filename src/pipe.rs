@@ -841,9 +841,19 @@ impl Connection {
     /// Receives one whole message into `out` (cleared first). A message whose writer
     /// dies mid-way is discarded: [`RecvError::Eof`].
     fn recv_message(&self, out: &mut Vec<u8>, deadline: Option<Deadline>) -> Result<(), RecvError> {
+        out.clear();
+        self.recv_fragments(deadline, |bytes| out.extend_from_slice(bytes))
+    }
+
+    /// Receives one whole message, handing each fragment's bytes to `put` in order.
+    /// A message whose writer dies mid-way ends in [`RecvError::Eof`].
+    fn recv_fragments(
+        &self,
+        deadline: Option<Deadline>,
+        mut put: impl FnMut(&[u8]),
+    ) -> Result<(), RecvError> {
         let rx = self.reader()?;
         self.mark_active();
-        out.clear();
         let first = self.next_record(rx, deadline)?;
         if first.flags & FIRST == 0 {
             self.consume(rx, &first);
@@ -851,7 +861,7 @@ impl Connection {
                 "a message fragment without its start".into(),
             ));
         }
-        out.extend_from_slice(rx.bytes(&first));
+        put(rx.bytes(&first));
         self.consume(rx, &first);
         if first.flags & MORE == 0 {
             return Ok(());
@@ -863,7 +873,7 @@ impl Connection {
                     "a new message began inside another".into(),
                 ));
             }
-            out.extend_from_slice(rx.bytes(&rec));
+            put(rx.bytes(&rec));
             self.consume(rx, &rec);
             if rec.flags & MORE == 0 {
                 return Ok(());
@@ -910,22 +920,27 @@ impl Connection {
                 buf.len()
             )));
         }
-        let rx = self.reader()?;
-        self.mark_active();
-        let first = self.next_record(rx, None)?;
-        let room = buf.len() - offset;
-        if first.flags == FIRST && first.len <= room {
-            buf[offset..offset + first.len].copy_from_slice(rx.bytes(&first));
-            self.consume(rx, &first);
-            return Ok(first.len);
+        // Fragments go straight into `buf`; only if the message outgrows it are they
+        // gathered in a Vec, which the error then carries whole.
+        let dest = &mut buf[offset..];
+        let mut written = 0;
+        let mut overflow: Option<Vec<u8>> = None;
+        self.recv_fragments(None, |bytes| match &mut overflow {
+            None if written + bytes.len() <= dest.len() => {
+                dest[written..written + bytes.len()].copy_from_slice(bytes);
+                written += bytes.len();
+            }
+            None => {
+                let mut whole = dest[..written].to_vec();
+                whole.extend_from_slice(bytes);
+                overflow = Some(whole);
+            }
+            Some(whole) => whole.extend_from_slice(bytes),
+        })?;
+        match overflow {
+            Some(whole) => Err(RecvError::BufferTooShort(whole)),
+            None => Ok(written),
         }
-        let mut whole = Vec::new();
-        self.recv_message(&mut whole, None)?;
-        if whole.len() > room {
-            return Err(RecvError::BufferTooShort(whole));
-        }
-        buf[offset..offset + whole.len()].copy_from_slice(&whole);
-        Ok(whole.len())
     }
 
     /// Receives a plain-old-data value sent with [`send`](Connection::send).
