@@ -216,7 +216,13 @@ where
     })
 }
 
-fn consume(total: u64, warm: u64, mut recv: impl FnMut() -> BenchResult<u64>) -> BenchResult<f64> {
+/// Takes messages `0..total` from `recv`, checking each; times all but the first
+/// `warm`, in seconds.
+pub fn consume(
+    total: u64,
+    warm: u64,
+    mut recv: impl FnMut() -> BenchResult<u64>,
+) -> BenchResult<f64> {
     for i in 0..warm {
         expect_seq(recv()?, i)?;
     }
@@ -258,7 +264,9 @@ where
     })
 }
 
-fn time_trips(
+/// Calls `ping(i)` for `i` in `0..trips` and records how long each took, all but
+/// the first `warm`.
+pub fn time_trips(
     trips: u64,
     warm: u64,
     mut ping: impl FnMut(u64) -> BenchResult<()>,

@@ -9,6 +9,8 @@
 
 mod baselines;
 mod harness;
+#[cfg(feature = "peers")]
+mod peers;
 mod report;
 mod systems;
 

@@ -316,6 +316,15 @@ fn targets() -> Vec<Target> {
             goal: 2.0,
             p99: true,
         },
+        // Implied by the floor target: the issue has Pipe about 4× ahead of iceoryx2.
+        #[cfg(feature = "peers")]
+        Target {
+            what: "RTT Pipe p50 vs iceoryx2 (≈4× ahead: ≤ 0.25×)",
+            workload: Workload::Rtt,
+            other: |r| r.name.starts_with("iceoryx2"),
+            goal: 0.25,
+            p99: false,
+        },
     ]
 }
 
@@ -595,6 +604,8 @@ impl Report {
                     Kind::Os => "#dd6b20",
                     Kind::Library => "#38a169",
                     Kind::Python => "#d69e2e",
+                    #[cfg(feature = "peers")]
+                    Kind::Peer => "#805ad5",
                 };
                 let len = scale(v);
                 let _ = writeln!(

@@ -34,6 +34,9 @@ pub enum Kind {
     Library,
     /// Python's multiprocessing.
     Python,
+    /// Another Rust IPC library between the same two processes (`--features peers`).
+    #[cfg(feature = "peers")]
+    Peer,
 }
 
 impl Kind {
@@ -45,6 +48,8 @@ impl Kind {
             Kind::Os => "OS",
             Kind::Library => "library",
             Kind::Python => "Python",
+            #[cfg(feature = "peers")]
+            Kind::Peer => "peer",
         }
     }
 }
@@ -67,7 +72,7 @@ pub struct System {
     pub measure: Measure,
 }
 
-fn sys(
+pub(super) fn sys(
     kind: Kind,
     name: &str,
     config: &str,
@@ -108,6 +113,8 @@ pub fn systems(w: Workload, plan: &Plan, python: bool) -> Vec<System> {
         Workload::Mpmc => mpmc_systems(),
         Workload::Wake => wake(plan),
     };
+    #[cfg(feature = "peers")]
+    v.extend(super::peers::systems(w));
     if python {
         v.extend(python_systems(w));
     }
