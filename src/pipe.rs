@@ -287,7 +287,7 @@ impl Registration {
             end,
             entry: Mutex::new(None),
         });
-        reg.register(false, false);
+        reg.register(false);
         if let Ok(mut live) = LIVE.lock() {
             live.retain(|w| w.strong_count() > 0);
             live.push(Arc::downgrade(&reg));
@@ -299,12 +299,18 @@ impl Registration {
     /// full). With all 15 entries held by live processes this handle goes unrecorded,
     /// and the other end could see EOF while it is still open; pipes are meant for
     /// a few processes, far fewer than that.
-    fn register(&self, active: bool, inherited: bool) -> Option<(usize, u64)> {
+    fn register(&self, active: bool) {
         let me = proc::ProcessId::current();
-        let value = u64::from(me.pid)
-            | ((me.start_ticks & START_BITS) << 32)
-            | if active { ACTIVE } else { 0 }
-            | if inherited { INHERITED } else { 0 };
+        let value = holder_value(me, active, false);
+        if let Some(i) = self.claim_entry(value) {
+            if let Ok(mut e) = self.entry.lock() {
+                *e = Some((me.pid, i, value));
+            }
+        }
+    }
+
+    /// Claims a free (or dead) entry of this end for `value`; its index.
+    fn claim_entry(&self, value: u64) -> Option<usize> {
         let holders = self.shared.holders(self.end);
         holders.ever.store(1, Ordering::Release);
         for pass in 0..2 {
@@ -316,10 +322,7 @@ impl Registration {
                         .compare_exchange(cur, value, Ordering::AcqRel, Ordering::Acquire)
                         .is_ok()
                 {
-                    if let Ok(mut e) = self.entry.lock() {
-                        *e = Some((me.pid, i, value));
-                    }
-                    return Some((i, value));
+                    return Some(i);
                 }
             }
         }
@@ -350,7 +353,7 @@ impl Registration {
             }
             _ => {
                 drop(e);
-                self.register(true, false);
+                self.register(true);
             }
         }
     }
@@ -364,6 +367,14 @@ impl Registration {
             }
         }
     }
+}
+
+/// A holder entry: `pid | (start_ticks & 2^30-1) << 32 | ACTIVE? | INHERITED?`.
+fn holder_value(who: proc::ProcessId, active: bool, inherited: bool) -> u64 {
+    u64::from(who.pid)
+        | ((who.start_ticks & START_BITS) << 32)
+        | if active { ACTIVE } else { 0 }
+        | if inherited { INHERITED } else { 0 }
 }
 
 fn entry_alive(entry: u64) -> bool {
@@ -391,29 +402,29 @@ pub(crate) fn before_fork() -> ForkClaims {
     for reg in regs {
         // The placeholder names the parent (alive, inherited, inactive) until the
         // child's pid is known.
-        let saved = reg.entry.lock().ok().and_then(|e| *e);
-        if let Some((i, value)) = reg.register(false, true) {
-            claims.push((reg.clone(), i, value));
-        }
-        // `register` recorded the placeholder as this handle's entry: restore the
-        // parent's own.
-        if let Ok(mut e) = reg.entry.lock() {
-            *e = saved;
+        let placeholder = holder_value(proc::ProcessId::current(), false, true);
+        if let Some(i) = reg.claim_entry(placeholder) {
+            claims.push((reg.clone(), i, placeholder));
         }
     }
     ForkClaims(claims)
 }
 
 impl ForkClaims {
-    fn child_value(pid: u32, start_ticks: u64) -> u64 {
-        u64::from(pid) | ((start_ticks & START_BITS) << 32) | INHERITED
-    }
-
     /// In the parent after `fork`: hands the claimed entries to the child (or frees
     /// them if the fork failed, `child == None`).
     pub(crate) fn in_parent(self, child: Option<u32>) {
         for (reg, i, placeholder) in self.0 {
-            let new = child.map_or(0, |pid| ForkClaims::child_value(pid, 0));
+            let new = child.map_or(0, |pid| {
+                holder_value(
+                    proc::ProcessId {
+                        pid,
+                        start_ticks: 0,
+                    },
+                    false,
+                    true,
+                )
+            });
             let slot = &reg.shared.holders(reg.end).entries[i];
             let _ = slot.compare_exchange(placeholder, new, Ordering::AcqRel, Ordering::Acquire);
         }
@@ -423,7 +434,7 @@ impl ForkClaims {
     /// parent and child replaces the placeholder first, the result is the same pid).
     pub(crate) fn in_child(self) {
         let me = proc::ProcessId::current();
-        let value = ForkClaims::child_value(me.pid, me.start_ticks);
+        let value = holder_value(me, false, true);
         for (reg, i, placeholder) in self.0 {
             let slot = &reg.shared.holders(reg.end).entries[i];
             let now = match slot.compare_exchange(

@@ -479,7 +479,28 @@ impl<T: Pod> Queue<T> {
     ///
     /// [`CreateError::InvalidArgument`] for `maxsize` 0 or too large; OS errors.
     pub fn new(maxsize: usize) -> Result<Queue<T>, CreateError> {
-        Core::new_anonymous(&Queue::<T>::layout(ObjectKind::Queue, maxsize)?).map(Queue::with_core)
+        Queue::new_kind(ObjectKind::Queue, maxsize)
+    }
+
+    /// An anonymous queue of the given kind (Queue, JoinableQueue, SimpleQueue share
+    /// the layout; the kind tells them apart on open).
+    fn new_kind(kind: ObjectKind, maxsize: usize) -> Result<Queue<T>, CreateError> {
+        Core::new_anonymous(&Queue::<T>::layout(kind, maxsize)?).map(Queue::with_core)
+    }
+
+    /// A named queue of the given kind.
+    fn create_kind(
+        name: &str,
+        kind: ObjectKind,
+        maxsize: usize,
+        options: CreateOptions,
+    ) -> Result<Queue<T>, CreateError> {
+        Core::create(name, &Queue::<T>::layout(kind, maxsize)?, options).map(Queue::with_core)
+    }
+
+    /// Opens a named queue of the given kind holding `T` items.
+    fn open_kind(name: &str, kind: ObjectKind) -> Result<Queue<T>, OpenError> {
+        Core::open(name, kind, ElemType::of::<T>(), Some(slot_for::<T>())).map(Queue::with_core)
     }
 
     /// Creates a named queue (failing if the name exists), removed when this handle
@@ -502,12 +523,7 @@ impl<T: Pod> Queue<T> {
         maxsize: usize,
         options: CreateOptions,
     ) -> Result<Queue<T>, CreateError> {
-        Core::create(
-            name,
-            &Queue::<T>::layout(ObjectKind::Queue, maxsize)?,
-            options,
-        )
-        .map(Queue::with_core)
+        Queue::create_kind(name, ObjectKind::Queue, maxsize, options)
     }
 
     /// Opens a named queue of `T` items.
@@ -518,13 +534,7 @@ impl<T: Pod> Queue<T> {
     /// Pipe`), another item type (`expected u32 (4 bytes, align 4), found u64 (8
     /// bytes, align 8)`), a corrupt header.
     pub fn open(name: &str) -> Result<Queue<T>, OpenError> {
-        Core::open(
-            name,
-            ObjectKind::Queue,
-            ElemType::of::<T>(),
-            Some(slot_for::<T>()),
-        )
-        .map(Queue::with_core)
+        Queue::open_kind(name, ObjectKind::Queue)
     }
 
     /// Keeps the name after the creator's handle is dropped.
@@ -576,12 +586,28 @@ impl<T: Pod> Queue<T> {
 
     #[inline]
     fn put_block(&self, item: T, block: Block) -> Result<(), PutError<T>> {
+        self.put_counted(item, block, None)
+    }
+
+    /// Puts `item`; if `count` is given, adds one to it after the claim and before
+    /// the item can be taken (JoinableQueue's task count, so `task_done` never runs
+    /// ahead of `put`).
+    #[inline]
+    fn put_counted(
+        &self,
+        item: T,
+        block: Block,
+        count: Option<&std::sync::atomic::AtomicU64>,
+    ) -> Result<(), PutError<T>> {
         if self.handle.closed() {
             return Err(PutError::Closed(item));
         }
         match self.core.claim(size_of::<T>(), block, self.handle.spin()) {
             Ok(mut slot) => {
                 slot.buf().copy_from_slice(bytemuck::bytes_of(&item));
+                if let Some(count) = count {
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
                 slot.commit();
                 Ok(())
             }
@@ -825,20 +851,14 @@ pub struct JoinableQueue<T> {
 }
 
 impl<T: Pod> JoinableQueue<T> {
-    fn with_core(core: Core) -> JoinableQueue<T> {
-        JoinableQueue {
-            queue: Queue::with_core(core),
-        }
-    }
-
     /// An anonymous joinable queue of up to `maxsize` items.
     ///
     /// # Errors
     ///
     /// As for [`Queue::new`].
     pub fn new(maxsize: usize) -> Result<JoinableQueue<T>, CreateError> {
-        Core::new_anonymous(&Queue::<T>::layout(ObjectKind::JoinableQueue, maxsize)?)
-            .map(JoinableQueue::with_core)
+        let queue = Queue::new_kind(ObjectKind::JoinableQueue, maxsize)?;
+        Ok(JoinableQueue { queue })
     }
 
     /// Creates a named joinable queue.
@@ -847,12 +867,9 @@ impl<T: Pod> JoinableQueue<T> {
     ///
     /// As for [`Queue::create`].
     pub fn create(name: &str, maxsize: usize) -> Result<JoinableQueue<T>, CreateError> {
-        Core::create(
-            name,
-            &Queue::<T>::layout(ObjectKind::JoinableQueue, maxsize)?,
-            CreateOptions::new(),
-        )
-        .map(JoinableQueue::with_core)
+        let kind = ObjectKind::JoinableQueue;
+        let queue = Queue::create_kind(name, kind, maxsize, CreateOptions::new())?;
+        Ok(JoinableQueue { queue })
     }
 
     /// Opens a named joinable queue.
@@ -861,13 +878,8 @@ impl<T: Pod> JoinableQueue<T> {
     ///
     /// As for [`Queue::open`].
     pub fn open(name: &str) -> Result<JoinableQueue<T>, OpenError> {
-        Core::open(
-            name,
-            ObjectKind::JoinableQueue,
-            ElemType::of::<T>(),
-            Some(slot_for::<T>()),
-        )
-        .map(JoinableQueue::with_core)
+        let queue = Queue::open_kind(name, ObjectKind::JoinableQueue)?;
+        Ok(JoinableQueue { queue })
     }
 
     fn unfinished(&self) -> &std::sync::atomic::AtomicU64 {
@@ -902,20 +914,7 @@ impl<T: Pod> JoinableQueue<T> {
     }
 
     fn put_block(&self, item: T, block: Block) -> Result<(), PutError<T>> {
-        let q = &self.queue;
-        if q.handle.closed() {
-            return Err(PutError::Closed(item));
-        }
-        match q.core.claim(size_of::<T>(), block, q.handle.spin()) {
-            Ok(mut slot) => {
-                slot.buf().copy_from_slice(bytemuck::bytes_of(&item));
-                // Counted before it can be taken, so task_done never runs ahead.
-                self.unfinished().fetch_add(1, Ordering::SeqCst);
-                slot.commit();
-                Ok(())
-            }
-            Err(_) => Err(PutError::Full(item)),
-        }
+        self.queue.put_counted(item, block, Some(self.unfinished()))
     }
 
     /// Marks one task taken with `get` as finished; wakes `join`ers when none is left.
@@ -994,20 +993,14 @@ pub struct SimpleQueue<T> {
 }
 
 impl<T: Pod> SimpleQueue<T> {
-    fn with_core(core: Core) -> SimpleQueue<T> {
-        SimpleQueue {
-            queue: Queue::with_core(core),
-        }
-    }
-
     /// An anonymous simple queue holding up to `capacity` items.
     ///
     /// # Errors
     ///
     /// As for [`Queue::new`].
     pub fn new(capacity: usize) -> Result<SimpleQueue<T>, CreateError> {
-        Core::new_anonymous(&Queue::<T>::layout(ObjectKind::SimpleQueue, capacity)?)
-            .map(SimpleQueue::with_core)
+        let queue = Queue::new_kind(ObjectKind::SimpleQueue, capacity)?;
+        Ok(SimpleQueue { queue })
     }
 
     /// Creates a named simple queue.
@@ -1016,12 +1009,9 @@ impl<T: Pod> SimpleQueue<T> {
     ///
     /// As for [`Queue::create`].
     pub fn create(name: &str, capacity: usize) -> Result<SimpleQueue<T>, CreateError> {
-        Core::create(
-            name,
-            &Queue::<T>::layout(ObjectKind::SimpleQueue, capacity)?,
-            CreateOptions::new(),
-        )
-        .map(SimpleQueue::with_core)
+        let kind = ObjectKind::SimpleQueue;
+        let queue = Queue::create_kind(name, kind, capacity, CreateOptions::new())?;
+        Ok(SimpleQueue { queue })
     }
 
     /// Opens a named simple queue.
@@ -1030,13 +1020,8 @@ impl<T: Pod> SimpleQueue<T> {
     ///
     /// As for [`Queue::open`].
     pub fn open(name: &str) -> Result<SimpleQueue<T>, OpenError> {
-        Core::open(
-            name,
-            ObjectKind::SimpleQueue,
-            ElemType::of::<T>(),
-            Some(slot_for::<T>()),
-        )
-        .map(SimpleQueue::with_core)
+        let queue = Queue::open_kind(name, ObjectKind::SimpleQueue)?;
+        Ok(SimpleQueue { queue })
     }
 
     /// Puts `item`, waiting while the queue is full.

@@ -897,21 +897,23 @@ impl Ring {
     /// stalled consumer checks whether that process is alive.
     pub fn busy_at_head(&self) -> Option<u32> {
         let pos = self.control().head.load(Ordering::Acquire);
-        let (st, kind, pid) = decode(
-            self.state((pos % self.capacity) as usize)
-                .load(Ordering::Acquire),
-        );
-        (st == stamp(pos) && (kind == WRITING || kind == READING)).then_some(pid)
+        self.owner_at(pos, |kind| kind == WRITING || kind == READING)
     }
 
     /// The owner pid of the lead slot at `tail`, if another producer is mid-claim.
     pub fn busy_at_tail(&self) -> Option<u32> {
         let pos = self.control().tail.load(Ordering::Acquire);
-        let (st, kind, pid) = decode(
-            self.state((pos % self.capacity) as usize)
-                .load(Ordering::Acquire),
-        );
-        (st == stamp(pos) && kind == WRITING).then_some(pid)
+        self.owner_at(pos, |kind| kind == WRITING)
+    }
+
+    /// The pid in the state of the slot for position `pos`, if that state is for
+    /// `pos` and of a kind `owned` accepts.
+    fn owner_at(&self, pos: u64, owned: impl Fn(u64) -> bool) -> Option<u32> {
+        let word = self
+            .state((pos % self.capacity) as usize)
+            .load(Ordering::Acquire);
+        let (st, kind, pid) = decode(word);
+        (st == stamp(pos) && owned(kind)).then_some(pid)
     }
 
     /// Position of `head` (for stall detection: a head that does not move while
