@@ -33,7 +33,6 @@
 
 use crate::layout::header::{ElemType, ObjectKind, ObjectLayout, TypeName};
 use crate::os::clock::Deadline;
-use crate::os::proc;
 use crate::ring::mpmc::{PopError, PushError, ReadSlot, Ring, WriteSlot};
 use crate::segment::{CreateError, CreateOptions, OpenError, OpenOptions, Segment};
 use crate::wait::Spin;
@@ -189,29 +188,31 @@ impl Core {
         Core::from_segment(segment)
     }
 
-    /// Claims room for a message of `len` bytes, waiting as `block` allows. While a
-    /// wait stalls, checks for a dead producer mid-claim at `tail` or for consumers
-    /// that stopped freeing slots, and repairs the ring.
+    /// Claims room for a message of `len` bytes, waiting as `block` allows. The first
+    /// try is inline (the guard stays in registers); waiting is out of line.
+    #[inline]
     fn claim(&self, len: usize, block: Block, spin: Spin) -> Result<WriteSlot<'_>, PushError> {
-        let deadline = match (self.ring.try_claim(len), block) {
-            (Err(PushError::Full), Block::Until(d)) => d,
-            (r, _) => return r,
-        };
+        match (self.ring.try_claim(len), block) {
+            (Err(PushError::Full), Block::Until(deadline)) => self.claim_wait(len, deadline, spin),
+            (r, _) => r,
+        }
+    }
+
+    /// Waits for room. While a wait stalls, repairs what gone producers or
+    /// consumers left unfinished.
+    #[inline(never)]
+    fn claim_wait(
+        &self,
+        len: usize,
+        deadline: Option<Deadline>,
+        spin: Spin,
+    ) -> Result<WriteSlot<'_>, PushError> {
         let try_claim = || match self.ring.try_claim(len) {
             Err(PushError::Full) => None,
             r => Some(r),
         };
-        let mut last_head = self.ring.head_position();
         let on_stall = || {
-            let dead_at_tail = self
-                .ring
-                .busy_at_tail()
-                .is_some_and(|pid| !proc::is_alive(pid, 0));
-            let head = self.ring.head_position();
-            if dead_at_tail || head == last_head {
-                self.ring.repair();
-            }
-            last_head = head;
+            self.ring.repair();
             try_claim()
         };
         self.ring
@@ -220,25 +221,25 @@ impl Core {
             .unwrap_or(Err(PushError::Full))
     }
 
-    /// Takes a message, waiting as `block` allows. While a wait stalls, checks for a
-    /// dead owner of the slot at `head` and repairs the ring.
+    /// Takes a message, waiting as `block` allows; inline first try, as for `claim`.
+    #[inline]
     fn take(&self, block: Block, spin: Spin) -> Result<ReadSlot<'_>, PopError> {
-        let deadline = match (self.ring.try_take(), block) {
-            (Err(PopError::Empty), Block::Until(d)) => d,
-            (r, _) => return r,
-        };
+        match (self.ring.try_take(), block) {
+            (Err(PopError::Empty), Block::Until(deadline)) => self.take_wait(deadline, spin),
+            (r, _) => r,
+        }
+    }
+
+    /// Waits for a message. While a wait stalls, repairs what gone producers or
+    /// consumers left unfinished.
+    #[inline(never)]
+    fn take_wait(&self, deadline: Option<Deadline>, spin: Spin) -> Result<ReadSlot<'_>, PopError> {
         let try_take = || match self.ring.try_take() {
             Err(PopError::Empty) => None,
             r => Some(r),
         };
         let on_stall = || {
-            if self
-                .ring
-                .busy_at_head()
-                .is_some_and(|pid| !proc::is_alive(pid, 0))
-            {
-                self.ring.repair();
-            }
+            self.ring.repair();
             try_take()
         };
         self.ring
@@ -602,6 +603,14 @@ impl<T: Pod> Queue<T> {
         if self.handle.closed() {
             return Err(PutError::Closed(item));
         }
+        if count.is_none() {
+            // The fast path: a copy straight into the ring, no guard.
+            match self.core.ring.try_push(bytemuck::bytes_of(&item)) {
+                Err(PushError::Full) if !matches!(block, Block::No) => {}
+                Ok(()) => return Ok(()),
+                Err(_) => return Err(PutError::Full(item)),
+            }
+        }
         match self.core.claim(size_of::<T>(), block, self.handle.spin()) {
             Ok(mut slot) => {
                 slot.buf().copy_from_slice(bytemuck::bytes_of(&item));
@@ -650,6 +659,17 @@ impl<T: Pod> Queue<T> {
     fn get_block(&self, block: Block) -> Result<T, GetError> {
         if self.handle.closed() {
             return Err(GetError::Closed);
+        }
+        // The fast path: a copy straight out of the ring, no guard.
+        let mut item = T::zeroed();
+        match self
+            .core
+            .ring
+            .try_pop_into(bytemuck::bytes_of_mut(&mut item))
+        {
+            Ok(len) => return check_item_len::<T>(len).map(|()| item),
+            Err(PopError::Empty) if !matches!(block, Block::No) => {}
+            Err(e) => return Err(e.into()),
         }
         let slot = self.core.take(block, self.handle.spin())?;
         read_item(&slot)
@@ -798,15 +818,21 @@ impl<T: Pod> Queue<T> {
 
 fn read_item<T: Pod>(slot: &ReadSlot<'_>) -> Result<T, GetError> {
     let bytes = slot.bytes();
-    if bytes.len() != size_of::<T>() {
-        return Err(GetError::Corrupt(format!(
-            "message of {} bytes, expected a {} of {} bytes",
-            bytes.len(),
-            std::any::type_name::<T>(),
-            size_of::<T>()
-        )));
-    }
+    check_item_len::<T>(bytes.len())?;
     Ok(bytemuck::pod_read_unaligned(bytes))
+}
+
+/// A message of `len` bytes holds a `T` only if it has exactly its size.
+#[inline]
+fn check_item_len<T>(len: usize) -> Result<(), GetError> {
+    if len == size_of::<T>() {
+        return Ok(());
+    }
+    Err(GetError::Corrupt(format!(
+        "message of {len} bytes, expected a {} of {} bytes",
+        std::any::type_name::<T>(),
+        size_of::<T>()
+    )))
 }
 
 /// Why `task_done` failed.

@@ -4,32 +4,39 @@
 //! count of sleeping processes (`waiters`). A waiter spins on its condition for a
 //! short while, then registers, re-checks, and sleeps in `FUTEX_WAIT` on the epoch.
 //! A notifier changes the condition, then — only if somebody is registered — bumps the
-//! epoch and calls `FUTEX_WAKE`. With nobody asleep a notify is a fence and one load of
-//! a line that only sleepers write: no syscall, no shared write.
+//! epoch and calls `FUTEX_WAKE`. With nobody asleep a notify is one load of a line that
+//! only sleepers write: no syscall, no shared write, no fence.
 //!
-//! Why no wake-up is lost (the Dekker pattern, all edges `SeqCst`):
+//! Why no wake-up is lost (the Dekker pattern):
 //!
 //! ```text
 //! waiter                                notifier
 //! waiters += 1        (W)               change condition      (C)
-//! e = epoch           (E)               fence(SeqCst)
-//! fence(SeqCst)                         n = waiters           (R)
+//! e = epoch           (E)               barrier::light()
+//! barrier::heavy()                      n = waiters           (R)
 //! check condition     (K)               if n > 0 { epoch += 1; FUTEX_WAKE(all or one) }
 //! FUTEX_WAIT(epoch, e)
 //! ```
 //!
-//! If K misses C, then K precedes C in the single total order, so W precedes R: the
-//! notifier sees `n > 0`. Its epoch bump comes after E, so FUTEX_WAIT either finds the
-//! epoch changed (EAGAIN) or is asleep when the wake arrives.
+//! Each side needs a StoreLoad barrier between its store and its load. The
+//! notifier's runs on every put and send, so it is the light half of an asymmetric
+//! pair (`os::barrier`): a compiler barrier, while the waiter — about to sleep anyway
+//! — issues `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, a full barrier on every
+//! CPU running a notifier. If R ran before that barrier, so did C, and K sees it;
+//! otherwise R sees W and the notifier wakes. The epoch bump comes after E, so
+//! FUTEX_WAIT either finds the epoch changed (EAGAIN) or is asleep when the wake
+//! arrives. Without `membarrier` both sides fence (and the waiter sleeps in short
+//! slices, in case a notifier in a differently-filtered process did not).
 //!
 //! A waiter killed while asleep leaves `waiters` raised; the only cost is that later
 //! notifies make a (useless) wake syscall. A peer scribbling on either word can cause
 //! spurious wake-ups or extra syscalls, never a missed deadline: every sleep is bounded
 //! by the caller's absolute deadline.
 
+use crate::os::barrier;
 use crate::os::clock::{Deadline, monotonic_now};
 use crate::os::futex::{self, WaitOutcome};
-use std::sync::atomic::{AtomicU32, Ordering, fence};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 /// A futex-backed eventcount, placed in shared memory. All-zero bytes are a valid,
@@ -136,8 +143,8 @@ impl EventCount {
     #[inline]
     pub fn notify(&self, n: u32) {
         // Orders the caller's change of the condition before the load of `waiters`;
-        // pairs with the fence in `wait_until` (see the module docs).
-        fence(Ordering::SeqCst);
+        // pairs with the heavy barrier of a waiter (see the module docs).
+        barrier::light();
         if self.waiters.load(Ordering::SeqCst) != 0 {
             self.wake_slow(n);
         }
@@ -240,12 +247,12 @@ impl EventCount {
                 // A timed-out wait re-checks once before giving up.
                 return ready().ok_or(TimedOut);
             }
-            let sleep_until = stalls.sleep_until(deadline);
             self.waiters.fetch_add(1, Ordering::SeqCst);
             let epoch = self.epoch.load(Ordering::SeqCst);
-            // Orders the registration before the re-check; pairs with the fence in
-            // `notify` (see the module docs).
-            fence(Ordering::SeqCst);
+            // Orders the registration before the re-check; pairs with the light
+            // barrier in `notify` (see the module docs).
+            let covered = barrier::heavy();
+            let sleep_until = stalls.sleep_until(deadline, covered);
             if let Some(v) = ready() {
                 self.waiters.fetch_sub(1, Ordering::SeqCst);
                 return Ok(v);
@@ -292,7 +299,6 @@ pub fn wait_any<T>(
         if deadline.is_some_and(|d| d.expired()) {
             return ready().ok_or(TimedOut);
         }
-        let sleep_until = stalls.sleep_until(deadline);
         for ev in events {
             ev.waiters.fetch_add(1, Ordering::SeqCst);
         }
@@ -300,9 +306,10 @@ pub fn wait_any<T>(
             .iter()
             .map(|ev| (&ev.epoch, ev.epoch.load(Ordering::SeqCst)))
             .collect();
-        // Orders the registrations before the re-check; pairs with the fence in
-        // `notify` (see the module docs).
-        fence(Ordering::SeqCst);
+        // Orders the registrations before the re-check; pairs with the light barrier
+        // in `notify` (see the module docs).
+        let covered = barrier::heavy();
+        let sleep_until = stalls.sleep_until(deadline, covered);
         let found = ready();
         if found.is_none() {
             let _: WaitOutcome = futex::wait_any(&words, sleep_until);
@@ -366,14 +373,24 @@ impl StallClock {
         true
     }
 
-    /// Sleep until the caller's deadline or the next check, whichever is sooner.
-    fn sleep_until(&self, deadline: Option<Deadline>) -> Option<Deadline> {
-        match (deadline, self.next) {
+    /// Sleep until the caller's deadline or the next check, whichever is sooner; no
+    /// longer than [`UNCOVERED_SLICE`] if the heavy barrier did not cover the
+    /// notifiers (`covered` false).
+    fn sleep_until(&self, deadline: Option<Deadline>, covered: bool) -> Option<Deadline> {
+        let until = match (deadline, self.next) {
             (Some(d), Some(c)) => Some(d.min(c)),
             (d, c) => d.or(c),
+        };
+        if covered {
+            return until;
         }
+        let slice = Deadline::after(UNCOVERED_SLICE);
+        Some(until.map_or(slice, |u| u.min(slice)))
     }
 }
+
+/// Longest sleep when `membarrier` is unavailable to the waiter (see `os::barrier`).
+const UNCOVERED_SLICE: Duration = Duration::from_millis(1);
 
 /// Longest sleep between two stall checks in [`EventCount::wait_until_checked`].
 const STALL_CHECK_MAX: Duration = Duration::from_millis(100);

@@ -235,7 +235,11 @@ fn old_version_is_reported_with_both_versions() {
     );
     let msg = open_raw(&name).unwrap_err().to_string();
     assert!(
-        msg.contains("layout version 0") && msg.contains("version 1"),
+        msg.contains("layout version 0")
+            && msg.contains(&format!(
+                "version {}",
+                shmproc::layout::header::LAYOUT_VERSION
+            )),
         "{msg}"
     );
 }

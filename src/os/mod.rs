@@ -3,6 +3,7 @@
 //! Linux only. Each file wraps one family of calls and returns `io::Result`; the first
 //! doc line of a wrapper names the call it makes.
 
+pub(crate) mod barrier;
 pub(crate) mod clock;
 pub(crate) mod futex;
 pub(crate) mod proc;

@@ -38,6 +38,46 @@ pub(crate) fn cached_pid() -> u32 {
     pid
 }
 
+/// This thread's id (`gettid(2)`), cached per thread: no syscall after the first
+/// call. The cache remembers the pid it was filled in, so the thread of a forked
+/// child (which has a new tid but inherits the parent thread's cache) refreshes it.
+#[inline]
+pub(crate) fn cached_tid() -> u32 {
+    use std::cell::Cell;
+    thread_local! {
+        static TID: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
+    }
+    let pid = cached_pid();
+    TID.with(|c| {
+        let (cached_for, tid) = c.get();
+        if cached_for == pid {
+            return tid;
+        }
+        let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+        c.set((pid, tid));
+        tid
+    })
+}
+
+/// Whether thread `tid` of process `pid` still exists: `tgkill(pid, tid, 0)`, which
+/// sends nothing. A thread we may not signal (EPERM) exists.
+pub(crate) fn thread_exists(pid: u32, tid: u32) -> bool {
+    if pid == 0 || tid == 0 || pid > i32::MAX as u32 || tid > i32::MAX as u32 {
+        return false;
+    }
+    // SAFETY: tgkill with signal 0 only checks that the thread exists and that we
+    // may signal it; it reads no memory of ours.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_tgkill,
+            pid as libc::c_long,
+            tid as libc::c_long,
+            0,
+        )
+    };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
 /// A process's identity that survives pid reuse: its pid and its start time in clock
 /// ticks since boot (`/proc/PID/stat`, field 22).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

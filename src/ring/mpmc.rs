@@ -11,7 +11,8 @@
 //!    384              128        not_full: eventcount producers sleep on
 //!    512              128        user words: 8 atomic u64 (JoinableQueue's task count …)
 //!    640              128        user eventcount
-//!    768       16 × capacity     slot control: (state, meta) per slot
+//!    768        128 × 128        records: one per thread that uses the ring
+//!  17152       16 × capacity     slot control: (state, meta) per slot
 //!      …  slot_size × capacity   slot data, 128-aligned, contiguous
 //! ```
 //!
@@ -28,44 +29,65 @@
 //! ```text
 //! bits 63..24  stamp  position mod 2^40 this state refers to
 //! bits 23..22  kind   0 EMPTY    free for a producer at position `stamp`
-//!                     1 WRITING  claimed by producer `pid` for position `stamp`
+//!                     1 WRITING  claimed, marked with its owner's record
 //!                     2 FULL     message at `stamp` ready for consumers
-//!                     3 READING  claimed by consumer `pid`
-//! bits 21..0   pid    owner for WRITING / READING (Linux pids are < 2^22)
+//!                     3 READING  taken, marked with its owner's record
+//! bits 21..0   owner  record index + 1 for WRITING / READING marks
 //! ```
 //!
 //! The meta word of a lead slot holds `len` (bits 0..32), `span` (bits 32..48) and
 //! flags (bit 48: SKIP, a padding entry or a message abandoned by a dead producer).
 //!
-//! # Protocol
+//! # Protocol (Vyukov's bounded queue, with intents)
 //!
-//! Producer at `tail == pos` (span `k`): check slots `pos..pos+k` are EMPTY at their
-//! positions (else the ring is full) → CAS lead EMPTY(pos) → WRITING(pos, me) → store
-//! meta → CAS tail `pos → pos+k` (Release) → write the data → store lead FULL(pos)
-//! (Release; paired with the consumer's Acquire load of the state).
+//! Claims and takes are decided by a CAS on `tail` and `head` — lines that stay in the
+//! cache of the side that moves them — while the slot words the other side polls are
+//! only ever *stored* to on the fast path, so a hand-off costs no stall on a line in
+//! flight. (An earlier design claimed slots with a CAS on the slot word itself, which
+//! made every item wait for the peer's line twice: a quarter of the throughput.)
 //!
-//! Consumer at `head == pos`: load lead (Acquire); if FULL(pos): CAS → READING(pos, me)
-//! → read meta (span) → CAS head `pos → pos+span` → read the data → free the other
-//! slots (CAS EMPTY(p) → EMPTY(p+capacity)) → store lead EMPTY(pos+capacity)
-//! (Release; paired with the producer's Acquire load when it checks the slot is free).
+//! Producer, span `k`: `pos = tail`; check slots `pos..pos+k` are EMPTY at their
+//! positions (else the ring is full) → store its intent `pos` in its record → CAS
+//! tail `pos → pos+k` → write meta and data → store lead FULL(pos) (Release) → clear
+//! the intent.
 //!
-//! Only the owner of the lead at `tail` advances `tail` (others wait, a few
-//! instructions), and likewise for `head`, so nobody needs to know another's span.
+//! Consumer: `pos = head`; lead is FULL(pos) (Acquire) → read the span from meta →
+//! store its intent `pos` → CAS head `pos → pos+span` → read the data → store the
+//! other slots and then the lead EMPTY(p + capacity) (Release) → clear the intent.
+//!
+//! A thread that claims (takes) again while still holding an earlier claim (take)
+//! first marks the earlier lead WRITING (READING) with its record, so a record's one
+//! intent is always enough to find what it holds.
+//!
+//! # Records
+//!
+//! Each thread that uses the ring owns a record: its pid and tid, its process's start
+//! time (so a reused pid is not mistaken for the owner), its producer intent and its
+//! consumer intent. Records are claimed with a CAS on first use and found again through
+//! a per-thread cache; a record whose thread or process is gone is reused once its
+//! intents no longer matter. At most [`RECORDS`] threads can use one ring at a time;
+//! one more finds the ring full (or empty) until a record frees up.
 //!
 //! # Failure model
 //!
-//! A process killed with SIGKILL leaves at most one lead slot in WRITING or READING
-//! with its pid. [`Ring::repair`] (which blocked callers run when a wait stalls) finds
-//! such slots whose owner is dead and resolves them:
+//! A process killed with SIGKILL leaves at most one unfinished claim and one
+//! unfinished take per thread. [`Ring::repair`] (which blocked callers run when a wait
+//! stalls) resolves those whose owner is gone:
 //!
-//! - WRITING by a dead producer: the message it was writing is **lost**; the slot
-//!   becomes a SKIP entry (covering the span it had claimed) that consumers step over.
-//! - READING by a dead consumer: the message it was taking is **lost** (it had been
-//!   taken but not returned); its slots are freed.
+//! - a claim at `head` that was never published, whose claimants (records with that
+//!   intent, or the WRITING mark) are all gone: the message is **lost**; its slots
+//!   become SKIP entries, one at a time, that consumers step over;
+//! - a take (FULL behind `head` with all intents on it gone, or a READING mark of a
+//!   gone owner): the message is **lost** (it had been taken but not returned); its
+//!   slots are freed.
 //!
 //! No other message is lost, none is delivered twice, and none torn: a consumer reads
-//! data only after the producer's Release store of FULL, and producers write a slot
-//! only after the consumer's Release store of EMPTY.
+//! data only after the producer's Release store of FULL, producers write a slot only
+//! after the consumer's Release store of EMPTY, and a repairer takes a slot over with
+//! a CAS from the very state it judged, so a late owner and a repairer never both act.
+//! Why a claimant is always found: its intent is stored before the CAS on `tail`, so a
+//! repairer that has seen `tail` move past a position sees every intent on it; an
+//! owner clears or replaces its intent only after its slot's state tells the story.
 //!
 //! # Trust
 //!
@@ -77,19 +99,26 @@
 use crate::layout::padded::CachePadded;
 use crate::os::proc;
 use crate::wait::EventCount;
+use std::cell::Cell;
 use std::fmt;
+use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Records: how many threads can use one ring at a time.
+pub const RECORDS: usize = 128;
+/// Bytes per record (its own pair of cache lines).
+const RECORD_SIZE: usize = 128;
+/// Bytes before the records.
+const RECORDS_OFFSET: usize = 768;
 /// Bytes before the slot control array.
-const CONTROL_OFFSET: usize = 768;
+const CONTROL_OFFSET: usize = RECORDS_OFFSET + RECORDS * RECORD_SIZE;
 /// Bytes of control per slot: state and meta words.
 const CONTROL_SIZE: usize = 16;
 /// Stamps are positions modulo 2^40.
 const STAMP_BITS: u32 = 40;
 const STAMP_MASK: u64 = (1 << STAMP_BITS) - 1;
-const PID_BITS: u32 = 22;
-const PID_MASK: u64 = (1 << PID_BITS) - 1;
+const OWNER_MASK: u64 = (1 << 22) - 1;
 
 const EMPTY: u64 = 0;
 const WRITING: u64 = 1;
@@ -99,6 +128,15 @@ const READING: u64 = 3;
 /// Meta flag: a padding entry or a message abandoned by a dead producer.
 const SKIP: u64 = 1 << 48;
 
+/// An intent word holding no position.
+const NONE: u64 = u64::MAX;
+
+/// `take_raw` flags above the meta bits: nothing taken; head is stuck on a state
+/// that makes no sense; the meta was impossible.
+const RAW_NOTHING: u64 = 1 << 63;
+const RAW_STUCK: u64 = 1 << 62;
+const RAW_INVALID: u64 = 1 << 61;
+
 /// Largest capacity: stamps must tell apart positions in two consecutive laps.
 pub const MAX_CAPACITY: u64 = 1 << 32;
 /// Largest message span in slots (the meta word holds 16 bits).
@@ -107,11 +145,9 @@ const MAX_SPAN: u64 = u16::MAX as u64;
 /// The fixed part of the ring, at the start of its memory.
 #[repr(C)]
 struct Control {
-    /// Next position producers claim. Advanced only by the owner of the lead slot at
-    /// `tail` (or by `repair` for a dead owner).
+    /// Next position producers claim; moved only by a CAS that claims.
     tail: CachePadded<AtomicU64>,
-    /// Next position consumers claim. Advanced only by the owner of the lead slot at
-    /// `head` (or by `repair`).
+    /// Next position consumers claim; moved only by a CAS that takes.
     head: CachePadded<AtomicU64>,
     not_empty: CachePadded<EventCount>,
     not_full: CachePadded<EventCount>,
@@ -127,8 +163,25 @@ const _: () = {
     assert!(offset_of!(Control, not_full) == 384);
     assert!(offset_of!(Control, user_words) == 512);
     assert!(offset_of!(Control, user_event) == 640);
-    assert!(size_of::<Control>() == CONTROL_OFFSET);
+    assert!(size_of::<Control>() == RECORDS_OFFSET);
+    assert!(CONTROL_OFFSET % 128 == 0);
 };
+
+/// One thread's record (see "Records" in the module docs).
+#[repr(C)]
+struct Record {
+    /// `pid << 32 | tid` of the owner; 0 when free.
+    owner: AtomicU64,
+    /// The owner process's start time in clock ticks (0: unknown).
+    start: AtomicU64,
+    /// Position of the claim this thread is making or holds, or [`NONE`].
+    prod_pos: AtomicU64,
+    /// Position of the message this thread is taking or holds, or [`NONE`].
+    cons_pos: AtomicU64,
+    _pad: [u64; 12],
+}
+
+const _: () = assert!(size_of::<Record>() == RECORD_SIZE);
 
 #[inline]
 fn stamp(pos: u64) -> u64 {
@@ -136,13 +189,13 @@ fn stamp(pos: u64) -> u64 {
 }
 
 #[inline]
-fn state(stamp_of: u64, kind: u64, pid: u32) -> u64 {
-    (stamp(stamp_of) << 24) | (kind << 22) | (u64::from(pid) & PID_MASK)
+fn state(stamp_of: u64, kind: u64, owner: u64) -> u64 {
+    (stamp(stamp_of) << 24) | (kind << 22) | (owner & OWNER_MASK)
 }
 
 #[inline]
-fn decode(word: u64) -> (u64, u64, u32) {
-    (word >> 24, (word >> 22) & 3, (word & PID_MASK) as u32)
+fn decode(word: u64) -> (u64, u64, u64) {
+    (word >> 24, (word >> 22) & 3, word & OWNER_MASK)
 }
 
 #[inline]
@@ -150,15 +203,19 @@ fn meta(len: u64, span: u64, flags: u64) -> u64 {
     (len & 0xFFFF_FFFF) | ((span & 0xFFFF) << 32) | flags
 }
 
-/// The current process's pid as stored in state words (cached; no syscall).
+/// The calling thread's identity as stored in a record's owner word.
 #[inline]
-fn my_pid() -> u32 {
-    proc::cached_pid()
+fn my_identity() -> u64 {
+    u64::from(proc::cached_pid()) << 32 | u64::from(proc::cached_tid())
 }
 
-/// How many times a producer (consumer) re-reads `tail` (`head`) while another
-/// process holds the lead slot there and is about to move it on.
-const BUSY_SPINS: u32 = 256;
+thread_local! {
+    /// The records this thread owns in the rings it used last: (ring base, index).
+    /// Only a hint: every hit is checked against the record's owner word.
+    static RECORD_CACHE: [Cell<(usize, u32)>; 4] = const {
+        [const { Cell::new((0, 0)) }; 4]
+    };
+}
 
 /// Why a message could not be put.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -260,6 +317,9 @@ pub struct Ring {
     base: NonNull<u8>,
     capacity: u64,
     slot_size: usize,
+    /// `floor(2^64 / capacity)` for indexing without a division (0 when the
+    /// capacity is a power of two, which indexes with a mask).
+    reciprocal: u64,
 }
 
 // SAFETY: the ring is designed for concurrent use from many processes; a handle is a
@@ -273,6 +333,9 @@ unsafe impl Sync for Ring {}
 /// [`commit`](WriteSlot::commit). Dropping it uncommitted (or a panic while writing)
 /// turns it into a SKIP entry that consumers step over, so the ring never wedges.
 ///
+/// A claim stays with the thread that made it (the thread's record names it), so the
+/// guard is not `Send`.
+///
 /// The buffer is shared memory owned by this producer until the commit; a peer that
 /// ignores the protocol could change it meanwhile, and the bytes then published are
 /// whatever is there.
@@ -282,7 +345,9 @@ pub struct WriteSlot<'a> {
     pos: u64,
     len: usize,
     span: u64,
+    rec: usize,
     done: bool,
+    _thread: PhantomData<*const ()>,
 }
 
 impl WriteSlot<'_> {
@@ -290,18 +355,18 @@ impl WriteSlot<'_> {
     /// messages: write every byte you publish).
     #[inline]
     pub fn buf(&mut self) -> &mut [u8] {
-        let idx = (self.pos % self.ring.capacity) as usize;
-        // SAFETY: slots idx..idx+span are ours (lead WRITING by us; the others free at
-        // their positions, which only the owner of the lead may take), contiguous
-        // (claims never wrap) and inside the data area; len <= span * slot_size.
+        let idx = self.ring.index(self.pos) as usize;
+        // SAFETY: slots idx..idx+span are ours (claimed by our CAS on tail, so no
+        // other producer writes them, and consumers read them only after FULL),
+        // contiguous (claims never wrap) and inside the data area; len <= span *
+        // slot_size.
         unsafe { std::slice::from_raw_parts_mut(self.ring.data(idx), self.len) }
     }
 
     /// Publishes the message and wakes a sleeping consumer.
     #[inline]
     pub fn commit(mut self) {
-        self.done = true;
-        self.ring.publish(self.pos, self.len, self.span, 0);
+        self.finish(0);
         self.ring.not_empty().notify_one();
     }
 
@@ -309,47 +374,51 @@ impl WriteSlot<'_> {
     /// (see [`Ring::notify_consumers`]).
     #[inline]
     pub fn commit_quiet(mut self) {
-        self.done = true;
-        self.ring.publish(self.pos, self.len, self.span, 0);
+        self.finish(0);
     }
-}
 
-impl WriteSlot<'_> {
-    fn commit_pad(mut self) {
+    #[inline]
+    fn finish(&mut self, flags: u64) {
         self.done = true;
-        self.ring.publish(self.pos, 0, self.span, SKIP);
+        let len = if flags & SKIP != 0 { 0 } else { self.len };
+        self.ring
+            .finish_claim(self.rec, self.pos, len, self.span, flags);
     }
 }
 
 impl Drop for WriteSlot<'_> {
+    #[inline]
     fn drop(&mut self) {
         if !self.done {
-            self.ring.publish(self.pos, 0, self.span, SKIP);
+            self.finish(SKIP);
             self.ring.not_empty().notify_all();
         }
     }
 }
 
 /// A message taken by a consumer, read in place; its slots are freed when the guard
-/// drops. The bytes are shared memory owned by this consumer until then.
+/// drops. The bytes are shared memory owned by this consumer until then. Not `Send`,
+/// like [`WriteSlot`].
 #[derive(Debug)]
 pub struct ReadSlot<'a> {
     ring: &'a Ring,
     pos: u64,
     len: usize,
     span: u64,
+    rec: usize,
     notify: bool,
+    _thread: PhantomData<*const ()>,
 }
 
 impl ReadSlot<'_> {
     /// The message's bytes.
     #[inline]
     pub fn bytes(&self) -> &[u8] {
-        let idx = (self.pos % self.ring.capacity) as usize;
-        // SAFETY: the slots pos..pos+span are ours (lead READING by us), contiguous
-        // and in bounds (span <= capacity - idx, checked when taken), holding
-        // len <= span * slot_size bytes published by the producer's Release store of
-        // FULL, which our Acquire load saw.
+        let idx = self.ring.index(self.pos) as usize;
+        // SAFETY: the slots pos..pos+span are ours (taken by our CAS on head),
+        // contiguous and in bounds (span <= capacity - idx, checked when taken),
+        // holding len <= span * slot_size bytes published by the producer's Release
+        // store of FULL, which our Acquire load saw.
         unsafe { std::slice::from_raw_parts(self.ring.data(idx), self.len) }
     }
 
@@ -362,11 +431,27 @@ impl ReadSlot<'_> {
 }
 
 impl Drop for ReadSlot<'_> {
+    #[inline]
     fn drop(&mut self) {
-        self.ring.release(self.pos, self.span);
+        self.ring.finish_take(self.rec, self.pos, self.span);
         if self.notify {
             self.ring.not_full().notify_one();
         }
+    }
+}
+
+/// Liveness of records' owners, looked up at most once per repair.
+#[derive(Default)]
+struct Liveness(Vec<(usize, bool)>);
+
+impl Liveness {
+    fn alive(&mut self, ring: &Ring, rec: usize) -> bool {
+        if let Some(&(_, a)) = self.0.iter().find(|(r, _)| *r == rec) {
+            return a;
+        }
+        let a = ring.record_alive(rec);
+        self.0.push((rec, a));
+        a
     }
 }
 
@@ -425,11 +510,7 @@ impl Ring {
         slot_size: u64,
     ) -> Result<Ring, LayoutError> {
         Ring::check(ptr, len, capacity, slot_size)?;
-        let ring = Ring {
-            base: ptr,
-            capacity,
-            slot_size: slot_size as usize,
-        };
+        let ring = Ring::handle(ptr, capacity, slot_size);
         for i in 0..capacity {
             ring.state(i as usize)
                 .store(state(i, EMPTY, 0), Ordering::Relaxed);
@@ -459,11 +540,39 @@ impl Ring {
         slot_size: u64,
     ) -> Result<Ring, LayoutError> {
         Ring::check(ptr, len, capacity, slot_size)?;
-        Ok(Ring {
-            base: ptr,
+        Ok(Ring::handle(ptr, capacity, slot_size))
+    }
+
+    /// A handle over checked memory.
+    fn handle(base: NonNull<u8>, capacity: u64, slot_size: u64) -> Ring {
+        Ring {
+            base,
             capacity,
             slot_size: slot_size as usize,
-        })
+            reciprocal: if capacity.is_power_of_two() {
+                0
+            } else {
+                // capacity >= 3 here, so the quotient fits.
+                (u128::from(u64::MAX) + 1).div_euclid(u128::from(capacity)) as u64
+            },
+        }
+    }
+
+    /// The slot index of position `pos` (`pos % capacity`), without a division: a
+    /// division costs tens of cycles, and every operation needs several indices.
+    #[inline]
+    fn index(&self, pos: u64) -> u64 {
+        if self.reciprocal == 0 {
+            return pos & (self.capacity - 1);
+        }
+        // Barrett reduction: q is floor(pos / capacity) or one less.
+        let q = ((u128::from(pos) * u128::from(self.reciprocal)) >> 64) as u64;
+        let r = pos - q * self.capacity;
+        if r >= self.capacity {
+            r - self.capacity
+        } else {
+            r
+        }
     }
 
     #[inline]
@@ -471,6 +580,21 @@ impl Ring {
         // SAFETY: the memory holds at least CONTROL_OFFSET bytes, 128-aligned (checked
         // at init/attach), and Control consists only of atomics.
         unsafe { &*self.base.as_ptr().cast::<Control>() }
+    }
+
+    #[inline]
+    fn record(&self, i: usize) -> &Record {
+        debug_assert!(i < RECORDS);
+        // SAFETY: i < RECORDS, so the record lies between RECORDS_OFFSET and
+        // CONTROL_OFFSET, inside the memory bytes_for counted; 128-aligned; a Record
+        // is atomics and padding, valid for any bits, and only accessed atomically.
+        unsafe {
+            &*self
+                .base
+                .as_ptr()
+                .add(RECORDS_OFFSET + i * RECORD_SIZE)
+                .cast::<Record>()
+        }
     }
 
     #[inline]
@@ -526,7 +650,7 @@ impl Ring {
         (self.capacity.min(MAX_SPAN) as usize).saturating_mul(self.slot_size)
     }
 
-    /// Slots in use (claimed by producers and not yet freed by consumers), clamped to
+    /// Slots in use (claimed by producers and not yet taken by consumers), clamped to
     /// `0..=capacity`. A snapshot: it may be stale by the time it is returned.
     pub fn len(&self) -> u64 {
         let c = self.control();
@@ -560,6 +684,11 @@ impl Ring {
         &self.control().user_event
     }
 
+    /// Position of `head` (for stall detection and inspection).
+    pub fn head_position(&self) -> u64 {
+        self.control().head.load(Ordering::Acquire)
+    }
+
     /// Slots a message of `len` bytes spans.
     #[inline]
     fn span_for(&self, len: usize) -> u64 {
@@ -571,8 +700,9 @@ impl Ring {
     ///
     /// # Errors
     ///
-    /// [`PushError::Full`] if there is no room now; [`PushError::TooLarge`] if the
-    /// message can never fit.
+    /// [`PushError::Full`] if there is no room now (or all [`RECORDS`] records are
+    /// held by other live threads); [`PushError::TooLarge`] if the message can never
+    /// fit.
     #[inline]
     pub fn try_claim(&self, len: usize) -> Result<WriteSlot<'_>, PushError> {
         let span = self.span_for(len);
@@ -582,7 +712,21 @@ impl Ring {
                 max: self.max_message(),
             });
         }
-        self.claim(len, span)
+        let Some(rec) = self.my_record() else {
+            return Err(PushError::Full);
+        };
+        match self.claim_raw(rec, span) {
+            Some(pos) => Ok(WriteSlot {
+                ring: self,
+                pos,
+                len,
+                span,
+                rec,
+                done: false,
+                _thread: PhantomData,
+            }),
+            None => Err(PushError::Full),
+        }
     }
 
     /// Puts one message of `len` bytes, written in place by `write`. Does not block;
@@ -612,107 +756,152 @@ impl Ring {
         self.not_full().notify_all();
     }
 
-    /// Claims `span` slots at `tail` for a message of `len` bytes, first filling the
-    /// end of the ring with a SKIP entry if the message would wrap.
-    fn claim(&self, len: usize, span: u64) -> Result<WriteSlot<'_>, PushError> {
+    /// The first of slots `pos..pos+span` (from index `idx`) that is not free in this
+    /// lap, if any.
+    #[inline]
+    fn first_busy(&self, pos: u64, idx: u64, span: u64) -> Option<usize> {
+        (0..span).map(|j| (idx + j) as usize).find(|&i| {
+            // Paired with the consumer's Release store of EMPTY in `release`.
+            self.state(i).load(Ordering::Acquire)
+                != state(pos.wrapping_add(i as u64 - idx), EMPTY, 0)
+        })
+    }
+
+    /// Whether slot `idx` holds a padding (SKIP) entry nobody has taken yet: the one
+    /// kind of entry a producer steps over itself rather than wait for a consumer.
+    /// Reads only the slot, never `head` (a line the consumers move).
+    fn padding_at(&self, idx: usize) -> bool {
+        let (_, kind, _) = decode(self.state(idx).load(Ordering::Acquire));
+        kind == FULL && self.meta_word(idx).load(Ordering::Relaxed) & SKIP != 0
+    }
+
+    /// Claims `span` slots at `tail` for a message, first filling the end of the ring
+    /// with a SKIP entry if the message would wrap; the position, or `None` if the
+    /// ring is full. (Returns a plain number, not a guard: the guard is built inline
+    /// by the caller, so it lives in registers.)
+    #[inline]
+    fn claim_raw(&self, rec: usize, span: u64) -> Option<u64> {
         let c = self.control();
-        let me = my_pid();
+        let r = self.record(rec);
         loop {
             let pos = c.tail.load(Ordering::Acquire);
-            let idx = pos % self.capacity;
+            let idx = self.index(pos);
             let (span_here, is_pad) = if idx + span > self.capacity {
                 (self.capacity - idx, true)
             } else {
                 (span, false)
             };
-            // All slots must be free at their positions in this lap.
-            let lead = self.state(idx as usize).load(Ordering::Acquire);
-            if lead != state(pos, EMPTY, 0) {
-                let (st, kind, _) = decode(lead);
-                if st == stamp(pos) && kind == WRITING && self.tail_moves(pos) {
-                    // Another producer held the lead at tail and has moved tail on.
-                    continue;
-                }
-                if c.tail.load(Ordering::Acquire) != pos || self.skip_at_head() {
+            if let Some(busy) = self.first_busy(pos, idx, span_here) {
+                if c.tail.load(Ordering::Acquire) != pos
+                    || (self.padding_at(busy) && self.skip_at_head(rec))
+                {
                     continue; // tail moved on, or room was made: retry
                 }
-                return Err(PushError::Full);
+                return None;
             }
-            let mut all_free = true;
-            for j in 1..span_here {
-                let w = self.state((idx + j) as usize).load(Ordering::Acquire);
-                if w != state(pos.wrapping_add(j), EMPTY, 0) {
-                    all_free = false;
-                    break;
-                }
+            let held = r.prod_pos.load(Ordering::Relaxed);
+            if held != NONE {
+                // Still holding an earlier claim: mark it, so the one intent covers
+                // the new claim.
+                self.mark(held, WRITING, rec);
             }
-            if !all_free {
-                if c.tail.load(Ordering::Acquire) != pos || self.skip_at_head() {
-                    continue;
-                }
-                return Err(PushError::Full);
-            }
-            if self
-                .state(idx as usize)
+            // The intent is visible to anyone who sees the CAS below (Release).
+            r.prod_pos.store(pos, Ordering::Relaxed);
+            if c.tail
                 .compare_exchange(
-                    lead,
-                    state(pos, WRITING, me),
-                    Ordering::Acquire,
+                    pos,
+                    pos.wrapping_add(span_here),
+                    Ordering::AcqRel,
                     Ordering::Relaxed,
                 )
                 .is_err()
             {
+                r.prod_pos.store(NONE, Ordering::Relaxed);
                 continue;
             }
-            let claim_len = if is_pad { 0 } else { len };
-            self.meta_word(idx as usize)
-                .store(meta(claim_len as u64, span_here, 0), Ordering::Relaxed);
-            // Only the owner of the lead at tail moves tail (a repairer does so only
-            // for a dead owner), so a plain store suffices. Publishes the meta word to
-            // a repairer that sees the new tail; paired with the Acquire load of tail
-            // in `repair_slot`.
-            c.tail.store(pos.wrapping_add(span_here), Ordering::Release);
-            let claim = WriteSlot {
-                ring: self,
-                pos,
-                len: claim_len,
-                span: span_here,
-                done: false,
-            };
             if is_pad {
-                claim.commit_pad();
+                self.finish_claim(rec, pos, 0, span_here, SKIP);
                 continue;
             }
-            return Ok(claim);
+            return Some(pos);
         }
+    }
+
+    /// Publishes a claim (with `flags`: SKIP for padding or an abandoned claim) and
+    /// clears the intent that covered it.
+    #[inline]
+    fn finish_claim(&self, rec: usize, pos: u64, len: usize, span: u64, flags: u64) {
+        self.publish(pos, len, span, flags);
+        let r = self.record(rec);
+        if r.prod_pos.load(Ordering::Relaxed) == pos && self.record_is_mine(rec) {
+            // The slot's state now tells the story; the intent may go.
+            r.prod_pos.store(NONE, Ordering::Release);
+        }
+    }
+
+    /// Marks the lead of a claim (`WRITING`) or take (`READING`) this thread still
+    /// holds with its record, before its intent moves on to another position.
+    fn mark(&self, pos: u64, kind: u64, rec: usize) {
+        let idx = self.index(pos) as usize;
+        self.state(idx)
+            .store(state(pos, kind, rec as u64 + 1), Ordering::Release);
     }
 
     /// If the entry at `head` is a SKIP entry (padding), consumes it, so a producer
     /// never waits for a consumer to step over padding. Whether it did.
-    fn skip_at_head(&self) -> bool {
+    fn skip_at_head(&self, rec: usize) -> bool {
         let c = self.control();
         let pos = c.head.load(Ordering::Acquire);
-        let idx = (pos % self.capacity) as usize;
+        let idx = self.index(pos) as usize;
         let word = self.state(idx).load(Ordering::Acquire);
         if word != state(pos, FULL, 0) || self.meta_word(idx).load(Ordering::Relaxed) & SKIP == 0 {
             return false;
         }
+        let span = self.lead_span(idx).unwrap_or(1);
+        if !self.take_at(pos, span, rec) {
+            return false;
+        }
+        self.finish_take(rec, pos, span);
+        self.not_full().notify_all();
+        true
+    }
+
+    /// Takes the entry at `pos` (whose lead was seen FULL) of `span` slots with a CAS
+    /// on head, recording the intent first; false if head moved on meanwhile.
+    #[inline]
+    fn take_at(&self, pos: u64, span: u64, rec: usize) -> bool {
+        let r = self.record(rec);
+        let held = r.cons_pos.load(Ordering::Relaxed);
+        if held != NONE {
+            self.mark(held, READING, rec);
+        }
+        // The intent is visible to anyone who sees the CAS below (Release).
+        r.cons_pos.store(pos, Ordering::Relaxed);
         if self
-            .state(idx)
+            .control()
+            .head
             .compare_exchange(
-                word,
-                state(pos, READING, my_pid()),
-                Ordering::Acquire,
+                pos,
+                pos.wrapping_add(span),
+                Ordering::AcqRel,
                 Ordering::Relaxed,
             )
             .is_err()
         {
+            r.cons_pos.store(NONE, Ordering::Relaxed);
             return false;
         }
-        let span = self.lead_span(idx).unwrap_or(1);
-        self.advance_head(pos, span);
-        self.release(pos, span);
         true
+    }
+
+    /// Frees a taken entry and clears the intent that covered it.
+    #[inline]
+    fn finish_take(&self, rec: usize, pos: u64, span: u64) {
+        self.release(pos, span);
+        let r = self.record(rec);
+        if r.cons_pos.load(Ordering::Relaxed) == pos && self.record_is_mine(rec) {
+            r.cons_pos.store(NONE, Ordering::Release);
+        }
     }
 
     /// The span in the meta word of lead slot `idx`, if it is possible there (the
@@ -722,50 +911,13 @@ impl Ring {
         (span >= 1 && span <= self.capacity - idx as u64).then_some(span)
     }
 
-    /// Moves head from `pos` past a message of `span` slots this process just took:
-    /// only the owner of the lead at head moves head, so a plain store suffices.
-    #[inline]
-    fn advance_head(&self, pos: u64, span: u64) {
-        self.control()
-            .head
-            .store(pos.wrapping_add(span), Ordering::Release);
-    }
-
-    /// Moves head from `pos` past a message of `span` slots whose owner died, unless
-    /// that owner moved it already (a repairer must never move head back).
-    fn move_head(&self, pos: u64, span: u64) {
-        let _ = self.control().head.compare_exchange(
-            pos,
-            pos.wrapping_add(span),
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        );
-    }
-
-    /// Waits briefly for `tail` to move past `pos`; whether it did.
-    fn tail_moves(&self, pos: u64) -> bool {
-        let tail = &self.control().tail;
-        (0..BUSY_SPINS).any(|_| {
-            std::hint::spin_loop();
-            tail.load(Ordering::Acquire) != pos
-        })
-    }
-
-    /// Waits briefly for `head` to move past `pos`; whether it did.
-    fn head_moves(&self, pos: u64) -> bool {
-        let head = &self.control().head;
-        (0..BUSY_SPINS).any(|_| {
-            std::hint::spin_loop();
-            head.load(Ordering::Acquire) != pos
-        })
-    }
-
     /// Stores the meta word and makes the lead slot FULL.
+    #[inline]
     fn publish(&self, pos: u64, len: usize, span: u64, flags: u64) {
-        let idx = (pos % self.capacity) as usize;
+        let idx = self.index(pos) as usize;
         self.meta_word(idx)
             .store(meta(len as u64, span, flags), Ordering::Relaxed);
-        // Publishes data and meta; paired with the Acquire load in `try_pop_with`.
+        // Publishes data and meta; paired with the Acquire load in `take_one`.
         self.state(idx)
             .store(state(pos, FULL, 0), Ordering::Release);
     }
@@ -775,15 +927,122 @@ impl Ring {
     ///
     /// # Errors
     ///
-    /// [`PopError::Empty`] if there is nothing to take now; [`PopError::Corrupt`] if
-    /// the ring's state is inconsistent (a message with impossible meta is dropped
-    /// and reported, so the next call can go on).
+    /// [`PopError::Empty`] if there is nothing to take now (or all [`RECORDS`]
+    /// records are held by other live threads); [`PopError::Corrupt`] if the ring's
+    /// state is inconsistent (a message with impossible meta is dropped and
+    /// reported, so the next call can go on).
     #[inline]
     pub fn try_take(&self) -> Result<ReadSlot<'_>, PopError> {
+        let Some(rec) = self.my_record() else {
+            return Err(PopError::Empty);
+        };
         loop {
-            if let Some(slot) = self.take_one()? {
-                return Ok(slot);
+            let (pos, m) = self.take_raw(rec);
+            if m & RAW_NOTHING != 0 {
+                return Err(if m & RAW_STUCK != 0 {
+                    self.stuck_at(pos)
+                } else {
+                    PopError::Empty
+                });
             }
+            let span = (m >> 32) & 0xFFFF;
+            if m & (RAW_INVALID | SKIP) != 0 {
+                // Dropped without a guard: a guard built here and dropped would be
+                // copied through memory on the hot path.
+                self.finish_take(rec, pos, if m & RAW_INVALID != 0 { 1 } else { span });
+                self.not_full().notify_one();
+                if m & RAW_INVALID != 0 {
+                    return Err(self.invalid_meta(pos, m));
+                }
+                continue;
+            }
+            return Ok(ReadSlot {
+                ring: self,
+                pos,
+                len: (m & 0xFFFF_FFFF) as usize,
+                span,
+                rec,
+                notify: true,
+                _thread: PhantomData,
+            });
+        }
+    }
+
+    /// Copies `msg` into a new message and publishes it. Does not block; wakes a
+    /// sleeping consumer. The fastest way to put a message that is already in
+    /// memory: no guard, nothing but the copy between the claim and the publish.
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_claim`](Ring::try_claim).
+    #[inline]
+    pub fn try_push(&self, msg: &[u8]) -> Result<(), PushError> {
+        let len = msg.len();
+        let span = self.span_for(len);
+        if span > self.capacity || span > MAX_SPAN || len > u32::MAX as usize {
+            return Err(PushError::TooLarge {
+                len,
+                max: self.max_message(),
+            });
+        }
+        let Some(rec) = self.my_record() else {
+            return Err(PushError::Full);
+        };
+        let Some(pos) = self.claim_raw(rec, span) else {
+            return Err(PushError::Full);
+        };
+        let idx = self.index(pos) as usize;
+        // SAFETY: slots idx..idx+span are ours by the claim (see `WriteSlot::buf`);
+        // len <= span * slot_size bytes inside the data area; `msg` is private
+        // memory, so the ranges do not overlap. A copy cannot panic, so no guard is
+        // needed to publish on unwinding.
+        unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), self.data(idx), len) };
+        self.finish_claim(rec, pos, len, span, 0);
+        self.not_empty().notify_one();
+        Ok(())
+    }
+
+    /// Takes one message and copies it into the start of `out`; returns its length.
+    /// A message longer than `out` is cut to `out.len()` bytes (the length returned
+    /// is still the whole message's). Does not block; wakes a sleeping producer.
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_take`](Ring::try_take).
+    #[inline]
+    pub fn try_pop_into(&self, out: &mut [u8]) -> Result<usize, PopError> {
+        let Some(rec) = self.my_record() else {
+            return Err(PopError::Empty);
+        };
+        loop {
+            let (pos, m) = self.take_raw(rec);
+            if m & RAW_NOTHING != 0 {
+                return Err(if m & RAW_STUCK != 0 {
+                    self.stuck_at(pos)
+                } else {
+                    PopError::Empty
+                });
+            }
+            let span = (m >> 32) & 0xFFFF;
+            if m & (RAW_INVALID | SKIP) != 0 {
+                self.finish_take(rec, pos, if m & RAW_INVALID != 0 { 1 } else { span });
+                self.not_full().notify_one();
+                if m & RAW_INVALID != 0 {
+                    return Err(self.invalid_meta(pos, m));
+                }
+                continue;
+            }
+            let len = (m & 0xFFFF_FFFF) as usize;
+            let idx = self.index(pos) as usize;
+            // SAFETY: the entry is ours by the take, its len <= span * slot_size
+            // bytes published by the producer's Release store of FULL (see
+            // `ReadSlot::bytes`); `out` is private memory. A copy cannot panic.
+            unsafe {
+                std::ptr::copy_nonoverlapping(self.data(idx), out.as_mut_ptr(), len.min(out.len()));
+            }
+            self.finish_take(rec, pos, span);
+            self.not_full().notify_one();
+            return Ok(len);
         }
     }
 
@@ -798,153 +1057,250 @@ impl Ring {
         Ok(read(slot.bytes()))
     }
 
-    /// Takes the message at head: `Ok(None)` after consuming a SKIP entry.
-    fn take_one(&self) -> Result<Option<ReadSlot<'_>>, PopError> {
+    /// Takes the entry at head with a CAS: its position and meta word, with
+    /// [`RAW_INVALID`] set if the meta is impossible (the entry was taken as one
+    /// slot), or [`RAW_NOTHING`] (and [`RAW_STUCK`] if head sits on a state that
+    /// makes no sense). Plain numbers, so the guard lives in the caller's registers.
+    #[inline]
+    fn take_raw(&self, rec: usize) -> (u64, u64) {
         let c = self.control();
-        let me = my_pid();
         let mut stale = 0;
         loop {
             let pos = c.head.load(Ordering::Acquire);
-            let idx = (pos % self.capacity) as usize;
+            let idx = self.index(pos) as usize;
             let word = self.state(idx).load(Ordering::Acquire);
             if word != state(pos, FULL, 0) {
                 let (st, kind, _) = decode(word);
-                if st == stamp(pos) && kind == READING && self.head_moves(pos) {
-                    // Another consumer took this message and has moved head on.
-                    continue;
-                }
-                if st == stamp(pos) && (kind == EMPTY || kind == WRITING || kind == READING) {
-                    // Nothing published yet, or still being written (or taken by a
-                    // consumer that is slow to move head on).
-                    return Err(PopError::Empty);
+                if st == stamp(pos) && (kind == EMPTY || kind == WRITING) {
+                    // Nothing published yet, or still being written.
+                    return (pos, RAW_NOTHING);
                 }
                 if c.head.load(Ordering::Acquire) != pos {
                     continue;
                 }
                 stale += 1;
                 if stale > 64 {
-                    if c.tail.load(Ordering::Acquire) == pos {
-                        return Err(PopError::Empty);
-                    }
-                    return Err(PopError::Corrupt(format!(
-                        "slot {idx} at head position {pos} has state {word:#x}"
-                    )));
+                    let stuck = c.tail.load(Ordering::Acquire) != pos;
+                    return (pos, RAW_NOTHING | if stuck { RAW_STUCK } else { 0 });
                 }
                 std::hint::spin_loop();
                 continue;
             }
-            if self
-                .state(idx)
-                .compare_exchange(
-                    word,
-                    state(pos, READING, me),
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                )
-                .is_err()
-            {
+            // FULL(pos) and head == pos: meta is the producer's and stays so until
+            // the entry is taken, which our CAS on head decides.
+            let m = self.meta_word(idx).load(Ordering::Relaxed);
+            let len = m & 0xFFFF_FFFF;
+            let span = (m >> 32) & 0xFFFF;
+            let valid = span >= 1
+                && span <= self.capacity - idx as u64
+                && len <= span * self.slot_size as u64;
+            if !self.take_at(pos, if valid { span } else { 1 }, rec) {
                 continue;
             }
-            let m = self.meta_word(idx).load(Ordering::Relaxed);
-            let len = (m & 0xFFFF_FFFF) as usize;
-            let span = (m >> 32) & 0xFFFF;
-            let max_span = self.capacity - idx as u64;
-            let valid = span >= 1 && span <= max_span && len <= span as usize * self.slot_size;
-            let span = if valid { span } else { 1 };
-            self.advance_head(pos, span);
-            let slot = ReadSlot {
-                ring: self,
-                pos,
-                len: if valid { len } else { 0 },
-                span,
-                notify: true,
-            };
-            if !valid {
-                drop(slot);
-                return Err(PopError::Corrupt(format!(
-                    "slot {idx} holds a message of {len} bytes over {} slots (meta {m:#x})",
-                    (m >> 32) & 0xFFFF
-                )));
-            }
-            if m & SKIP != 0 {
-                drop(slot);
-                return Ok(None);
-            }
-            return Ok(Some(slot));
+            return (pos, if valid { m } else { m | RAW_INVALID });
         }
     }
 
+    #[cold]
+    fn stuck_at(&self, pos: u64) -> PopError {
+        let idx = self.index(pos) as usize;
+        let word = self.state(idx).load(Ordering::Relaxed);
+        PopError::Corrupt(format!(
+            "slot {idx} at head position {pos} has state {word:#x}"
+        ))
+    }
+
+    #[cold]
+    fn invalid_meta(&self, pos: u64, m: u64) -> PopError {
+        let m = m & !RAW_INVALID;
+        PopError::Corrupt(format!(
+            "slot {} holds a message of {} bytes over {} slots (meta {m:#x})",
+            self.index(pos),
+            m & 0xFFFF_FFFF,
+            (m >> 32) & 0xFFFF
+        ))
+    }
+
     /// Frees the slots of a taken message: the other slots first, the lead last.
+    #[inline]
     fn release(&self, pos: u64, span: u64) {
-        let idx = pos % self.capacity;
+        let idx = self.index(pos);
         for j in 1..span {
-            let p = pos.wrapping_add(j);
-            let _ = self.state((idx + j) as usize).compare_exchange(
-                state(p, EMPTY, 0),
-                state(p.wrapping_add(self.capacity), EMPTY, 0),
+            // Paired with the producer's Acquire load in `slots_free`.
+            self.state((idx + j) as usize).store(
+                state(pos.wrapping_add(j).wrapping_add(self.capacity), EMPTY, 0),
                 Ordering::Release,
-                Ordering::Relaxed,
             );
         }
-        // Frees the lead; paired with the Acquire load in `claim`.
         self.state(idx as usize).store(
             state(pos.wrapping_add(self.capacity), EMPTY, 0),
             Ordering::Release,
         );
     }
 
-    /// The owner pid of the lead slot at `head`, if it is being written or taken; a
-    /// stalled consumer checks whether that process is alive.
-    pub fn busy_at_head(&self) -> Option<u32> {
-        let pos = self.control().head.load(Ordering::Acquire);
-        self.owner_at(pos, |kind| kind == WRITING || kind == READING)
+    /// The calling thread's record in this ring, claiming one on first use; `None`
+    /// if all are held by live threads.
+    #[inline]
+    fn my_record(&self) -> Option<usize> {
+        let id = my_identity();
+        let base = self.base.as_ptr() as usize;
+        let hit = RECORD_CACHE.with(|c| c.iter().map(Cell::get).find(|&(b, _)| b == base));
+        if let Some((_, i)) = hit {
+            let i = i as usize;
+            if i < RECORDS && self.record(i).owner.load(Ordering::Relaxed) == id {
+                return Some(i);
+            }
+        }
+        self.my_record_slow(id)
     }
 
-    /// The owner pid of the lead slot at `tail`, if another producer is mid-claim.
-    pub fn busy_at_tail(&self) -> Option<u32> {
-        let pos = self.control().tail.load(Ordering::Acquire);
-        self.owner_at(pos, |kind| kind == WRITING)
+    #[cold]
+    fn my_record_slow(&self, id: u64) -> Option<usize> {
+        let i = self.find_or_claim_record(id)?;
+        let base = self.base.as_ptr() as usize;
+        RECORD_CACHE.with(|c| {
+            for k in (1..c.len()).rev() {
+                c[k].set(c[k - 1].get());
+            }
+            c[0].set((base, i as u32));
+        });
+        Some(i)
     }
 
-    /// The pid in the state of the slot for position `pos`, if that state is for
-    /// `pos` and of a kind `owned` accepts.
-    fn owner_at(&self, pos: u64, owned: impl Fn(u64) -> bool) -> Option<u32> {
-        let word = self
-            .state((pos % self.capacity) as usize)
-            .load(Ordering::Acquire);
-        let (st, kind, pid) = decode(word);
-        (st == stamp(pos) && owned(kind)).then_some(pid)
+    /// Finds this thread's record, or claims a free one, or takes over one whose
+    /// owner is gone and whose intents no longer matter.
+    fn find_or_claim_record(&self, id: u64) -> Option<usize> {
+        if let Some(i) = (0..RECORDS).find(|&i| self.record(i).owner.load(Ordering::Acquire) == id)
+        {
+            return Some(i);
+        }
+        for reuse in [false, true] {
+            for i in 0..RECORDS {
+                let r = self.record(i);
+                let owner = r.owner.load(Ordering::Acquire);
+                let free = if reuse {
+                    owner != 0 && !self.record_alive(i) && self.record_settled(i)
+                } else {
+                    owner == 0
+                };
+                if free
+                    && r.owner
+                        .compare_exchange(owner, id, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    r.prod_pos.store(NONE, Ordering::Relaxed);
+                    r.cons_pos.store(NONE, Ordering::Relaxed);
+                    // Before any intent of ours (each stored after this, and
+                    // published by the Release of its CAS), so a repairer that sees
+                    // an intent also sees the start time to judge us by.
+                    let start = proc::ProcessId::current().start_ticks;
+                    r.start.store(start, Ordering::Release);
+                    return Some(i);
+                }
+            }
+        }
+        None
     }
 
-    /// Position of `head` (for stall detection: a head that does not move while
-    /// producers wait means consumers are stuck or gone).
-    pub fn head_position(&self) -> u64 {
-        self.control().head.load(Ordering::Acquire)
+    /// Whether record `rec` is owned by the calling process (a guard carried into a
+    /// forked child must not touch its parent's record).
+    #[inline]
+    fn record_is_mine(&self, rec: usize) -> bool {
+        self.record(rec).owner.load(Ordering::Relaxed) >> 32 == u64::from(proc::cached_pid())
     }
 
-    /// Finds slots left WRITING or READING by processes that no longer exist and
-    /// resolves them (see "Failure model" in the module docs). Returns how many
-    /// slots were repaired. Scans the whole ring: call it when a wait stalls, not on
-    /// every operation.
+    /// Whether the thread owning record `rec` still exists.
+    fn record_alive(&self, rec: usize) -> bool {
+        let r = self.record(rec);
+        let owner = r.owner.load(Ordering::Acquire);
+        let (pid, tid) = ((owner >> 32) as u32, owner as u32);
+        if owner == 0 {
+            return false;
+        }
+        if pid == proc::cached_pid() {
+            return proc::thread_exists(pid, tid);
+        }
+        proc::is_alive(pid, r.start.load(Ordering::Acquire)) && proc::thread_exists(pid, tid)
+    }
+
+    /// Whether record `rec` no longer matters to anyone: its producer intent is not
+    /// between head and tail, its consumer intent is not a taken, unreleased message,
+    /// and no slot bears its mark.
+    fn record_settled(&self, rec: usize) -> bool {
+        let c = self.control();
+        let r = self.record(rec);
+        let head = c.head.load(Ordering::Acquire);
+        let tail = c.tail.load(Ordering::Acquire);
+        let p = r.prod_pos.load(Ordering::Acquire);
+        if p != NONE && head <= p && p < tail {
+            return false;
+        }
+        let q = r.cons_pos.load(Ordering::Acquire);
+        if q != NONE && q < head {
+            let idx = self.index(q) as usize;
+            if self.state(idx).load(Ordering::Acquire) == state(q, FULL, 0) {
+                return false;
+            }
+        }
+        let mark = rec as u64 + 1;
+        (0..self.capacity as usize).all(|idx| {
+            let (_, kind, owner) = decode(self.state(idx).load(Ordering::Acquire));
+            !((kind == WRITING || kind == READING) && owner == mark)
+        })
+    }
+
+    /// Whether the owner named in a WRITING/READING mark is gone (a mark that names
+    /// no record counts as gone).
+    fn mark_owner_gone(&self, owner: u64, live: &mut Liveness) -> bool {
+        owner == 0 || owner > RECORDS as u64 || !live.alive(self, owner as usize - 1)
+    }
+
+    /// Resolves claims and takes left unfinished by threads or processes that no
+    /// longer exist (see "Failure model" in the module docs). Returns how many
+    /// entries were repaired. Cheap when nothing is stuck (a scan of the slot
+    /// states); call it when a wait stalls, not on every operation.
     pub fn repair(&self) -> usize {
+        let Some(me) = self.my_record() else {
+            return 0;
+        };
+        let mut live = Liveness::default();
         let mut repaired = 0;
-        let mut dead_cache: Vec<(u32, bool)> = Vec::new();
-        let me = my_pid();
+        // Unpublished claims at head, one slot at a time: each becomes a SKIP entry
+        // that this repairer consumes at once, so the next can be judged.
+        for _ in 0..self.capacity {
+            if !self.repair_head(me, &mut live) {
+                break;
+            }
+            repaired += 1;
+            self.skip_at_head(me);
+        }
+        // Taken but never released.
+        let c = self.control();
+        let head = c.head.load(Ordering::Acquire);
         for idx in 0..self.capacity as usize {
             let word = self.state(idx).load(Ordering::Acquire);
-            let (_, kind, pid) = decode(word);
-            if kind != WRITING && kind != READING || pid == me {
+            let (st, kind, owner) = decode(word);
+            if kind != FULL && kind != READING {
                 continue;
             }
-            let dead = match dead_cache.iter().find(|(p, _)| *p == pid) {
-                Some(&(_, d)) => d,
-                None => {
-                    let d = !proc::is_alive(pid, 0);
-                    dead_cache.push((pid, d));
-                    d
-                }
+            // The position with this stamp at or below head.
+            let pos = head.wrapping_sub(stamp(head).wrapping_sub(st) & STAMP_MASK);
+            if pos == head
+                || head.wrapping_sub(pos) > self.capacity
+                || self.index(pos) != idx as u64
+            {
+                continue;
+            }
+            let gone = if kind == READING {
+                self.mark_owner_gone(owner, &mut live)
+            } else {
+                // FULL behind head: taken, still in its taker's window. Gone if no
+                // live record holds the intent.
+                !(0..RECORDS).any(|i| {
+                    self.record(i).cons_pos.load(Ordering::Acquire) == pos && live.alive(self, i)
+                })
             };
-            if dead && self.repair_slot(idx, word, me) {
+            if gone && self.take_over_taken(pos, word, me) {
                 repaired += 1;
             }
         }
@@ -955,59 +1311,82 @@ impl Ring {
         repaired
     }
 
-    /// Resolves one slot whose owner is dead; false if someone else got there first
-    /// or the slot's state makes no sense (left alone).
-    fn repair_slot(&self, idx: usize, word: u64, me: u32) -> bool {
+    /// If the entry at head is a claim whose claimants are all gone, makes it a SKIP
+    /// entry of one slot. Whether it did.
+    fn repair_head(&self, me: usize, live: &mut Liveness) -> bool {
         let c = self.control();
-        let (st, kind, _) = decode(word);
-        let cap = self.capacity;
-        // Take the slot over, so no other repairer acts on it.
-        let taken = state(0, kind, me) | (st << 24);
+        let head = c.head.load(Ordering::Acquire);
+        // Every intent stored before a CAS that moved tail to here is visible now.
+        let tail = c.tail.load(Ordering::Acquire);
+        let ahead = tail.wrapping_sub(head);
+        if ahead == 0 || ahead > self.capacity {
+            return false;
+        }
+        let idx = self.index(head) as usize;
+        let word = self.state(idx).load(Ordering::Acquire);
+        let (st, kind, owner) = decode(word);
+        if st != stamp(head) {
+            return false;
+        }
+        let gone = match kind {
+            EMPTY => !(0..RECORDS).any(|i| {
+                self.record(i).prod_pos.load(Ordering::Acquire) == head && live.alive(self, i)
+            }),
+            WRITING => self.mark_owner_gone(owner, live),
+            _ => false,
+        };
+        if !gone {
+            return false;
+        }
+        // Take the slot over from the very state judged: a late owner's publish and
+        // this repair cannot both happen.
         if self
             .state(idx)
-            .compare_exchange(word, taken, Ordering::AcqRel, Ordering::Relaxed)
+            .compare_exchange(
+                word,
+                state(head, WRITING, me as u64 + 1),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
             .is_err()
         {
             return false;
         }
-        let m = self.meta_word(idx).load(Ordering::Relaxed);
-        let max_span = cap - idx as u64;
-        if kind == WRITING {
-            // The full position: the one with this stamp at or just below tail.
-            let tail = c.tail.load(Ordering::Acquire);
-            let pos = tail.wrapping_sub(stamp(tail).wrapping_sub(st) & STAMP_MASK);
-            if pos % cap != idx as u64 {
-                return false;
-            }
-            let span = if tail == pos {
-                // The producer died before moving tail: abandon one slot.
-                let _ = c.tail.compare_exchange(
-                    pos,
-                    pos.wrapping_add(1),
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                );
-                1
-            } else {
-                // It moved tail by its span (the meta store precedes that move).
-                let span = (m >> 32) & 0xFFFF;
-                if span >= 1 && span <= max_span && span <= tail.wrapping_sub(pos) {
-                    span
-                } else {
-                    1
-                }
-            };
-            self.publish(pos, 0, span, SKIP);
-        } else {
-            let head = c.head.load(Ordering::Acquire);
-            let pos = head.wrapping_sub(stamp(head).wrapping_sub(st) & STAMP_MASK);
-            if pos % cap != idx as u64 {
-                return false;
-            }
-            let span = self.lead_span(idx).unwrap_or(1);
-            self.move_head(pos, span);
-            self.release(pos, span);
+        self.publish(head, 0, 1, SKIP);
+        true
+    }
+
+    /// Frees a taken message at `pos` whose taker is gone, taking it over from the
+    /// state `word` it was judged in. Whether it did.
+    fn take_over_taken(&self, pos: u64, word: u64, me: usize) -> bool {
+        let idx = self.index(pos) as usize;
+        if self
+            .state(idx)
+            .compare_exchange(
+                word,
+                state(pos, READING, me as u64 + 1),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return false;
         }
+        let span = self.lead_span(idx).unwrap_or(1);
+        for j in 1..span {
+            let p = pos.wrapping_add(j);
+            // A CAS, so redoing the repair of a repairer that died is harmless.
+            let _ = self.state(idx + j as usize).compare_exchange(
+                state(p, EMPTY, 0),
+                state(p.wrapping_add(self.capacity), EMPTY, 0),
+                Ordering::Release,
+                Ordering::Relaxed,
+            );
+        }
+        self.state(idx).store(
+            state(pos.wrapping_add(self.capacity), EMPTY, 0),
+            Ordering::Release,
+        );
         true
     }
 }
@@ -1057,17 +1436,56 @@ mod tests {
     }
 
     #[test]
+    fn index_is_the_remainder_for_every_capacity() {
+        let mem = Mem::new(64);
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for cap in [
+            1,
+            2,
+            3,
+            7,
+            10,
+            1000,
+            1024,
+            65_535,
+            (1 << 31) + 11,
+            MAX_CAPACITY - 1,
+            MAX_CAPACITY,
+        ] {
+            let r = Ring::handle(mem.ptr, cap, 8);
+            for pos in [
+                0,
+                1,
+                cap - 1,
+                cap,
+                cap + 1,
+                u64::MAX,
+                u64::MAX - cap,
+                u64::MAX / 2,
+            ] {
+                assert_eq!(r.index(pos), pos % cap, "{pos} % {cap}");
+            }
+            for _ in 0..10_000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                assert_eq!(r.index(x), x % cap, "{x} % {cap}");
+            }
+        }
+    }
+
+    #[test]
     fn layout_checks() {
         assert_eq!(Ring::bytes_for(0, 8), None);
         assert_eq!(Ring::bytes_for(4, 12), None);
-        assert_eq!(Ring::bytes_for(4, 8), Some(768 + 128 + 32));
+        assert_eq!(Ring::bytes_for(4, 8), Some(CONTROL_OFFSET + 128 + 32));
         let mem = Mem::new(1024);
         // SAFETY: the memory is ours; the call fails before touching it.
         let err = unsafe { Ring::init(mem.ptr, 100, 4, 8) }.unwrap_err();
         assert_eq!(
             err,
             LayoutError::TooSmall {
-                needed: 928,
+                needed: CONTROL_OFFSET + 160,
                 given: 100
             }
         );
@@ -1161,32 +1579,82 @@ mod tests {
         assert!(pop(&r).is_err());
     }
 
+    /// Makes record `rec` look owned by a thread that no longer exists (pid
+    /// 0x7FFF_FFFE is above any real pid_max).
+    fn fake_dead_owner(r: &Ring, rec: usize) {
+        r.record(rec)
+            .owner
+            .store(0x7FFF_FFFE << 32 | 1, Ordering::Relaxed);
+    }
+
     #[test]
-    fn repair_resolves_slots_of_dead_processes() {
+    fn repair_resolves_claims_and_takes_of_gone_threads() {
         let (_m, r) = ring(4, 8);
         push(&r, b"1").unwrap();
-        // Fake a producer that died holding the next lead before moving tail (pid
-        // 0x3FFFFF is above any real pid_max default, so it is "dead").
-        let dead = PID_MASK as u32;
-        r.state(1).store(state(1, WRITING, dead), Ordering::Relaxed);
-        assert_eq!(r.busy_at_tail(), Some(dead));
+        // A producer that died after its CAS on tail, before publishing: its intent
+        // names position 1.
+        fake_dead_owner(&r, 100);
+        r.record(100).prod_pos.store(1, Ordering::Relaxed);
+        r.control().tail.store(2, Ordering::Relaxed);
+        assert_eq!(pop(&r).unwrap(), b"1");
+        assert_eq!(pop(&r), Err(PopError::Empty));
         assert_eq!(r.repair(), 1);
         push(&r, b"2").unwrap();
-        assert_eq!(pop(&r).unwrap(), b"1");
-        assert_eq!(pop(&r).unwrap(), b"2"); // the abandoned slot was skipped
-        // A consumer that died mid-read: its slots are freed, the message lost.
-        push(&r, b"3").unwrap();
+        assert_eq!(pop(&r).unwrap(), b"2"); // the abandoned claim was skipped
+        // A live claimant (this thread's own record) is never repaired.
+        let mut held = r.try_claim(1).unwrap();
+        held.buf()[0] = b'3';
+        assert_eq!(r.repair(), 0);
+        held.commit();
+        assert_eq!(pop(&r).unwrap(), b"3");
+        // A consumer that died after its CAS on head, mid-read: its intent names
+        // the message; the message is lost and its slot freed.
+        push(&r, b"4").unwrap();
         let head = r.head_position();
-        let idx = (head % 4) as usize;
-        r.state(idx)
-            .store(state(head, READING, dead), Ordering::Relaxed);
-        assert_eq!(r.busy_at_head(), Some(dead));
-        assert_eq!(r.repair(), 1);
-        assert_eq!(pop(&r), Err(PopError::Empty));
-        for m in [b"4", b"5", b"6", b"7"] {
+        fake_dead_owner(&r, 101);
+        r.record(101).cons_pos.store(head, Ordering::Relaxed);
+        r.control().head.store(head + 1, Ordering::Relaxed);
+        for m in [b"5", b"6", b"7"] {
             push(&r, m).unwrap();
         }
         assert_eq!(push(&r, b"8"), Err(PushError::Full));
+        assert_eq!(r.repair(), 1);
+        push(&r, b"8").unwrap();
+        for m in [b"5", b"6", b"7", b"8"] {
+            assert_eq!(pop(&r).unwrap(), m);
+        }
+        // A READING mark of a gone owner (a take held while taking another).
+        push(&r, b"9").unwrap();
+        let head = r.head_position();
+        r.control().head.store(head + 1, Ordering::Relaxed);
+        r.mark(head, READING, 101);
+        assert_eq!(r.repair(), 1);
+        assert_eq!(pop(&r), Err(PopError::Empty));
+        assert_eq!(r.len(), 0);
+    }
+
+    #[test]
+    fn holding_two_claims_and_two_takes_marks_the_first() {
+        let (_m, r) = ring(8, 8);
+        let mut a = r.try_claim(1).unwrap();
+        let mut b = r.try_claim(1).unwrap();
+        a.buf()[0] = b'a';
+        b.buf()[0] = b'b';
+        let (_, kind, _) = decode(r.state(0).load(Ordering::Relaxed));
+        assert_eq!(kind, WRITING, "the first claim is marked");
+        b.commit();
+        a.commit();
+        let x = r.try_take().unwrap();
+        let y = r.try_take().unwrap();
+        assert_eq!((x.bytes(), y.bytes()), (&b"a"[..], &b"b"[..]));
+        let (_, kind, _) = decode(r.state(0).load(Ordering::Relaxed));
+        assert_eq!(kind, READING, "the first take is marked");
+        drop(x);
+        drop(y);
+        assert_eq!(r.repair(), 0);
+        assert!(r.is_empty());
+        push(&r, b"c").unwrap();
+        assert_eq!(pop(&r).unwrap(), b"c");
     }
 
     #[test]
