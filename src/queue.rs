@@ -211,6 +211,7 @@ impl Core {
             Err(PushError::Full) => None,
             r => Some(r),
         };
+        self.wait_for_batch_room(spin, deadline);
         let on_stall = || {
             self.ring.repair();
             try_claim()
@@ -219,6 +220,28 @@ impl Core {
             .not_full()
             .wait_until_checked(spin, deadline, try_claim, on_stall)
             .unwrap_or(Err(PushError::Full))
+    }
+
+    /// A producer that found the ring full first waits, for at most
+    /// [`BATCH_WAIT`] of its spin, until a batch of slots is free: resuming at once
+    /// would put it on the very line the consumers are reading, and the two sides
+    /// would then trade that line for every item. (Bounded, so a consumer that
+    /// takes one item and then waits for this producer costs it only that long.)
+    fn wait_for_batch_room(&self, spin: Spin, deadline: Option<Deadline>) {
+        let batch = (self.ring.capacity() / 4).min(64);
+        if batch < 2 || spin.duration.is_zero() {
+            return;
+        }
+        let until = Deadline::after(spin.duration.min(BATCH_WAIT));
+        let until = deadline.map_or(until, |d| d.min(until));
+        while !until.expired() {
+            for _ in 0..32 {
+                if self.ring.room_ahead(batch - 1) {
+                    return;
+                }
+                std::hint::spin_loop();
+            }
+        }
     }
 
     /// Takes a message, waiting as `block` allows; inline first try, as for `claim`.
@@ -249,6 +272,9 @@ impl Core {
     }
 }
 
+/// Longest a producer waits for a batch of room (see `Core::wait_for_batch_room`).
+const BATCH_WAIT: Duration = Duration::from_micros(5);
+
 /// A handle's own state: closed or not, and how it waits.
 #[derive(Debug)]
 struct HandleState {
@@ -277,6 +303,7 @@ impl HandleState {
         self.spin_nanos.store(nanos, Ordering::Relaxed);
     }
 
+    #[inline]
     fn closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed)
     }
@@ -687,14 +714,15 @@ impl<T: Pod> Queue<T> {
         }
         let mut n = 0;
         for item in items {
-            match self.core.ring.try_claim(size_of::<T>()) {
-                Ok(mut slot) => {
-                    slot.buf().copy_from_slice(bytemuck::bytes_of(item));
-                    slot.commit_quiet();
-                    n += 1;
-                }
-                Err(_) => break,
+            if self
+                .core
+                .ring
+                .try_push_quiet(bytemuck::bytes_of(item))
+                .is_err()
+            {
+                break;
             }
+            n += 1;
         }
         if n > 0 {
             self.core.ring.notify_consumers();
@@ -736,21 +764,22 @@ impl<T: Pod> Queue<T> {
         let mut n = 0;
         let mut result = Ok(());
         while n < max {
-            match self.core.ring.try_take() {
-                Ok(slot) => {
-                    let item = read_item(&slot);
-                    slot.release_quiet();
-                    match item {
-                        Ok(item) => {
-                            out.push(item);
-                            n += 1;
-                        }
-                        Err(e) => {
-                            result = Err(e);
-                            break;
-                        }
+            let mut item = T::zeroed();
+            match self
+                .core
+                .ring
+                .try_pop_into_quiet(bytemuck::bytes_of_mut(&mut item))
+            {
+                Ok(len) => match check_item_len::<T>(len) {
+                    Ok(()) => {
+                        out.push(item);
+                        n += 1;
                     }
-                }
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                },
                 Err(PopError::Empty) => break,
                 Err(e) => {
                     result = Err(e.into());
@@ -1225,6 +1254,14 @@ impl ByteQueue {
     }
 
     fn put_block(&self, msg: &[u8], block: Block) -> Result<(), PutBytesError> {
+        if !self.queue.handle.closed() {
+            // The fast path: a copy straight into the ring, no guard.
+            match self.core().ring.try_push(msg) {
+                Ok(()) => return Ok(()),
+                Err(PushError::Full) if !matches!(block, Block::No) => {}
+                Err(_) => {} // the loan path reports it
+            }
+        }
         let mut loan = self.loan_block(msg.len(), block)?;
         loan.buf().copy_from_slice(msg);
         loan.commit();
@@ -1320,6 +1357,19 @@ impl ByteQueue {
     ///
     /// As for [`get`](Self::get).
     pub fn get_into(&self, buf: &mut Vec<u8>) -> Result<usize, GetError> {
+        if !self.queue.handle.closed() {
+            // The fast path: one message read in place, without moving a guard.
+            let copy = |m: &[u8]| {
+                buf.clear();
+                buf.extend_from_slice(m);
+                m.len()
+            };
+            match self.core().ring.try_pop_with(copy) {
+                Ok(n) => return Ok(n),
+                Err(PopError::Empty) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         let m = self.take_block(Block::Until(None))?;
         buf.clear();
         buf.extend_from_slice(&m);

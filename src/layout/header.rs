@@ -799,10 +799,12 @@ mod tests {
             Err(HeaderError::NotShmproc { .. })
         ));
         let mut img = good.clone();
-        img[8..12].copy_from_slice(&2u32.to_ne_bytes());
+        img[8..12].copy_from_slice(&(LAYOUT_VERSION + 1).to_ne_bytes());
         assert_eq!(
             parse(&img, len),
-            Err(HeaderError::UnsupportedVersion { found: 2 })
+            Err(HeaderError::UnsupportedVersion {
+                found: LAYOUT_VERSION + 1
+            })
         );
         let mut img = good.clone();
         img[16..20].copy_from_slice(&STATE_INITIALIZING.to_ne_bytes());

@@ -209,6 +209,28 @@ fn my_identity() -> u64 {
     u64::from(proc::cached_pid()) << 32 | u64::from(proc::cached_tid())
 }
 
+/// `copy_nonoverlapping` with the sizes of small items (a u64, two) done inline: a
+/// call to memcpy for eight bytes costs more than the rest of a put.
+///
+/// # Safety
+///
+/// As for [`std::ptr::copy_nonoverlapping`].
+#[inline(always)]
+unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize) {
+    // SAFETY: the caller's contract; each branch copies exactly `len` bytes.
+    unsafe {
+        match len {
+            8 => dst
+                .cast::<u64>()
+                .write_unaligned(src.cast::<u64>().read_unaligned()),
+            16 => dst
+                .cast::<u128>()
+                .write_unaligned(src.cast::<u128>().read_unaligned()),
+            _ => std::ptr::copy_nonoverlapping(src, dst, len),
+        }
+    }
+}
+
 thread_local! {
     /// The records this thread owns in the rings it used last: (ring base, index).
     /// Only a hint: every hit is checked against the record's owner word.
@@ -684,6 +706,20 @@ impl Ring {
         &self.control().user_event
     }
 
+    /// Whether the slot `ahead` positions past `tail` is already free for that
+    /// position: with consumers freeing slots in order, room for a batch. A producer
+    /// that found the ring full waits for this (briefly) before it resumes, so that
+    /// it writes lines the consumers have left rather than the one they are reading.
+    #[inline]
+    pub fn room_ahead(&self, ahead: u64) -> bool {
+        let pos = self
+            .control()
+            .tail
+            .load(Ordering::Relaxed)
+            .wrapping_add(ahead);
+        self.state(self.index(pos) as usize).load(Ordering::Relaxed) == state(pos, EMPTY, 0)
+    }
+
     /// Position of `head` (for stall detection and inspection).
     pub fn head_position(&self) -> u64 {
         self.control().head.load(Ordering::Acquire)
@@ -692,7 +728,10 @@ impl Ring {
     /// Slots a message of `len` bytes spans.
     #[inline]
     fn span_for(&self, len: usize) -> u64 {
-        (len.div_ceil(self.slot_size)).max(1) as u64
+        if len <= self.slot_size {
+            return 1; // the common case, without a division
+        }
+        len.div_ceil(self.slot_size) as u64
     }
 
     /// Claims room for one message of `len` bytes, to be written in place and
@@ -977,6 +1016,22 @@ impl Ring {
     /// As for [`try_claim`](Ring::try_claim).
     #[inline]
     pub fn try_push(&self, msg: &[u8]) -> Result<(), PushError> {
+        self.push_copy(msg, true)
+    }
+
+    /// [`try_push`](Ring::try_push) without waking anyone: for batches, which notify
+    /// once at the end (see [`Ring::notify_consumers`]).
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_claim`](Ring::try_claim).
+    #[inline]
+    pub fn try_push_quiet(&self, msg: &[u8]) -> Result<(), PushError> {
+        self.push_copy(msg, false)
+    }
+
+    #[inline]
+    fn push_copy(&self, msg: &[u8], notify: bool) -> Result<(), PushError> {
         let len = msg.len();
         let span = self.span_for(len);
         if span > self.capacity || span > MAX_SPAN || len > u32::MAX as usize {
@@ -996,9 +1051,11 @@ impl Ring {
         // len <= span * slot_size bytes inside the data area; `msg` is private
         // memory, so the ranges do not overlap. A copy cannot panic, so no guard is
         // needed to publish on unwinding.
-        unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), self.data(idx), len) };
+        unsafe { copy_bytes(msg.as_ptr(), self.data(idx), len) };
         self.finish_claim(rec, pos, len, span, 0);
-        self.not_empty().notify_one();
+        if notify {
+            self.not_empty().notify_one();
+        }
         Ok(())
     }
 
@@ -1011,6 +1068,22 @@ impl Ring {
     /// As for [`try_take`](Ring::try_take).
     #[inline]
     pub fn try_pop_into(&self, out: &mut [u8]) -> Result<usize, PopError> {
+        self.pop_copy(out, true)
+    }
+
+    /// [`try_pop_into`](Ring::try_pop_into) without waking anyone: for batches,
+    /// which notify once at the end (see [`Ring::notify_producers`]).
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_take`](Ring::try_take).
+    #[inline]
+    pub fn try_pop_into_quiet(&self, out: &mut [u8]) -> Result<usize, PopError> {
+        self.pop_copy(out, false)
+    }
+
+    #[inline]
+    fn pop_copy(&self, out: &mut [u8], notify: bool) -> Result<usize, PopError> {
         let Some(rec) = self.my_record() else {
             return Err(PopError::Empty);
         };
@@ -1037,11 +1110,11 @@ impl Ring {
             // SAFETY: the entry is ours by the take, its len <= span * slot_size
             // bytes published by the producer's Release store of FULL (see
             // `ReadSlot::bytes`); `out` is private memory. A copy cannot panic.
-            unsafe {
-                std::ptr::copy_nonoverlapping(self.data(idx), out.as_mut_ptr(), len.min(out.len()));
-            }
+            unsafe { copy_bytes(self.data(idx), out.as_mut_ptr(), len.min(out.len())) };
             self.finish_take(rec, pos, span);
-            self.not_full().notify_one();
+            if notify {
+                self.not_full().notify_one();
+            }
             return Ok(len);
         }
     }
@@ -1052,9 +1125,12 @@ impl Ring {
     /// # Errors
     ///
     /// As for [`try_take`](Ring::try_take); `read` is not called then.
+    #[inline]
     pub fn try_pop_with<R>(&self, read: impl FnOnce(&[u8]) -> R) -> Result<R, PopError> {
-        let slot = self.try_take()?;
-        Ok(read(slot.bytes()))
+        match self.try_take() {
+            Ok(slot) => Ok(read(slot.bytes())),
+            Err(e) => Err(e),
+        }
     }
 
     /// Takes the entry at head with a CAS: its position and meta word, with
@@ -1140,29 +1216,43 @@ impl Ring {
 
     /// The calling thread's record in this ring, claiming one on first use; `None`
     /// if all are held by live threads.
-    #[inline]
+    #[inline(always)]
     fn my_record(&self) -> Option<usize> {
+        let base = self.base.as_ptr() as usize;
+        // The ring this thread used last: checked inline, the rest out of line.
+        let (b, i) = RECORD_CACHE.with(|c| c[0].get());
+        let i = i as usize;
+        if b == base && i < RECORDS && self.record(i).owner.load(Ordering::Relaxed) == my_identity()
+        {
+            return Some(i);
+        }
+        self.my_record_slow()
+    }
+
+    #[inline(never)]
+    fn my_record_slow(&self) -> Option<usize> {
         let id = my_identity();
         let base = self.base.as_ptr() as usize;
         let hit = RECORD_CACHE.with(|c| c.iter().map(Cell::get).find(|&(b, _)| b == base));
-        if let Some((_, i)) = hit {
-            let i = i as usize;
-            if i < RECORDS && self.record(i).owner.load(Ordering::Relaxed) == id {
-                return Some(i);
-            }
-        }
-        self.my_record_slow(id)
-    }
-
-    #[cold]
-    fn my_record_slow(&self, id: u64) -> Option<usize> {
-        let i = self.find_or_claim_record(id)?;
+        let cached = hit
+            .map(|(_, i)| i as usize)
+            .filter(|&i| i < RECORDS && self.record(i).owner.load(Ordering::Relaxed) == id);
+        let i = match cached {
+            Some(i) => i,
+            None => self.find_or_claim_record(id)?,
+        };
         let base = self.base.as_ptr() as usize;
         RECORD_CACHE.with(|c| {
-            for k in (1..c.len()).rev() {
-                c[k].set(c[k - 1].get());
+            // Most recent first; this ring's old entry (if any) is dropped.
+            let mut keep: Vec<(usize, u32)> = c
+                .iter()
+                .map(Cell::get)
+                .filter(|&(b, _)| b != base)
+                .collect();
+            keep.insert(0, (base, i as u32));
+            for (cell, entry) in c.iter().zip(keep) {
+                cell.set(entry);
             }
-            c[0].set((base, i as u32));
         });
         Some(i)
     }
