@@ -646,6 +646,7 @@ impl Connection {
         timeout.map(Deadline::after)
     }
 
+    #[inline]
     fn writer(&self) -> Result<&Writer, SendError> {
         if self.closed.get() {
             return Err(SendError::Closed);
@@ -653,6 +654,7 @@ impl Connection {
         self.tx.as_ref().ok_or(SendError::ReceiveOnly)
     }
 
+    #[inline]
     fn reader(&self) -> Result<&Reader, RecvError> {
         if self.closed.get() {
             return Err(RecvError::Closed);
@@ -660,7 +662,9 @@ impl Connection {
         self.rx.as_ref().ok_or(RecvError::SendOnly)
     }
 
-    /// Writes one record, waiting for room until `deadline`.
+    /// Writes one record, waiting for room until `deadline` (the first try inline,
+    /// the wait out of line).
+    #[inline]
     fn write_record(
         &self,
         tx: &Writer,
@@ -669,6 +673,21 @@ impl Connection {
         deadline: Option<Deadline>,
     ) -> Result<(), SendError> {
         if !tx.try_write(fragment, flags) {
+            self.wait_to_write(tx, fragment, flags, deadline)?;
+        }
+        tx.ring().readable().notify_one();
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn wait_to_write(
+        &self,
+        tx: &Writer,
+        fragment: &[u8],
+        flags: u32,
+        deadline: Option<Deadline>,
+    ) -> Result<(), SendError> {
+        {
             let ready = || {
                 if tx.try_write(fragment, flags) {
                     Some(Ok(()))
@@ -682,19 +701,29 @@ impl Connection {
             tx.ring()
                 .writable()
                 .wait_until_checked(self.spin.get(), deadline, ready, on_stall)
-                .unwrap_or(Err(SendError::Timeout))?;
+                .unwrap_or(Err(SendError::Timeout))
         }
-        tx.ring().readable().notify_one();
-        Ok(())
     }
 
+    #[inline]
     fn send_message(&self, msg: &[u8], deadline: Option<Deadline>) -> Result<(), SendError> {
         let tx = self.writer()?;
         self.mark_active();
-        let max = tx.ring().max_fragment();
-        if msg.len() <= max {
+        if msg.len() <= tx.ring().max_fragment() {
             return self.write_record(tx, msg, FIRST, deadline);
         }
+        self.send_fragments(tx, msg, deadline)
+    }
+
+    /// Sends a message longer than a fragment, in fragments.
+    #[inline(never)]
+    fn send_fragments(
+        &self,
+        tx: &Writer,
+        msg: &[u8],
+        deadline: Option<Deadline>,
+    ) -> Result<(), SendError> {
+        let max = tx.ring().max_fragment();
         let mut chunks = msg.chunks(max).peekable();
         let mut flags = FIRST;
         while let Some(chunk) = chunks.next() {
@@ -818,6 +847,15 @@ impl Connection {
         if let Some(rec) = rx.peek()? {
             return Ok(rec);
         }
+        self.wait_for_record(rx, deadline)
+    }
+
+    #[inline(never)]
+    fn wait_for_record(
+        &self,
+        rx: &Reader,
+        deadline: Option<Deadline>,
+    ) -> Result<Record, RecvError> {
         let ready = || match rx.peek() {
             Ok(Some(rec)) => Some(Ok(rec)),
             Err(e) => Some(Err(e.into())),
@@ -844,6 +882,7 @@ impl Connection {
             .unwrap_or(Err(RecvError::Timeout))
     }
 
+    #[inline]
     fn consume(&self, rx: &Reader, rec: &Record) {
         rx.consume(rec);
         rx.ring().writable().notify_one();

@@ -325,7 +325,10 @@ pub fn wait_any<T>(
 
 /// Spins on `ready` for up to `spin` (and not past `deadline`), checking the clock
 /// only every 64 polls: a vDSO clock read costs more than a poll of a line that has
-/// not changed.
+/// not changed. The first 64 polls come before any clock read at all, since a
+/// hand-off between two spinning processes usually completes within them, and a
+/// clock read (tens of nanoseconds on a VM) at the start of every wait would sit on
+/// the critical path of every round trip.
 fn spin_phase<T>(
     spin: Spin,
     deadline: Option<Deadline>,
@@ -334,7 +337,7 @@ fn spin_phase<T>(
     if spin.duration.is_zero() {
         return None;
     }
-    let spin_until = monotonic_now() + spin.duration;
+    let mut spin_until = None;
     loop {
         for _ in 0..64 {
             if let Some(v) = ready() {
@@ -342,7 +345,9 @@ fn spin_phase<T>(
             }
             std::hint::spin_loop();
         }
-        if monotonic_now() >= spin_until || deadline.is_some_and(|d| d.expired()) {
+        let now = monotonic_now();
+        let until = *spin_until.get_or_insert(now + spin.duration);
+        if now >= until || deadline.is_some_and(|d| d.expired()) {
             return None;
         }
     }

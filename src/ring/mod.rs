@@ -9,3 +9,25 @@
 
 pub mod mpmc;
 pub mod spsc;
+
+/// `copy_nonoverlapping` with the sizes of small items (a u64, two) done inline: a
+/// call to memcpy for eight bytes costs more than the rest of a put.
+///
+/// # Safety
+///
+/// As for [`std::ptr::copy_nonoverlapping`].
+#[inline(always)]
+pub(crate) unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize) {
+    // SAFETY: the caller's contract; each branch copies exactly `len` bytes.
+    unsafe {
+        match len {
+            8 => dst
+                .cast::<u64>()
+                .write_unaligned(src.cast::<u64>().read_unaligned()),
+            16 => dst
+                .cast::<u128>()
+                .write_unaligned(src.cast::<u128>().read_unaligned()),
+            _ => std::ptr::copy_nonoverlapping(src, dst, len),
+        }
+    }
+}

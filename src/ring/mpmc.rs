@@ -96,6 +96,7 @@
 //! against them before touching data (so no access is ever out of bounds), and
 //! reports an inconsistent ring as [`PopError::Corrupt`] rather than looping forever.
 
+use super::copy_bytes;
 use crate::layout::padded::CachePadded;
 use crate::os::proc;
 use crate::wait::EventCount;
@@ -207,28 +208,6 @@ fn meta(len: u64, span: u64, flags: u64) -> u64 {
 #[inline]
 fn my_identity() -> u64 {
     u64::from(proc::cached_pid()) << 32 | u64::from(proc::cached_tid())
-}
-
-/// `copy_nonoverlapping` with the sizes of small items (a u64, two) done inline: a
-/// call to memcpy for eight bytes costs more than the rest of a put.
-///
-/// # Safety
-///
-/// As for [`std::ptr::copy_nonoverlapping`].
-#[inline(always)]
-unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize) {
-    // SAFETY: the caller's contract; each branch copies exactly `len` bytes.
-    unsafe {
-        match len {
-            8 => dst
-                .cast::<u64>()
-                .write_unaligned(src.cast::<u64>().read_unaligned()),
-            16 => dst
-                .cast::<u128>()
-                .write_unaligned(src.cast::<u128>().read_unaligned()),
-            _ => std::ptr::copy_nonoverlapping(src, dst, len),
-        }
-    }
 }
 
 thread_local! {

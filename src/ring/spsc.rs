@@ -305,7 +305,7 @@ impl Writer {
         // SAFETY: the record [at, at + need) is free (checked above), contiguous
         // (need <= cap - idx after padding) and inside the data area.
         unsafe {
-            std::ptr::copy_nonoverlapping(
+            super::copy_bytes(
                 fragment.as_ptr(),
                 self.ring.data(idx + HEADER),
                 fragment.len(),
