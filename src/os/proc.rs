@@ -2,6 +2,7 @@
 
 use rustix::process::{Pid, Signal, WaitOptions, WaitStatus};
 use std::io;
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::clock::Deadline;
@@ -15,26 +16,47 @@ pub(crate) fn current_pid() -> u32 {
 /// This process's pid, cached: no syscall after the first call. A `pthread_atfork`
 /// child handler clears the cache, so a forked child (by `Process` or any other
 /// fork) sees its own pid.
+///
+/// No lock: a `Once` here could be held by another thread at the moment of a fork,
+/// and the child would then wait for it forever. Until the handler is registered,
+/// the pid is not cached (each call asks the kernel), so a child forked meanwhile
+/// never inherits a stale cache.
 #[inline]
 pub(crate) fn cached_pid() -> u32 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static PID: AtomicU32 = AtomicU32::new(0);
-    static REGISTER: std::sync::Once = std::sync::Once::new();
-    extern "C" fn clear_in_child() {
-        // Async-signal-safe: one atomic store.
-        PID.store(0, Ordering::Relaxed);
-    }
     let pid = PID.load(Ordering::Relaxed);
     if pid != 0 {
         return pid;
     }
-    REGISTER.call_once(|| {
+    cached_pid_slow()
+}
+
+static PID: AtomicU32 = AtomicU32::new(0);
+/// 0: atfork handler not registered; 1: being registered; 2: registered.
+static ATFORK: AtomicU8 = AtomicU8::new(0);
+
+extern "C" fn clear_pid_in_child() {
+    // Async-signal-safe: one atomic store.
+    PID.store(0, Ordering::Relaxed);
+}
+
+#[cold]
+fn cached_pid_slow() -> u32 {
+    if ATFORK
+        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+    {
         // SAFETY: registers a handler that only performs an atomic store; no
         // prepare/parent handlers.
-        unsafe { libc::pthread_atfork(None, None, Some(clear_in_child)) };
-    });
+        let r = unsafe { libc::pthread_atfork(None, None, Some(clear_pid_in_child)) };
+        // Registration failed (ENOMEM): leave the state at 1, never cache.
+        if r == 0 {
+            ATFORK.store(2, Ordering::Release);
+        }
+    }
     let pid = current_pid();
-    PID.store(pid, Ordering::Relaxed);
+    if ATFORK.load(Ordering::Acquire) == 2 {
+        PID.store(pid, Ordering::Relaxed);
+    }
     pid
 }
 

@@ -32,7 +32,9 @@
 //!                     1 WRITING  claimed, marked with its owner's record
 //!                     2 FULL     message at `stamp` ready for consumers
 //!                     3 READING  taken, marked with its owner's record
-//! bits 21..0   owner  record index + 1 for WRITING / READING marks
+//! bits 21..0   owner  record index + 1 for WRITING / READING marks;
+//!                     ANON for a READING mark made by a repairer;
+//!                     SKIP_ONE on a FULL entry: a one-slot SKIP made by a repairer
 //! ```
 //!
 //! The meta word of a lead slot holds `len` (bits 0..32), `span` (bits 32..48) and
@@ -62,11 +64,14 @@
 //! # Records
 //!
 //! Each thread that uses the ring owns a record: its pid and tid, its process's start
-//! time (so a reused pid is not mistaken for the owner), its producer intent and its
-//! consumer intent. Records are claimed with a CAS on first use and found again through
-//! a per-thread cache; a record whose thread or process is gone is reused once its
-//! intents no longer matter. At most [`RECORDS`] threads can use one ring at a time;
-//! one more finds the ring full (or empty) until a record frees up.
+//! time and a per-process random nonce (so a later process with the same pid is not
+//! mistaken for the owner), its producer intent and its consumer intent. Records are
+//! claimed with a CAS on first use (through a BUSY owner word while the fields are
+//! written) and found again through a per-thread cache; a record whose thread or
+//! process is gone is reused once its intents no longer matter. At most [`RECORDS`]
+//! threads can use one ring at a time; one more finds the ring full (or empty) until
+//! a record frees up. Liveness is judged by pid, so processes that share a ring must
+//! share a pid namespace (as for every shmproc object).
 //!
 //! # Failure model
 //!
@@ -76,7 +81,7 @@
 //!
 //! - a claim at `head` that was never published, whose claimants (records with that
 //!   intent, or the WRITING mark) are all gone: the message is **lost**; its slots
-//!   become SKIP entries, one at a time, that consumers step over;
+//!   become one-slot SKIP entries, one CAS each, that consumers step over;
 //! - a take (FULL behind `head` with all intents on it gone, or a READING mark of a
 //!   gone owner): the message is **lost** (it had been taken but not returned); its
 //!   slots are freed.
@@ -120,6 +125,12 @@ const CONTROL_SIZE: usize = 16;
 const STAMP_BITS: u32 = 40;
 const STAMP_MASK: u64 = (1 << STAMP_BITS) - 1;
 const OWNER_MASK: u64 = (1 << 22) - 1;
+/// Owner of a READING mark made by a repairer: nobody in particular, so other
+/// repairers may redo the work (every step of it is a CAS, so redoing is harmless).
+const ANON: u64 = OWNER_MASK - 1;
+/// Owner field of a FULL entry that is a one-slot SKIP made by a repairer: the state
+/// word alone says so, so the repair is one CAS and writes no meta word.
+const SKIP_ONE: u64 = OWNER_MASK;
 
 const EMPTY: u64 = 0;
 const WRITING: u64 = 1;
@@ -171,15 +182,20 @@ const _: () = {
 /// One thread's record (see "Records" in the module docs).
 #[repr(C)]
 struct Record {
-    /// `pid << 32 | tid` of the owner; 0 when free.
+    /// `pid << 32 | tid` of the owner; 0 when free; [`BUSY`] while being claimed.
     owner: AtomicU64,
     /// The owner process's start time in clock ticks (0: unknown).
     start: AtomicU64,
+    /// A number the owner process drew at random when it started using rings: a
+    /// later process that reuses the pid (and, for a main thread, the tid) is not
+    /// mistaken for it.
+    nonce: AtomicU64,
     /// Position of the claim this thread is making or holds, or [`NONE`].
     prod_pos: AtomicU64,
     /// Position of the message this thread is taking or holds, or [`NONE`].
     cons_pos: AtomicU64,
-    _pad: [u64; 12],
+    /// Atomics too: a peer may write anything here.
+    _pad: [AtomicU64; 11],
 }
 
 const _: () = assert!(size_of::<Record>() == RECORD_SIZE);
@@ -208,6 +224,25 @@ fn meta(len: u64, span: u64, flags: u64) -> u64 {
 #[inline]
 fn my_identity() -> u64 {
     u64::from(proc::cached_pid()) << 32 | u64::from(proc::cached_tid())
+}
+
+/// An owner word that means "being claimed": judged alive, never adopted.
+const BUSY: u64 = u64::MAX;
+
+/// This process's nonce (see [`Record::nonce`]), drawn once per process: from the
+/// clock and the pid, which no two processes with the same pid share.
+fn my_nonce() -> u64 {
+    static NONCE: AtomicU64 = AtomicU64::new(0);
+    static FOR_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let pid = proc::cached_pid();
+    if FOR_PID.load(Ordering::Acquire) == pid {
+        return NONCE.load(Ordering::Relaxed);
+    }
+    let t = crate::os::clock::monotonic_now().as_nanos() as u64;
+    let nonce = (t ^ u64::from(pid).rotate_left(40)).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    NONCE.store(nonce, Ordering::Relaxed);
+    FOR_PID.store(pid, Ordering::Release);
+    nonce
 }
 
 thread_local! {
@@ -335,7 +370,10 @@ unsafe impl Sync for Ring {}
 /// turns it into a SKIP entry that consumers step over, so the ring never wedges.
 ///
 /// A claim stays with the thread that made it (the thread's record names it), so the
-/// guard is not `Send`.
+/// guard is not `Send`; and with the process that made it: a guard captured by the
+/// closure of a forked child is published (or turned into a SKIP entry when
+/// dropped) only by the process that claimed it — in the child, `commit` and drop
+/// do nothing. Do not move guards into children.
 ///
 /// The buffer is shared memory owned by this producer until the commit; a peer that
 /// ignores the protocol could change it meanwhile, and the bytes then published are
@@ -347,6 +385,8 @@ pub struct WriteSlot<'a> {
     len: usize,
     span: u64,
     rec: usize,
+    /// The process that made the claim: only it publishes (see the type docs).
+    pid: u32,
     done: bool,
     _thread: PhantomData<*const ()>,
 }
@@ -381,6 +421,9 @@ impl WriteSlot<'_> {
     #[inline]
     fn finish(&mut self, flags: u64) {
         self.done = true;
+        if self.pid != proc::cached_pid() {
+            return; // a copy in a forked child: the claiming process resolves it
+        }
         let len = if flags & SKIP != 0 { 0 } else { self.len };
         self.ring
             .finish_claim(self.rec, self.pos, len, self.span, flags);
@@ -399,7 +442,7 @@ impl Drop for WriteSlot<'_> {
 
 /// A message taken by a consumer, read in place; its slots are freed when the guard
 /// drops. The bytes are shared memory owned by this consumer until then. Not `Send`,
-/// like [`WriteSlot`].
+/// and freed only by the process that took it, like [`WriteSlot`].
 #[derive(Debug)]
 pub struct ReadSlot<'a> {
     ring: &'a Ring,
@@ -407,6 +450,8 @@ pub struct ReadSlot<'a> {
     len: usize,
     span: u64,
     rec: usize,
+    /// The process that took the message: only it frees the slots.
+    pid: u32,
     notify: bool,
     _thread: PhantomData<*const ()>,
 }
@@ -434,6 +479,9 @@ impl ReadSlot<'_> {
 impl Drop for ReadSlot<'_> {
     #[inline]
     fn drop(&mut self) {
+        if self.pid != proc::cached_pid() {
+            return; // a copy in a forked child: the taking process frees it
+        }
         self.ring.finish_take(self.rec, self.pos, self.span);
         if self.notify {
             self.ring.not_full().notify_one();
@@ -441,19 +489,39 @@ impl Drop for ReadSlot<'_> {
     }
 }
 
-/// Liveness of records' owners, looked up at most once per repair.
+/// Liveness of records' owners, looked up at most once per repair. Keyed by the
+/// owner (word, start time, nonce), not by the record: a record can change hands
+/// during a repair, and its new owner must be judged afresh.
 #[derive(Default)]
-struct Liveness(Vec<(usize, bool)>);
+struct Liveness(Vec<((u64, u64, u64), bool)>);
 
 impl Liveness {
     fn alive(&mut self, ring: &Ring, rec: usize) -> bool {
-        if let Some(&(_, a)) = self.0.iter().find(|(r, _)| *r == rec) {
+        let who = ring.record_owner(rec);
+        if let Some(&(_, a)) = self.0.iter().find(|(w, _)| *w == who) {
             return a;
         }
-        let a = ring.record_alive(rec);
-        self.0.push((rec, a));
+        let a = owner_alive(who);
+        self.0.push((who, a));
         a
     }
+}
+
+/// Whether the thread named by a record's (owner word, start, nonce) still exists.
+/// A free record's owner does not; one being claimed ([`BUSY`]) does.
+fn owner_alive((owner, start, nonce): (u64, u64, u64)) -> bool {
+    if owner == 0 {
+        return false;
+    }
+    if owner == BUSY {
+        return true;
+    }
+    let (pid, tid) = ((owner >> 32) as u32, owner as u32);
+    if pid == proc::cached_pid() && nonce == my_nonce() {
+        return proc::thread_exists(pid, tid);
+    }
+    // Another process, or an earlier one that had this pid: its start time tells.
+    proc::is_alive(pid, start) && proc::thread_exists(pid, tid)
 }
 
 impl Ring {
@@ -740,6 +808,7 @@ impl Ring {
                 len,
                 span,
                 rec,
+                pid: proc::cached_pid(),
                 done: false,
                 _thread: PhantomData,
             }),
@@ -789,8 +858,9 @@ impl Ring {
     /// kind of entry a producer steps over itself rather than wait for a consumer.
     /// Reads only the slot, never `head` (a line the consumers move).
     fn padding_at(&self, idx: usize) -> bool {
-        let (_, kind, _) = decode(self.state(idx).load(Ordering::Acquire));
-        kind == FULL && self.meta_word(idx).load(Ordering::Relaxed) & SKIP != 0
+        let (_, kind, owner) = decode(self.state(idx).load(Ordering::Acquire));
+        kind == FULL
+            && (owner == SKIP_ONE || self.meta_word(idx).load(Ordering::Relaxed) & SKIP != 0)
     }
 
     /// Claims `span` slots at `tail` for a message, first filling the end of the ring
@@ -823,8 +893,10 @@ impl Ring {
                 // the new claim.
                 self.mark(held, WRITING, rec);
             }
-            // The intent is visible to anyone who sees the CAS below (Release).
-            r.prod_pos.store(pos, Ordering::Relaxed);
+            // Release: a repairer that reads this intent also sees the mark above.
+            // The CAS below (Release) makes the intent visible to anyone who sees
+            // tail move.
+            r.prod_pos.store(pos, Ordering::Release);
             if c.tail
                 .compare_exchange(
                     pos,
@@ -834,7 +906,7 @@ impl Ring {
                 )
                 .is_err()
             {
-                r.prod_pos.store(NONE, Ordering::Relaxed);
+                r.prod_pos.store(NONE, Ordering::Release);
                 continue;
             }
             if is_pad {
@@ -872,10 +944,17 @@ impl Ring {
         let pos = c.head.load(Ordering::Acquire);
         let idx = self.index(pos) as usize;
         let word = self.state(idx).load(Ordering::Acquire);
-        if word != state(pos, FULL, 0) || self.meta_word(idx).load(Ordering::Relaxed) & SKIP == 0 {
+        let span = if word == state(pos, FULL, SKIP_ONE) {
+            1
+        } else if word == state(pos, FULL, 0) {
+            let m = self.meta_word(idx).load(Ordering::Relaxed);
+            if m & SKIP == 0 {
+                return false;
+            }
+            self.valid_span(idx, m).unwrap_or(1)
+        } else {
             return false;
-        }
-        let span = self.lead_span(idx).unwrap_or(1);
+        };
         if !self.take_at(pos, span, rec) {
             return false;
         }
@@ -893,8 +972,10 @@ impl Ring {
         if held != NONE {
             self.mark(held, READING, rec);
         }
-        // The intent is visible to anyone who sees the CAS below (Release).
-        r.cons_pos.store(pos, Ordering::Relaxed);
+        // Release: a repairer that reads this intent also sees the mark above.
+        // The CAS below (Release) makes the intent visible to anyone who sees head
+        // move.
+        r.cons_pos.store(pos, Ordering::Release);
         if self
             .control()
             .head
@@ -906,7 +987,7 @@ impl Ring {
             )
             .is_err()
         {
-            r.cons_pos.store(NONE, Ordering::Relaxed);
+            r.cons_pos.store(NONE, Ordering::Release);
             return false;
         }
         true
@@ -925,8 +1006,18 @@ impl Ring {
     /// The span in the meta word of lead slot `idx`, if it is possible there (the
     /// message must not run past the end of the ring).
     fn lead_span(&self, idx: usize) -> Option<u64> {
-        let span = (self.meta_word(idx).load(Ordering::Relaxed) >> 32) & 0xFFFF;
-        (span >= 1 && span <= self.capacity - idx as u64).then_some(span)
+        self.valid_span(idx, self.meta_word(idx).load(Ordering::Relaxed))
+    }
+
+    /// The span in meta word `m` of lead slot `idx`, if the entry is possible there:
+    /// one slot at least, not past the end of the ring, its length within its slots.
+    /// The one rule every reader of a meta word applies.
+    #[inline]
+    fn valid_span(&self, idx: usize, m: u64) -> Option<u64> {
+        let len = m & 0xFFFF_FFFF;
+        let span = (m >> 32) & 0xFFFF;
+        (span >= 1 && span <= self.capacity - idx as u64 && len <= span * self.slot_size as u64)
+            .then_some(span)
     }
 
     /// Stores the meta word and makes the lead slot FULL.
@@ -935,7 +1026,7 @@ impl Ring {
         let idx = self.index(pos) as usize;
         self.meta_word(idx)
             .store(meta(len as u64, span, flags), Ordering::Relaxed);
-        // Publishes data and meta; paired with the Acquire load in `take_one`.
+        // Publishes data and meta; paired with the Acquire load in `take_raw`.
         self.state(idx)
             .store(state(pos, FULL, 0), Ordering::Release);
     }
@@ -980,6 +1071,7 @@ impl Ring {
                 len: (m & 0xFFFF_FFFF) as usize,
                 span,
                 rec,
+                pid: proc::cached_pid(),
                 notify: true,
                 _thread: PhantomData,
             });
@@ -1124,6 +1216,13 @@ impl Ring {
             let pos = c.head.load(Ordering::Acquire);
             let idx = self.index(pos) as usize;
             let word = self.state(idx).load(Ordering::Acquire);
+            if word == state(pos, FULL, SKIP_ONE) {
+                // A one-slot SKIP entry left by a repair (no meta to read).
+                if self.take_at(pos, 1, rec) {
+                    return (pos, SKIP | 1 << 32);
+                }
+                continue;
+            }
             if word != state(pos, FULL, 0) {
                 let (st, kind, _) = decode(word);
                 if st == stamp(pos) && (kind == EMPTY || kind == WRITING) {
@@ -1144,15 +1243,11 @@ impl Ring {
             // FULL(pos) and head == pos: meta is the producer's and stays so until
             // the entry is taken, which our CAS on head decides.
             let m = self.meta_word(idx).load(Ordering::Relaxed);
-            let len = m & 0xFFFF_FFFF;
-            let span = (m >> 32) & 0xFFFF;
-            let valid = span >= 1
-                && span <= self.capacity - idx as u64
-                && len <= span * self.slot_size as u64;
-            if !self.take_at(pos, if valid { span } else { 1 }, rec) {
+            let valid = self.valid_span(idx, m);
+            if !self.take_at(pos, valid.unwrap_or(1), rec) {
                 continue;
             }
-            return (pos, if valid { m } else { m | RAW_INVALID });
+            return (pos, if valid.is_some() { m } else { m | RAW_INVALID });
         }
     }
 
@@ -1181,7 +1276,7 @@ impl Ring {
     fn release(&self, pos: u64, span: u64) {
         let idx = self.index(pos);
         for j in 1..span {
-            // Paired with the producer's Acquire load in `slots_free`.
+            // Paired with the producer's Acquire load in `first_busy`.
             self.state((idx + j) as usize).store(
                 state(pos.wrapping_add(j).wrapping_add(self.capacity), EMPTY, 0),
                 Ordering::Release,
@@ -1211,59 +1306,66 @@ impl Ring {
     #[inline(never)]
     fn my_record_slow(&self) -> Option<usize> {
         let id = my_identity();
+        let nonce = my_nonce();
         let base = self.base.as_ptr() as usize;
-        let hit = RECORD_CACHE.with(|c| c.iter().map(Cell::get).find(|&(b, _)| b == base));
-        let cached = hit
-            .map(|(_, i)| i as usize)
-            .filter(|&i| i < RECORDS && self.record(i).owner.load(Ordering::Relaxed) == id);
-        let i = match cached {
-            Some(i) => i,
-            None => self.find_or_claim_record(id)?,
+        let mine = |i: usize| {
+            let r = self.record(i);
+            r.owner.load(Ordering::Acquire) == id && r.nonce.load(Ordering::Relaxed) == nonce
         };
-        let base = self.base.as_ptr() as usize;
+        let hit = RECORD_CACHE.with(|c| c.iter().map(Cell::get).find(|&(b, _)| b == base));
+        let i = match hit
+            .map(|(_, i)| i as usize)
+            .filter(|&i| i < RECORDS && mine(i))
+        {
+            Some(i) => i,
+            None => match (0..RECORDS).find(|&i| mine(i)) {
+                Some(i) => i,
+                None => self.claim_record(id, nonce)?,
+            },
+        };
         RECORD_CACHE.with(|c| {
-            // Most recent first; this ring's old entry (if any) is dropped.
-            let mut keep: Vec<(usize, u32)> = c
+            // Most recent first: shift the others down over this ring's old entry
+            // (or the oldest).
+            let old = c
                 .iter()
-                .map(Cell::get)
-                .filter(|&(b, _)| b != base)
-                .collect();
-            keep.insert(0, (base, i as u32));
-            for (cell, entry) in c.iter().zip(keep) {
-                cell.set(entry);
+                .position(|e| e.get().0 == base)
+                .unwrap_or(c.len() - 1);
+            for k in (1..=old).rev() {
+                c[k].set(c[k - 1].get());
             }
+            c[0].set((base, i as u32));
         });
         Some(i)
     }
 
-    /// Finds this thread's record, or claims a free one, or takes over one whose
-    /// owner is gone and whose intents no longer matter.
-    fn find_or_claim_record(&self, id: u64) -> Option<usize> {
-        if let Some(i) = (0..RECORDS).find(|&i| self.record(i).owner.load(Ordering::Acquire) == id)
-        {
-            return Some(i);
-        }
+    /// Claims a free record, or one whose owner is gone and whose intents no longer
+    /// matter. The owner word goes through [`BUSY`] (judged alive, never adopted)
+    /// while the start time, nonce and intents are written, so nobody judges the new
+    /// owner by the old one's start time.
+    fn claim_record(&self, id: u64, nonce: u64) -> Option<usize> {
+        let start = proc::ProcessId::current().start_ticks;
+        let mut live = Liveness::default();
         for reuse in [false, true] {
             for i in 0..RECORDS {
                 let r = self.record(i);
                 let owner = r.owner.load(Ordering::Acquire);
                 let free = if reuse {
-                    owner != 0 && !self.record_alive(i) && self.record_settled(i)
+                    owner != 0 && !live.alive(self, i) && self.record_settled(i)
                 } else {
                     owner == 0
                 };
                 if free
                     && r.owner
-                        .compare_exchange(owner, id, Ordering::AcqRel, Ordering::Relaxed)
+                        .compare_exchange(owner, BUSY, Ordering::AcqRel, Ordering::Relaxed)
                         .is_ok()
                 {
                     r.prod_pos.store(NONE, Ordering::Relaxed);
                     r.cons_pos.store(NONE, Ordering::Relaxed);
-                    // Before any intent of ours (each stored after this, and
-                    // published by the Release of its CAS), so a repairer that sees
-                    // an intent also sees the start time to judge us by.
-                    let start = proc::ProcessId::current().start_ticks;
-                    r.start.store(start, Ordering::Release);
+                    r.start.store(start, Ordering::Relaxed);
+                    r.nonce.store(nonce, Ordering::Relaxed);
+                    // Publishes the fields above with the owner; paired with the
+                    // Acquire loads of `owner` in `record_alive`.
+                    r.owner.store(id, Ordering::Release);
                     return Some(i);
                 }
             }
@@ -1278,22 +1380,20 @@ impl Ring {
         self.record(rec).owner.load(Ordering::Relaxed) >> 32 == u64::from(proc::cached_pid())
     }
 
-    /// Whether the thread owning record `rec` still exists.
-    fn record_alive(&self, rec: usize) -> bool {
+    /// The owner of record `rec` as (owner word, start, nonce), read owner first.
+    fn record_owner(&self, rec: usize) -> (u64, u64, u64) {
         let r = self.record(rec);
+        // Paired with the Release store of the owner in `claim_record`.
         let owner = r.owner.load(Ordering::Acquire);
-        let (pid, tid) = ((owner >> 32) as u32, owner as u32);
-        if owner == 0 {
-            return false;
-        }
-        if pid == proc::cached_pid() {
-            return proc::thread_exists(pid, tid);
-        }
-        proc::is_alive(pid, r.start.load(Ordering::Acquire)) && proc::thread_exists(pid, tid)
+        (
+            owner,
+            r.start.load(Ordering::Relaxed),
+            r.nonce.load(Ordering::Relaxed),
+        )
     }
 
     /// Whether record `rec` no longer matters to anyone: its producer intent is not
-    /// between head and tail, its consumer intent is not a taken, unreleased message,
+    /// an unpublished claim, its consumer intent is not a taken, unreleased message,
     /// and no slot bears its mark.
     fn record_settled(&self, rec: usize) -> bool {
         let c = self.control();
@@ -1302,7 +1402,12 @@ impl Ring {
         let tail = c.tail.load(Ordering::Acquire);
         let p = r.prod_pos.load(Ordering::Acquire);
         if p != NONE && head <= p && p < tail {
-            return false;
+            // Unpublished still? (Once published — or repaired — the slot's state
+            // tells the story and the intent no longer matters.)
+            let (st, kind, _) = decode(self.state(self.index(p) as usize).load(Ordering::Acquire));
+            if st == stamp(p) && (kind == EMPTY || kind == WRITING) {
+                return false;
+            }
         }
         let q = r.cons_pos.load(Ordering::Acquire);
         if q != NONE && q < head {
@@ -1327,21 +1432,23 @@ impl Ring {
     /// Resolves claims and takes left unfinished by threads or processes that no
     /// longer exist (see "Failure model" in the module docs). Returns how many
     /// entries were repaired. Cheap when nothing is stuck (a scan of the slot
-    /// states); call it when a wait stalls, not on every operation.
+    /// states); call it when a wait stalls, not on every operation. Needs no record
+    /// of its own, so it works even when every record is held by the dead.
     pub fn repair(&self) -> usize {
-        let Some(me) = self.my_record() else {
-            return 0;
-        };
+        let me = self.my_record();
         let mut live = Liveness::default();
         let mut repaired = 0;
-        // Unpublished claims at head, one slot at a time: each becomes a SKIP entry
-        // that this repairer consumes at once, so the next can be judged.
+        // Unpublished claims at head, one slot at a time: each becomes a one-slot
+        // SKIP entry, which this repairer consumes at once (if it has a record) so
+        // that the next slot can be judged.
         for _ in 0..self.capacity {
-            if !self.repair_head(me, &mut live) {
+            if !self.repair_head(&mut live) {
                 break;
             }
             repaired += 1;
-            self.skip_at_head(me);
+            if !me.is_some_and(|me| self.skip_at_head(me)) {
+                break;
+            }
         }
         // Taken but never released.
         let c = self.control();
@@ -1369,7 +1476,7 @@ impl Ring {
                     self.record(i).cons_pos.load(Ordering::Acquire) == pos && live.alive(self, i)
                 })
             };
-            if gone && self.take_over_taken(pos, word, me) {
+            if gone && self.take_over_taken(pos, word) {
                 repaired += 1;
             }
         }
@@ -1380,9 +1487,9 @@ impl Ring {
         repaired
     }
 
-    /// If the entry at head is a claim whose claimants are all gone, makes it a SKIP
-    /// entry of one slot. Whether it did.
-    fn repair_head(&self, me: usize, live: &mut Liveness) -> bool {
+    /// If the entry at head is a claim whose claimants are all gone, makes it a
+    /// one-slot SKIP entry. Whether it did.
+    fn repair_head(&self, live: &mut Liveness) -> bool {
         let c = self.control();
         let head = c.head.load(Ordering::Acquire);
         // Every intent stored before a CAS that moved tail to here is visible now.
@@ -1404,47 +1511,43 @@ impl Ring {
             WRITING => self.mark_owner_gone(owner, live),
             _ => false,
         };
-        if !gone {
-            return false;
-        }
-        // Take the slot over from the very state judged: a late owner's publish and
-        // this repair cannot both happen.
-        if self
+        // One CAS from the very state judged: a late owner's publish and this
+        // repair cannot both happen, and no meta word is written (a repairer that
+        // stalls here cannot clobber a later message's).
+        gone && self
             .state(idx)
             .compare_exchange(
                 word,
-                state(head, WRITING, me as u64 + 1),
+                state(head, FULL, SKIP_ONE),
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             )
-            .is_err()
-        {
-            return false;
-        }
-        self.publish(head, 0, 1, SKIP);
-        true
+            .is_ok()
     }
 
     /// Frees a taken message at `pos` whose taker is gone, taking it over from the
-    /// state `word` it was judged in. Whether it did.
-    fn take_over_taken(&self, pos: u64, word: u64, me: usize) -> bool {
+    /// state `word` it was judged in. Every step is a CAS, so a repairer that
+    /// redoes the work of another (which left an [`ANON`] mark) changes nothing
+    /// twice. Whether it did.
+    fn take_over_taken(&self, pos: u64, word: u64) -> bool {
         let idx = self.index(pos) as usize;
+        let taken = state(pos, READING, ANON);
         if self
             .state(idx)
-            .compare_exchange(
-                word,
-                state(pos, READING, me as u64 + 1),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            )
+            .compare_exchange(word, taken, Ordering::AcqRel, Ordering::Relaxed)
             .is_err()
         {
             return false;
         }
-        let span = self.lead_span(idx).unwrap_or(1);
+        let (_, _, owner) = decode(word);
+        let span = if owner == SKIP_ONE {
+            1
+        } else {
+            self.lead_span(idx).unwrap_or(1)
+        };
         for j in 1..span {
             let p = pos.wrapping_add(j);
-            // A CAS, so redoing the repair of a repairer that died is harmless.
+            // Paired with the producer's Acquire load in `first_busy`.
             let _ = self.state(idx + j as usize).compare_exchange(
                 state(p, EMPTY, 0),
                 state(p.wrapping_add(self.capacity), EMPTY, 0),
@@ -1452,9 +1555,12 @@ impl Ring {
                 Ordering::Relaxed,
             );
         }
-        self.state(idx).store(
+        // Paired with the producer's Acquire load in `first_busy`.
+        let _ = self.state(idx).compare_exchange(
+            taken,
             state(pos.wrapping_add(self.capacity), EMPTY, 0),
             Ordering::Release,
+            Ordering::Relaxed,
         );
         true
     }
@@ -1700,6 +1806,45 @@ mod tests {
         assert_eq!(r.repair(), 1);
         assert_eq!(pop(&r), Err(PopError::Empty));
         assert_eq!(r.len(), 0);
+    }
+
+    #[test]
+    fn an_earlier_process_with_my_pid_is_neither_adopted_nor_trusted() {
+        let (_m, r) = ring(4, 8);
+        // A record left by a dead process that had this pid and tid (a restarted
+        // container's pid 1): another nonce, another start time, and a claim at 0
+        // it never published.
+        let rec = r.record(7);
+        rec.owner.store(my_identity(), Ordering::Relaxed);
+        rec.start.store(1, Ordering::Relaxed);
+        rec.nonce.store(my_nonce() ^ 2, Ordering::Relaxed);
+        rec.prod_pos.store(0, Ordering::Relaxed);
+        r.control().tail.store(1, Ordering::Relaxed);
+        // Not adopted: this thread gets a record of its own ...
+        assert_ne!(r.my_record(), Some(7));
+        // ... and the earlier process counts as gone: its claim is skipped.
+        assert_eq!(r.repair(), 1);
+        push(&r, b"x").unwrap();
+        assert_eq!(pop(&r).unwrap(), b"x");
+    }
+
+    #[test]
+    fn repair_needs_no_record_when_the_dead_hold_them_all() {
+        let (_m, r) = ring(4, 8);
+        // Every record belongs to a dead thread with an unfinished claim, so none
+        // can be reused, and this thread gets none.
+        for i in 0..RECORDS {
+            fake_dead_owner(&r, i);
+            r.record(i).prod_pos.store(0, Ordering::Relaxed);
+        }
+        r.control().tail.store(1, Ordering::Relaxed);
+        assert_eq!(r.my_record(), None);
+        assert_eq!(pop(&r), Err(PopError::Empty));
+        // The repair still turns the dead claim into a skip entry ...
+        assert_eq!(r.repair(), 1);
+        // ... after which the records are settled, reusable, and the ring works.
+        push(&r, b"y").unwrap();
+        assert_eq!(pop(&r).unwrap(), b"y");
     }
 
     #[test]
