@@ -38,7 +38,21 @@ fuzz_target!(|data: &[u8]| {
         let capacity = u64::from(shape >> 1 & 7) + 1;
         let slot = 8 * (u64::from(shape >> 4) + 1);
         let len = mpmc::Ring::bytes_for(capacity, slot).unwrap();
-        let mem = Mem::with(len, image);
+        // The image covers the ring's first 256 bytes (tail, head) and then the slot
+        // control words and data. The thread records between them stay zero (free):
+        // a record with an arbitrary owner makes every operation read /proc, and the
+        // fuzz inputs (a few KiB) would not reach past the records anyway.
+        let data_offset = len - (capacity * slot) as usize;
+        let control_offset = data_offset - (capacity as usize * 16).next_multiple_of(128);
+        let mem = Mem::with(len, &image[..image.len().min(256)]);
+        if image.len() > 256 {
+            let rest = &image[256..];
+            let n = rest.len().min(len - control_offset);
+            // SAFETY: control_offset + n <= len bytes of our own memory.
+            unsafe {
+                std::ptr::copy_nonoverlapping(rest.as_ptr(), mem.0.as_ptr().add(control_offset), n)
+            };
+        }
         // SAFETY: len bytes of 128-aligned memory, used only through this ring.
         let ring = unsafe { mpmc::Ring::attach(mem.0, len, capacity, slot) }.unwrap();
         for _ in 0..2 * capacity + 2 {
