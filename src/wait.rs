@@ -350,6 +350,10 @@ fn spin_phase<T>(
         if now >= until || deadline.is_some_and(|d| d.expired()) {
             return None;
         }
+        // Give the CPU away between rounds: if the process we wait for is waiting
+        // for a CPU (more spinning processes than cores), it gets ours; if not,
+        // this returns at once.
+        std::thread::yield_now();
     }
 }
 
