@@ -485,3 +485,23 @@ fn producers_and_consumers_killed_at_random_points_lose_at_most_their_in_flight_
         assert!(holes + lost1 <= 2, "holes {holes}, survivor lost {lost1}");
     }
 }
+
+#[test]
+fn a_loan_moved_into_a_child_is_resolved_by_the_process_that_made_it() {
+    let q = ByteQueue::new(8, 64).unwrap();
+    let loan = q.loan(4).unwrap();
+    // The closure (and the loan in it) is copied into the child by the fork and
+    // dropped here in the parent, which made the claim: the parent turns it into a
+    // skip entry, and the child's commit does nothing. Either way the ring neither
+    // wedges nor delivers the slot twice.
+    let mut child = Process::spawn(move || {
+        let mut loan = loan;
+        loan.buf().copy_from_slice(b"kid!");
+        loan.commit();
+    })
+    .unwrap();
+    assert!(child.join().unwrap().success());
+    q.put(b"next").unwrap();
+    assert_eq!(q.get_timeout(Duration::from_secs(10)).unwrap(), b"next");
+    assert_eq!(q.get_nowait(), Err(GetError::Empty));
+}
