@@ -484,7 +484,7 @@ impl Drop for ReadSlot<'_> {
         }
         self.ring.finish_take(self.rec, self.pos, self.span);
         if self.notify {
-            self.ring.not_full().notify_one();
+            self.ring.wake_producers();
         }
     }
 }
@@ -833,6 +833,15 @@ impl Ring {
         Ok(())
     }
 
+    /// Wakes the producers asleep on a full ring after slots were freed: all of
+    /// them, since one that needs more slots than were freed would go back to sleep
+    /// while another that needs fewer stays asleep. (No cost when none sleeps; with
+    /// one asleep, the same single wake-up.)
+    #[inline]
+    fn wake_producers(&self) {
+        self.not_full().notify_all();
+    }
+
     /// Wakes sleeping consumers (after [`WriteSlot::commit_quiet`]s).
     pub fn notify_consumers(&self) {
         self.not_empty().notify_all();
@@ -1059,7 +1068,7 @@ impl Ring {
                 // Dropped without a guard: a guard built here and dropped would be
                 // copied through memory on the hot path.
                 self.finish_take(rec, pos, if m & RAW_INVALID != 0 { 1 } else { span });
-                self.not_full().notify_one();
+                self.wake_producers();
                 if m & RAW_INVALID != 0 {
                     return Err(self.invalid_meta(pos, m));
                 }
@@ -1170,7 +1179,7 @@ impl Ring {
             let span = (m >> 32) & 0xFFFF;
             if m & (RAW_INVALID | SKIP) != 0 {
                 self.finish_take(rec, pos, if m & RAW_INVALID != 0 { 1 } else { span });
-                self.not_full().notify_one();
+                self.wake_producers();
                 if m & RAW_INVALID != 0 {
                     return Err(self.invalid_meta(pos, m));
                 }
@@ -1184,7 +1193,7 @@ impl Ring {
             unsafe { copy_bytes(self.data(idx), out.as_mut_ptr(), len.min(out.len())) };
             self.finish_take(rec, pos, span);
             if notify {
-                self.not_full().notify_one();
+                self.wake_producers();
             }
             return Ok(len);
         }
