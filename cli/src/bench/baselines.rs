@@ -188,12 +188,21 @@ pub fn futex_wakes(samples: u64, warm: u64, gap: std::time::Duration) -> BenchRe
     // nothing else uses `a` in this measurement, and every access is atomic.
     let word = unsafe { AtomicU32::from_ptr(ctl.a.0.as_ptr().cast::<u32>()) };
     let stamp_ns = &ctl.b.0;
+    // How many wake-ups the sleeper has taken: the waker never runs ahead of it (a
+    // sleeper descheduled for longer than the gap would otherwise see two at once).
+    let taken = &ctl.results.0[0];
     let mut seen = 0u32;
     super::harness::wakes(
         samples,
         warm,
         gap,
-        |i, ts| {
+        |i, mut ts| {
+            if taken.load(Ordering::Acquire) < i {
+                while taken.load(Ordering::Acquire) < i {
+                    std::thread::sleep(std::time::Duration::from_micros(50));
+                }
+                ts = super::harness::now_ns();
+            }
             stamp_ns.store(ts, Ordering::Relaxed);
             // Publishes the timestamp; paired with the sleeper's Acquire load.
             word.store(i as u32 + 1, Ordering::Release);
@@ -204,7 +213,9 @@ pub fn futex_wakes(samples: u64, warm: u64, gap: std::time::Duration) -> BenchRe
             let v = word.load(Ordering::Acquire);
             if v != seen {
                 seen = v;
-                return Ok((u64::from(v) - 1, stamp_ns.load(Ordering::Relaxed)));
+                let sent = stamp_ns.load(Ordering::Relaxed);
+                taken.store(u64::from(v), Ordering::Release);
+                return Ok((u64::from(v) - 1, sent));
             }
             futex_wait(word, v);
         },
