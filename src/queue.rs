@@ -712,18 +712,23 @@ impl<T: Pod> Queue<T> {
         if self.handle.closed() {
             return Err(PutError::Closed(0));
         }
-        let mut n = 0;
-        for item in items {
-            if self
-                .core
+        let n = if size_of::<T>() == 0 {
+            items
+                .iter()
+                .take_while(|item| {
+                    self.core
+                        .ring
+                        .try_push_quiet(bytemuck::bytes_of(*item))
+                        .is_ok()
+                })
+                .count()
+        } else {
+            // Runs of slots claimed with one CAS each.
+            self.core
                 .ring
-                .try_push_quiet(bytemuck::bytes_of(item))
-                .is_err()
-            {
-                break;
-            }
-            n += 1;
-        }
+                .try_push_slice(bytemuck::cast_slice(items), size_of::<T>())
+                .unwrap_or(0)
+        };
         if n > 0 {
             self.core.ring.notify_consumers();
         }
@@ -761,20 +766,34 @@ impl<T: Pod> Queue<T> {
         if self.handle.closed() {
             return Err(GetError::Closed);
         }
+        // No more than the ring holds can be there now (and a huge `max` must not
+        // become a huge allocation).
+        let max = max.min(self.core.ring.capacity() as usize);
+        let start = out.len();
+        out.resize(start + max, T::zeroed());
         let mut n = 0;
         let mut result = Ok(());
         while n < max {
-            let mut item = T::zeroed();
+            // A run of items taken with one CAS ...
+            let rest = &mut out[start + n..start + max];
+            if size_of::<T>() > 0 {
+                let k = self
+                    .core
+                    .ring
+                    .try_pop_slice(bytemuck::cast_slice_mut(rest), size_of::<T>());
+                if k > 0 {
+                    n += k;
+                    continue;
+                }
+            }
+            // ... or, if the entry at head is not a plain item, one the general way.
             match self
                 .core
                 .ring
-                .try_pop_into_quiet(bytemuck::bytes_of_mut(&mut item))
+                .try_pop_into_quiet(bytemuck::bytes_of_mut(&mut rest[0]))
             {
                 Ok(len) => match check_item_len::<T>(len) {
-                    Ok(()) => {
-                        out.push(item);
-                        n += 1;
-                    }
+                    Ok(()) => n += 1,
                     Err(e) => {
                         result = Err(e);
                         break;
@@ -787,6 +806,7 @@ impl<T: Pod> Queue<T> {
                 }
             }
         }
+        out.truncate(start + n);
         if n > 0 {
             self.core.ring.notify_producers();
         }

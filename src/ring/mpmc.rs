@@ -192,13 +192,32 @@ struct Record {
     nonce: AtomicU64,
     /// Position of the claim this thread is making or holds, or [`NONE`].
     prod_pos: AtomicU64,
+    /// End of that claim (exclusive): a message's span, or a batch of messages.
+    /// Stored before `prod_pos`, so a reader of `prod_pos` sees at least this range.
+    prod_end: AtomicU64,
     /// Position of the message this thread is taking or holds, or [`NONE`].
     cons_pos: AtomicU64,
+    /// End of that take (exclusive), as for `prod_end`.
+    cons_end: AtomicU64,
     /// Atomics too: a peer may write anything here.
-    _pad: [AtomicU64; 11],
+    _pad: [AtomicU64; 9],
 }
 
 const _: () = assert!(size_of::<Record>() == RECORD_SIZE);
+
+impl Record {
+    /// Whether this record's producer intent covers position `p`.
+    fn claims(&self, p: u64) -> bool {
+        let start = self.prod_pos.load(Ordering::Acquire);
+        start != NONE && start <= p && p < self.prod_end.load(Ordering::Relaxed)
+    }
+
+    /// Whether this record's consumer intent covers position `p`.
+    fn takes(&self, p: u64) -> bool {
+        let start = self.cons_pos.load(Ordering::Acquire);
+        start != NONE && start <= p && p < self.cons_end.load(Ordering::Relaxed)
+    }
+}
 
 #[inline]
 fn stamp(pos: u64) -> u64 {
@@ -904,9 +923,11 @@ impl Ring {
                 // the new claim.
                 self.mark(held, WRITING, rec);
             }
-            // Release: a repairer that reads this intent also sees the mark above.
-            // The CAS below (Release) makes the intent visible to anyone who sees
-            // tail move.
+            // Release: a repairer that reads this intent also sees the mark above
+            // and the end. The CAS below (Release) makes the intent visible to
+            // anyone who sees tail move.
+            r.prod_end
+                .store(pos.wrapping_add(span_here), Ordering::Relaxed);
             r.prod_pos.store(pos, Ordering::Release);
             if c.tail
                 .compare_exchange(
@@ -933,9 +954,14 @@ impl Ring {
     #[inline]
     fn finish_claim(&self, rec: usize, pos: u64, len: usize, span: u64, flags: u64) {
         self.publish(pos, len, span, flags);
+        self.finish_intent(rec, pos);
+    }
+
+    /// Clears the producer intent at `pos` once its slots' states tell the story.
+    #[inline]
+    fn finish_intent(&self, rec: usize, pos: u64) {
         let r = self.record(rec);
         if r.prod_pos.load(Ordering::Relaxed) == pos && self.record_is_mine(rec) {
-            // The slot's state now tells the story; the intent may go.
             r.prod_pos.store(NONE, Ordering::Release);
         }
     }
@@ -983,9 +1009,10 @@ impl Ring {
         if held != NONE {
             self.mark(held, READING, rec);
         }
-        // Release: a repairer that reads this intent also sees the mark above.
-        // The CAS below (Release) makes the intent visible to anyone who sees head
-        // move.
+        // Release: a repairer that reads this intent also sees the mark above and
+        // the end. The CAS below (Release) makes the intent visible to anyone who
+        // sees head move.
+        r.cons_end.store(pos.wrapping_add(span), Ordering::Relaxed);
         r.cons_pos.store(pos, Ordering::Release);
         if self
             .control()
@@ -1008,6 +1035,12 @@ impl Ring {
     #[inline]
     fn finish_take(&self, rec: usize, pos: u64, span: u64) {
         self.release(pos, span);
+        self.finish_take_intent(rec, pos);
+    }
+
+    /// Clears the consumer intent at `pos` once its slots are freed.
+    #[inline]
+    fn finish_take_intent(&self, rec: usize, pos: u64) {
         let r = self.record(rec);
         if r.cons_pos.load(Ordering::Relaxed) == pos && self.record_is_mine(rec) {
             r.cons_pos.store(NONE, Ordering::Release);
@@ -1198,6 +1231,170 @@ impl Ring {
                 self.wake_producers();
             }
             return Ok(len);
+        }
+    }
+
+    /// Puts as many of the messages in `items` — `items.len() / item_len` messages of
+    /// `item_len` bytes each, at most one slot each — as fit now, claiming a run of
+    /// slots with one CAS; returns how many. Wakes nobody: the caller notifies once
+    /// (see [`Ring::notify_consumers`]).
+    ///
+    /// # Errors
+    ///
+    /// [`PushError::TooLarge`] if `item_len` exceeds a slot. (A full ring is `Ok(0)`.)
+    pub fn try_push_slice(&self, items: &[u8], item_len: usize) -> Result<usize, PushError> {
+        if item_len > self.slot_size || item_len == 0 && !items.is_empty() {
+            return Err(PushError::TooLarge {
+                len: item_len,
+                max: self.slot_size,
+            });
+        }
+        let count = items.len().checked_div(item_len).unwrap_or(0);
+        let Some(rec) = self.my_record() else {
+            return Ok(0);
+        };
+        let mut done = 0;
+        while done < count {
+            let Some((pos, k)) = self.claim_run(rec, (count - done) as u64) else {
+                break;
+            };
+            let idx = self.index(pos) as usize;
+            for j in 0..k as usize {
+                let item = &items[(done + j) * item_len..][..item_len];
+                // SAFETY: slot idx + j (< capacity: runs never wrap) is ours by the
+                // claim; item_len <= slot_size bytes; `items` is private memory.
+                unsafe { copy_bytes(item.as_ptr(), self.data(idx + j), item_len) };
+                self.publish(pos + j as u64, item_len, 1, 0);
+            }
+            self.finish_intent(rec, pos);
+            done += k as usize;
+        }
+        Ok(done)
+    }
+
+    /// Claims a run of up to `max` single-slot messages at `tail` with one CAS: as
+    /// many slots as are free from `tail` on, not past the end of the ring. `None` if
+    /// the slot at `tail` is not free (or all [`RECORDS`] records are taken).
+    fn claim_run(&self, rec: usize, max: u64) -> Option<(u64, u64)> {
+        let c = self.control();
+        let r = self.record(rec);
+        loop {
+            let pos = c.tail.load(Ordering::Acquire);
+            let idx = self.index(pos);
+            let limit = max.min(self.capacity - idx);
+            // Paired with the consumers' Release stores of EMPTY.
+            let k = (0..limit)
+                .take_while(|&j| {
+                    self.state((idx + j) as usize).load(Ordering::Acquire)
+                        == state(pos.wrapping_add(j), EMPTY, 0)
+                })
+                .count() as u64;
+            if k == 0 {
+                if c.tail.load(Ordering::Acquire) != pos
+                    || (self.padding_at(idx as usize) && self.skip_at_head(rec))
+                {
+                    continue;
+                }
+                return None;
+            }
+            let held = r.prod_pos.load(Ordering::Relaxed);
+            if held != NONE {
+                self.mark(held, WRITING, rec);
+            }
+            // As in `claim_raw`: the end first, the start with Release.
+            r.prod_end.store(pos.wrapping_add(k), Ordering::Relaxed);
+            r.prod_pos.store(pos, Ordering::Release);
+            if c.tail
+                .compare_exchange(
+                    pos,
+                    pos.wrapping_add(k),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+            {
+                r.prod_pos.store(NONE, Ordering::Release);
+                continue;
+            }
+            return Some((pos, k));
+        }
+    }
+
+    /// Takes as many single-slot messages of exactly `item_len` bytes as are there
+    /// now, up to `out.len() / item_len`, with one CAS, and copies them into `out`
+    /// one after another; returns how many. Stops before anything else (a SKIP
+    /// entry, a longer or shorter message), which [`try_pop_into`](Ring::try_pop_into)
+    /// then takes. Wakes nobody: the caller notifies once (see
+    /// [`Ring::notify_producers`]).
+    pub fn try_pop_slice(&self, out: &mut [u8], item_len: usize) -> usize {
+        let max = out.len().checked_div(item_len).unwrap_or(0) as u64;
+        let Some(rec) = self.my_record() else {
+            return 0;
+        };
+        let Some((pos, k)) = self.take_run(rec, max, item_len) else {
+            return 0;
+        };
+        let idx = self.index(pos) as usize;
+        for j in 0..k as usize {
+            // SAFETY: slot idx + j is ours by the take, holding item_len <= slot_size
+            // bytes (checked in `take_run`) published by the producer's Release store
+            // of FULL; `out` is private memory with room for k items.
+            unsafe {
+                copy_bytes(
+                    self.data(idx + j),
+                    out[j * item_len..].as_mut_ptr(),
+                    item_len,
+                )
+            };
+        }
+        for j in 0..k {
+            self.release(pos + j, 1);
+        }
+        self.finish_take_intent(rec, pos);
+        k as usize
+    }
+
+    /// Takes a run of up to `max` single-slot messages of `item_len` bytes at head
+    /// with one CAS. `None` if the entry at head is not one.
+    fn take_run(&self, rec: usize, max: u64, item_len: usize) -> Option<(u64, u64)> {
+        let c = self.control();
+        let r = self.record(rec);
+        let want = meta(item_len as u64, 1, 0);
+        loop {
+            let pos = c.head.load(Ordering::Acquire);
+            let idx = self.index(pos);
+            let limit = max.min(self.capacity - idx);
+            // Paired with the producers' Release stores of FULL; the meta words are
+            // theirs until taken, which the CAS below decides.
+            let k = (0..limit)
+                .take_while(|&j| {
+                    let i = (idx + j) as usize;
+                    self.state(i).load(Ordering::Acquire) == state(pos.wrapping_add(j), FULL, 0)
+                        && self.meta_word(i).load(Ordering::Relaxed) == want
+                })
+                .count() as u64;
+            if k == 0 {
+                return None;
+            }
+            let held = r.cons_pos.load(Ordering::Relaxed);
+            if held != NONE {
+                self.mark(held, READING, rec);
+            }
+            r.cons_end.store(pos.wrapping_add(k), Ordering::Relaxed);
+            r.cons_pos.store(pos, Ordering::Release);
+            if c.head
+                .compare_exchange(
+                    pos,
+                    pos.wrapping_add(k),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+            {
+                r.cons_pos.store(NONE, Ordering::Release);
+                continue;
+            }
+            return Some((pos, k));
         }
     }
 
@@ -1411,19 +1608,36 @@ impl Ring {
         let r = self.record(rec);
         let head = c.head.load(Ordering::Acquire);
         let tail = c.tail.load(Ordering::Acquire);
+        // Unpublished claims in the producer intent's range? (Once published — or
+        // repaired — a slot's state tells the story and the intent no longer
+        // matters.)
         let p = r.prod_pos.load(Ordering::Acquire);
-        if p != NONE && head <= p && p < tail {
-            // Unpublished still? (Once published — or repaired — the slot's state
-            // tells the story and the intent no longer matters.)
-            let (st, kind, _) = decode(self.state(self.index(p) as usize).load(Ordering::Acquire));
-            if st == stamp(p) && (kind == EMPTY || kind == WRITING) {
+        if p != NONE {
+            let end = r.prod_end.load(Ordering::Relaxed).min(tail);
+            let from = p.max(head);
+            let n = end.saturating_sub(from).min(self.capacity);
+            let unpublished = (0..n).any(|j| {
+                let x = from + j;
+                let (st, kind, _) =
+                    decode(self.state(self.index(x) as usize).load(Ordering::Acquire));
+                st == stamp(x) && (kind == EMPTY || kind == WRITING)
+            });
+            if unpublished {
                 return false;
             }
         }
+        // Taken but unreleased messages in the consumer intent's range?
         let q = r.cons_pos.load(Ordering::Acquire);
-        if q != NONE && q < head {
-            let idx = self.index(q) as usize;
-            if self.state(idx).load(Ordering::Acquire) == state(q, FULL, 0) {
+        if q != NONE {
+            let end = r.cons_end.load(Ordering::Relaxed).min(head);
+            let n = end.saturating_sub(q).min(self.capacity);
+            let unreleased = (0..n).any(|j| {
+                let x = q + j;
+                let (st, kind, _) =
+                    decode(self.state(self.index(x) as usize).load(Ordering::Acquire));
+                st == stamp(x) && kind == FULL
+            });
+            if unreleased {
                 return false;
             }
         }
@@ -1483,9 +1697,7 @@ impl Ring {
             } else {
                 // FULL behind head: taken, still in its taker's window. Gone if no
                 // live record holds the intent.
-                !(0..RECORDS).any(|i| {
-                    self.record(i).cons_pos.load(Ordering::Acquire) == pos && live.alive(self, i)
-                })
+                !(0..RECORDS).any(|i| self.record(i).takes(pos) && live.alive(self, i))
             };
             if gone && self.take_over_taken(pos, word) {
                 repaired += 1;
@@ -1516,9 +1728,7 @@ impl Ring {
             return false;
         }
         let gone = match kind {
-            EMPTY => !(0..RECORDS).any(|i| {
-                self.record(i).prod_pos.load(Ordering::Acquire) == head && live.alive(self, i)
-            }),
+            EMPTY => !(0..RECORDS).any(|i| self.record(i).claims(head) && live.alive(self, i)),
             WRITING => self.mark_owner_gone(owner, live),
             _ => false,
         };
@@ -1781,6 +1991,7 @@ mod tests {
         // names position 1.
         fake_dead_owner(&r, 100);
         r.record(100).prod_pos.store(1, Ordering::Relaxed);
+        r.record(100).prod_end.store(2, Ordering::Relaxed);
         r.control().tail.store(2, Ordering::Relaxed);
         assert_eq!(pop(&r).unwrap(), b"1");
         assert_eq!(pop(&r), Err(PopError::Empty));
@@ -1799,6 +2010,7 @@ mod tests {
         let head = r.head_position();
         fake_dead_owner(&r, 101);
         r.record(101).cons_pos.store(head, Ordering::Relaxed);
+        r.record(101).cons_end.store(head + 1, Ordering::Relaxed);
         r.control().head.store(head + 1, Ordering::Relaxed);
         for m in [b"5", b"6", b"7"] {
             push(&r, m).unwrap();
@@ -1830,6 +2042,7 @@ mod tests {
         rec.start.store(1, Ordering::Relaxed);
         rec.nonce.store(my_nonce() ^ 2, Ordering::Relaxed);
         rec.prod_pos.store(0, Ordering::Relaxed);
+        rec.prod_end.store(1, Ordering::Relaxed);
         r.control().tail.store(1, Ordering::Relaxed);
         // Not adopted: this thread gets a record of its own ...
         assert_ne!(r.my_record(), Some(7));
@@ -1847,6 +2060,7 @@ mod tests {
         for i in 0..RECORDS {
             fake_dead_owner(&r, i);
             r.record(i).prod_pos.store(0, Ordering::Relaxed);
+            r.record(i).prod_end.store(1, Ordering::Relaxed);
         }
         r.control().tail.store(1, Ordering::Relaxed);
         assert_eq!(r.my_record(), None);
@@ -1856,6 +2070,56 @@ mod tests {
         // ... after which the records are settled, reusable, and the ring works.
         push(&r, b"y").unwrap();
         assert_eq!(pop(&r).unwrap(), b"y");
+    }
+
+    #[test]
+    fn runs_of_items_are_claimed_and_taken_with_one_cas_in_order() {
+        let (_m, r) = ring(8, 16);
+        let items: Vec<u8> = (0..10u64).flat_map(|i| i.to_le_bytes()).collect();
+        // Eight fit; the run stops at the end of the ring, the next starts at 0.
+        assert_eq!(r.try_push_slice(&items, 8), Ok(8));
+        let mut out = vec![0u8; 5 * 8];
+        assert_eq!(r.try_pop_slice(&mut out, 8), 5);
+        assert_eq!(out, items[..40]);
+        assert_eq!(r.try_push_slice(&items[64..], 8), Ok(2));
+        // A message of another size stops a run; the general path takes it.
+        r.try_push_with(12, |b| b.fill(7)).unwrap();
+        // Runs do not wrap either: 5..8 up to the end, then 8..10 from slot 0.
+        let mut out = vec![0u8; 16 * 8];
+        assert_eq!(r.try_pop_slice(&mut out, 8), 3);
+        assert_eq!(r.try_pop_slice(&mut out[24..], 8), 2);
+        let want: Vec<u8> = (5..10u64).flat_map(|i| i.to_le_bytes()).collect();
+        assert_eq!(out[..40], want[..]);
+        assert_eq!(r.try_pop_slice(&mut out, 8), 0);
+        let mut big = [0u8; 16];
+        assert_eq!(r.try_pop_into(&mut big), Ok(12));
+        assert_eq!(r.try_pop_slice(&mut out, 8), 0);
+        assert!(r.is_empty());
+        assert_eq!(
+            r.try_push_slice(&[0; 17], 17),
+            Err(PushError::TooLarge { len: 17, max: 16 })
+        );
+    }
+
+    #[test]
+    fn a_run_claimed_by_a_dead_producer_is_skipped_slot_by_slot() {
+        let (_m, r) = ring(8, 8);
+        push(&r, b"a").unwrap();
+        // A dead producer claimed positions 1..4 as one run and published 2 only.
+        fake_dead_owner(&r, 9);
+        r.record(9).prod_pos.store(1, Ordering::Relaxed);
+        r.record(9).prod_end.store(4, Ordering::Relaxed);
+        r.control().tail.store(4, Ordering::Relaxed);
+        r.publish(2, 1, 1, 0);
+        assert_eq!(pop(&r).unwrap(), b"a");
+        assert_eq!(pop(&r), Err(PopError::Empty));
+        // Position 1 is skipped; 2 was published and is delivered; then 3 skipped.
+        assert_eq!(r.repair(), 1);
+        assert_eq!(pop(&r).unwrap(), [0u8]);
+        assert_eq!(r.repair(), 1);
+        push(&r, b"b").unwrap();
+        assert_eq!(pop(&r).unwrap(), b"b");
+        assert!(r.is_empty());
     }
 
     #[test]
