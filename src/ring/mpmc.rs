@@ -1089,6 +1089,24 @@ impl Ring {
         let Some(rec) = self.my_record() else {
             return Err(PopError::Empty);
         };
+        let (pos, m) = self.take_message(rec)?;
+        Ok(ReadSlot {
+            ring: self,
+            pos,
+            len: (m & 0xFFFF_FFFF) as usize,
+            span: (m >> 32) & 0xFFFF,
+            rec,
+            pid: proc::cached_pid(),
+            notify: true,
+            _thread: PhantomData,
+        })
+    }
+
+    /// Takes the next message (stepping over SKIP entries, dropping and reporting
+    /// one with impossible meta): its position and meta word. Plain numbers: the
+    /// caller builds a guard, or copies, in place.
+    #[inline(always)]
+    fn take_message(&self, rec: usize) -> Result<(u64, u64), PopError> {
         loop {
             let (pos, m) = self.take_raw(rec);
             if m & RAW_NOTHING != 0 {
@@ -1098,27 +1116,19 @@ impl Ring {
                     PopError::Empty
                 });
             }
-            let span = (m >> 32) & 0xFFFF;
-            if m & (RAW_INVALID | SKIP) != 0 {
-                // Dropped without a guard: a guard built here and dropped would be
-                // copied through memory on the hot path.
-                self.finish_take(rec, pos, if m & RAW_INVALID != 0 { 1 } else { span });
-                self.wake_producers();
-                if m & RAW_INVALID != 0 {
-                    return Err(self.invalid_meta(pos, m));
-                }
-                continue;
+            if m & (RAW_INVALID | SKIP) == 0 {
+                return Ok((pos, m));
             }
-            return Ok(ReadSlot {
-                ring: self,
-                pos,
-                len: (m & 0xFFFF_FFFF) as usize,
-                span,
-                rec,
-                pid: proc::cached_pid(),
-                notify: true,
-                _thread: PhantomData,
-            });
+            let span = if m & RAW_INVALID != 0 {
+                1
+            } else {
+                (m >> 32) & 0xFFFF
+            };
+            self.finish_take(rec, pos, span);
+            self.wake_producers();
+            if m & RAW_INVALID != 0 {
+                return Err(self.invalid_meta(pos, m));
+            }
         }
     }
 
@@ -1202,36 +1212,19 @@ impl Ring {
         let Some(rec) = self.my_record() else {
             return Err(PopError::Empty);
         };
-        loop {
-            let (pos, m) = self.take_raw(rec);
-            if m & RAW_NOTHING != 0 {
-                return Err(if m & RAW_STUCK != 0 {
-                    self.stuck_at(pos)
-                } else {
-                    PopError::Empty
-                });
-            }
-            let span = (m >> 32) & 0xFFFF;
-            if m & (RAW_INVALID | SKIP) != 0 {
-                self.finish_take(rec, pos, if m & RAW_INVALID != 0 { 1 } else { span });
-                self.wake_producers();
-                if m & RAW_INVALID != 0 {
-                    return Err(self.invalid_meta(pos, m));
-                }
-                continue;
-            }
-            let len = (m & 0xFFFF_FFFF) as usize;
-            let idx = self.index(pos) as usize;
-            // SAFETY: the entry is ours by the take, its len <= span * slot_size
-            // bytes published by the producer's Release store of FULL (see
-            // `ReadSlot::bytes`); `out` is private memory. A copy cannot panic.
-            unsafe { copy_bytes(self.data(idx), out.as_mut_ptr(), len.min(out.len())) };
-            self.finish_take(rec, pos, span);
-            if notify {
-                self.wake_producers();
-            }
-            return Ok(len);
+        let (pos, m) = self.take_message(rec)?;
+        let span = (m >> 32) & 0xFFFF;
+        let len = (m & 0xFFFF_FFFF) as usize;
+        let idx = self.index(pos) as usize;
+        // SAFETY: the entry is ours by the take, its len <= span * slot_size
+        // bytes published by the producer's Release store of FULL (see
+        // `ReadSlot::bytes`); `out` is private memory. A copy cannot panic.
+        unsafe { copy_bytes(self.data(idx), out.as_mut_ptr(), len.min(out.len())) };
+        self.finish_take(rec, pos, span);
+        if notify {
+            self.wake_producers();
         }
+        Ok(len)
     }
 
     /// Puts as many of the messages in `items` — `items.len() / item_len` messages of
