@@ -810,6 +810,23 @@ impl Ring {
     /// fit.
     #[inline]
     pub fn try_claim(&self, len: usize) -> Result<WriteSlot<'_>, PushError> {
+        let (rec, pos, span) = self.claim_message(len)?;
+        Ok(WriteSlot {
+            ring: self,
+            pos,
+            len,
+            span,
+            rec,
+            pid: proc::cached_pid(),
+            done: false,
+            _thread: PhantomData,
+        })
+    }
+
+    /// Claims room for a message of `len` bytes: (record, position, span). Plain
+    /// numbers: the caller builds a guard, or copies, in place.
+    #[inline(always)]
+    fn claim_message(&self, len: usize) -> Result<(usize, u64, u64), PushError> {
         let span = self.span_for(len);
         if span > self.capacity || span > MAX_SPAN || len > u32::MAX as usize {
             return Err(PushError::TooLarge {
@@ -817,22 +834,9 @@ impl Ring {
                 max: self.max_message(),
             });
         }
-        let Some(rec) = self.my_record() else {
-            return Err(PushError::Full);
-        };
-        match self.claim_raw(rec, span) {
-            Some(pos) => Ok(WriteSlot {
-                ring: self,
-                pos,
-                len,
-                span,
-                rec,
-                pid: proc::cached_pid(),
-                done: false,
-                _thread: PhantomData,
-            }),
-            None => Err(PushError::Full),
-        }
+        let rec = self.my_record().ok_or(PushError::Full)?;
+        let pos = self.claim_raw(rec, span).ok_or(PushError::Full)?;
+        Ok((rec, pos, span))
     }
 
     /// Puts one message of `len` bytes, written in place by `write`. Does not block;
@@ -900,7 +904,6 @@ impl Ring {
     #[inline]
     fn claim_raw(&self, rec: usize, span: u64) -> Option<u64> {
         let c = self.control();
-        let r = self.record(rec);
         loop {
             let pos = c.tail.load(Ordering::Acquire);
             let idx = self.index(pos);
@@ -917,28 +920,7 @@ impl Ring {
                 }
                 return None;
             }
-            let held = r.prod_pos.load(Ordering::Relaxed);
-            if held != NONE {
-                // Still holding an earlier claim: mark it, so the one intent covers
-                // the new claim.
-                self.mark(held, WRITING, rec);
-            }
-            // Release: a repairer that reads this intent also sees the mark above
-            // and the end. The CAS below (Release) makes the intent visible to
-            // anyone who sees tail move.
-            r.prod_end
-                .store(pos.wrapping_add(span_here), Ordering::Relaxed);
-            r.prod_pos.store(pos, Ordering::Release);
-            if c.tail
-                .compare_exchange(
-                    pos,
-                    pos.wrapping_add(span_here),
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                )
-                .is_err()
-            {
-                r.prod_pos.store(NONE, Ordering::Release);
+            if !self.claim_at(pos, span_here, rec) {
                 continue;
             }
             if is_pad {
@@ -960,9 +942,15 @@ impl Ring {
     /// Clears the producer intent at `pos` once its slots' states tell the story.
     #[inline]
     fn finish_intent(&self, rec: usize, pos: u64) {
-        let r = self.record(rec);
-        if r.prod_pos.load(Ordering::Relaxed) == pos && self.record_is_mine(rec) {
-            r.prod_pos.store(NONE, Ordering::Release);
+        self.clear_intent(&self.record(rec).prod_pos, rec, pos);
+    }
+
+    /// Clears an intent word that still says `pos` (not one a later claim or take
+    /// replaced, nor another process's: see `record_is_mine`).
+    #[inline]
+    fn clear_intent(&self, start: &AtomicU64, rec: usize, pos: u64) {
+        if start.load(Ordering::Relaxed) == pos && self.record_is_mine(rec) {
+            start.store(NONE, Ordering::Release);
         }
     }
 
@@ -1000,23 +988,52 @@ impl Ring {
         true
     }
 
-    /// Takes the entry at `pos` (whose lead was seen FULL) of `span` slots with a CAS
-    /// on head, recording the intent first; false if head moved on meanwhile.
+    /// Claims positions `pos..pos+span` with a CAS on tail, recording the intent
+    /// first; false if tail moved on meanwhile (the intent is withdrawn).
+    #[inline]
+    fn claim_at(&self, pos: u64, span: u64, rec: usize) -> bool {
+        let r = self.record(rec);
+        let tail = &self.control().tail;
+        self.move_with_intent(tail, &r.prod_pos, &r.prod_end, WRITING, pos, span, rec)
+    }
+
+    /// Takes positions `pos..pos+span` (a message of `span` slots, or a run of
+    /// one-slot messages) with a CAS on head, recording the intent first; false if
+    /// head moved on meanwhile (the intent is withdrawn).
     #[inline]
     fn take_at(&self, pos: u64, span: u64, rec: usize) -> bool {
         let r = self.record(rec);
-        let held = r.cons_pos.load(Ordering::Relaxed);
+        let head = &self.control().head;
+        self.move_with_intent(head, &r.cons_pos, &r.cons_end, READING, pos, span, rec)
+    }
+
+    /// The one way `tail` and `head` move: record the intent `pos..pos+span` in a
+    /// record's (start, end) words — after marking the lead of an earlier claim or
+    /// take the thread still holds with `held_kind` — then CAS `index` from `pos`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn move_with_intent(
+        &self,
+        index: &AtomicU64,
+        start: &AtomicU64,
+        end: &AtomicU64,
+        held_kind: u64,
+        pos: u64,
+        span: u64,
+        rec: usize,
+    ) -> bool {
+        let held = start.load(Ordering::Relaxed);
         if held != NONE {
-            self.mark(held, READING, rec);
+            // Still holding an earlier one: mark it, so the one intent covers the
+            // new one.
+            self.mark(held, held_kind, rec);
         }
         // Release: a repairer that reads this intent also sees the mark above and
         // the end. The CAS below (Release) makes the intent visible to anyone who
-        // sees head move.
-        r.cons_end.store(pos.wrapping_add(span), Ordering::Relaxed);
-        r.cons_pos.store(pos, Ordering::Release);
-        if self
-            .control()
-            .head
+        // sees the index move.
+        end.store(pos.wrapping_add(span), Ordering::Relaxed);
+        start.store(pos, Ordering::Release);
+        if index
             .compare_exchange(
                 pos,
                 pos.wrapping_add(span),
@@ -1025,7 +1042,7 @@ impl Ring {
             )
             .is_err()
         {
-            r.cons_pos.store(NONE, Ordering::Release);
+            start.store(NONE, Ordering::Release);
             return false;
         }
         true
@@ -1041,10 +1058,7 @@ impl Ring {
     /// Clears the consumer intent at `pos` once its slots are freed.
     #[inline]
     fn finish_take_intent(&self, rec: usize, pos: u64) {
-        let r = self.record(rec);
-        if r.cons_pos.load(Ordering::Relaxed) == pos && self.record_is_mine(rec) {
-            r.cons_pos.store(NONE, Ordering::Release);
-        }
+        self.clear_intent(&self.record(rec).cons_pos, rec, pos);
     }
 
     /// The span in the meta word of lead slot `idx`, if it is possible there (the
@@ -1158,19 +1172,7 @@ impl Ring {
     #[inline]
     fn push_copy(&self, msg: &[u8], notify: bool) -> Result<(), PushError> {
         let len = msg.len();
-        let span = self.span_for(len);
-        if span > self.capacity || span > MAX_SPAN || len > u32::MAX as usize {
-            return Err(PushError::TooLarge {
-                len,
-                max: self.max_message(),
-            });
-        }
-        let Some(rec) = self.my_record() else {
-            return Err(PushError::Full);
-        };
-        let Some(pos) = self.claim_raw(rec, span) else {
-            return Err(PushError::Full);
-        };
+        let (rec, pos, span) = self.claim_message(len)?;
         let idx = self.index(pos) as usize;
         // SAFETY: slots idx..idx+span are ours by the claim (see `WriteSlot::buf`);
         // len <= span * slot_size bytes inside the data area; `msg` is private
@@ -1270,7 +1272,6 @@ impl Ring {
     /// the slot at `tail` is not free (or all [`RECORDS`] records are taken).
     fn claim_run(&self, rec: usize, max: u64) -> Option<(u64, u64)> {
         let c = self.control();
-        let r = self.record(rec);
         loop {
             let pos = c.tail.load(Ordering::Acquire);
             let idx = self.index(pos);
@@ -1290,26 +1291,9 @@ impl Ring {
                 }
                 return None;
             }
-            let held = r.prod_pos.load(Ordering::Relaxed);
-            if held != NONE {
-                self.mark(held, WRITING, rec);
+            if self.claim_at(pos, k, rec) {
+                return Some((pos, k));
             }
-            // As in `claim_raw`: the end first, the start with Release.
-            r.prod_end.store(pos.wrapping_add(k), Ordering::Relaxed);
-            r.prod_pos.store(pos, Ordering::Release);
-            if c.tail
-                .compare_exchange(
-                    pos,
-                    pos.wrapping_add(k),
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                )
-                .is_err()
-            {
-                r.prod_pos.store(NONE, Ordering::Release);
-                continue;
-            }
-            return Some((pos, k));
         }
     }
 
@@ -1351,7 +1335,6 @@ impl Ring {
     /// with one CAS. `None` if the entry at head is not one.
     fn take_run(&self, rec: usize, max: u64, item_len: usize) -> Option<(u64, u64)> {
         let c = self.control();
-        let r = self.record(rec);
         let want = meta(item_len as u64, 1, 0);
         loop {
             let pos = c.head.load(Ordering::Acquire);
@@ -1369,25 +1352,9 @@ impl Ring {
             if k == 0 {
                 return None;
             }
-            let held = r.cons_pos.load(Ordering::Relaxed);
-            if held != NONE {
-                self.mark(held, READING, rec);
+            if self.take_at(pos, k, rec) {
+                return Some((pos, k));
             }
-            r.cons_end.store(pos.wrapping_add(k), Ordering::Relaxed);
-            r.cons_pos.store(pos, Ordering::Release);
-            if c.head
-                .compare_exchange(
-                    pos,
-                    pos.wrapping_add(k),
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                )
-                .is_err()
-            {
-                r.cons_pos.store(NONE, Ordering::Release);
-                continue;
-            }
-            return Some((pos, k));
         }
     }
 
