@@ -505,3 +505,133 @@ fn a_loan_moved_into_a_child_is_resolved_by_the_process_that_made_it() {
     assert_eq!(q.get_timeout(Duration::from_secs(10)).unwrap(), b"next");
     assert_eq!(q.get_nowait(), Err(GetError::Empty));
 }
+
+#[test]
+fn threads_of_killed_processes_moving_runs_of_items_lose_at_most_their_runs() {
+    const PER_THREAD: u64 = 400_000;
+    const RUN: usize = 8;
+    // item = producer << 48 | thread << 40 | sequence
+    let item = |p: u64, t: u64, s: u64| p << 48 | t << 40 | s;
+    for round in 0..3u64 {
+        let q = Queue::<u64>::new(64).unwrap();
+        let slots = (2 * 2 * PER_THREAD) as usize;
+        let seen = Words::new(slots);
+        let index = |v: u64| {
+            ((v >> 48) * 2 * PER_THREAD + ((v >> 40) & 0xFF) * PER_THREAD + (v & 0xFF_FFFF_FFFF))
+                as usize
+        };
+        // Two producer processes of two threads each, putting runs of RUN items.
+        let mut producers: Vec<Process> = (0..2u64)
+            .map(|p| {
+                let q = &q;
+                Process::spawn(move || {
+                    std::thread::scope(|s| {
+                        for t in 0..2u64 {
+                            s.spawn(move || {
+                                let mut batch = Vec::with_capacity(RUN);
+                                for seq in (0..PER_THREAD).step_by(RUN) {
+                                    batch.clear();
+                                    batch.extend(
+                                        (seq..(seq + RUN as u64).min(PER_THREAD))
+                                            .map(|s| item(p, t, s)),
+                                    );
+                                    q.put_many(&batch).unwrap();
+                                }
+                            });
+                        }
+                    });
+                })
+                .unwrap()
+            })
+            .collect();
+        // A consumer process of two threads taking runs, killed mid-stream.
+        let doomed = {
+            let (q, seen) = (&q, &seen);
+            Process::spawn(move || {
+                std::thread::scope(|s| {
+                    for _ in 0..2 {
+                        s.spawn(|| {
+                            let mut got = Vec::with_capacity(RUN);
+                            loop {
+                                got.clear();
+                                if q.get_many(&mut got, RUN).is_ok() {
+                                    for &v in &got {
+                                        seen.at(index(v)).fetch_add(1, Ordering::SeqCst);
+                                    }
+                                }
+                            }
+                        });
+                    }
+                });
+            })
+            .unwrap()
+        };
+        std::thread::sleep(Duration::from_millis(5 + round * 5));
+        producers[0].kill().unwrap();
+        let mut doomed = doomed;
+        doomed.kill().unwrap();
+        doomed.join().unwrap();
+        producers[0].join().unwrap();
+        // The parent takes the rest, in runs too, until the survivor is done.
+        let mut last = [[None::<u64>; 2]; 2];
+        let mut got = Vec::new();
+        loop {
+            got.clear();
+            match q.get_many_nowait(&mut got, RUN) {
+                Ok(0) => {
+                    if !producers[1].is_alive() && q.empty() {
+                        break;
+                    }
+                    let _ = q.get_timeout(Duration::from_millis(1)).map(|v| got.push(v));
+                }
+                Ok(_) => {}
+                Err(e) => panic!("{e}"),
+            }
+            for &v in &got {
+                let (p, t, s) = (
+                    (v >> 48) as usize,
+                    ((v >> 40) & 0xFF) as usize,
+                    v & 0xFF_FFFF_FFFF,
+                );
+                assert!(
+                    last[p][t].is_none_or(|l| s > l),
+                    "producer {p} thread {t}: {s} after {last:?}"
+                );
+                last[p][t] = Some(s);
+                seen.at(index(v)).fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        assert!(producers[1].join().unwrap().success());
+        let counts: Vec<u32> = (0..slots)
+            .map(|i| seen.at(i).load(Ordering::SeqCst))
+            .collect();
+        assert!(
+            counts.iter().all(|&c| c <= 1),
+            "an item was delivered twice"
+        );
+        // The dead consumer's threads each lose at most one run they had taken.
+        let per = PER_THREAD as usize;
+        let survivor_lost: usize = (2..4)
+            .map(|k| {
+                counts[k * per..(k + 1) * per]
+                    .iter()
+                    .filter(|&&c| c == 0)
+                    .count()
+            })
+            .sum();
+        assert!(survivor_lost <= 2 * RUN, "survivor lost {survivor_lost}");
+        // The kill came mid-stream (else this round proves little).
+        assert!(
+            counts[..2 * per].iter().any(|&c| c == 0),
+            "producer 0 finished before the kill"
+        );
+        // The dead producer's threads: each a prefix, less at most its own run in
+        // flight and what the dead consumer held.
+        for k in 0..2 {
+            let c = &counts[k * per..(k + 1) * per];
+            let delivered = c.iter().rposition(|&x| x == 1).map_or(0, |i| i + 1);
+            let holes = c[..delivered].iter().filter(|&&x| x == 0).count();
+            assert!(holes <= RUN + 2 * RUN, "thread {k}: {holes} holes");
+        }
+    }
+}
