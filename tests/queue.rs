@@ -622,7 +622,7 @@ fn threads_of_killed_processes_moving_runs_of_items_lose_at_most_their_runs() {
         assert!(survivor_lost <= 2 * RUN, "survivor lost {survivor_lost}");
         // The kill came mid-stream (else this round proves little).
         assert!(
-            counts[..2 * per].iter().any(|&c| c == 0),
+            counts[..2 * per].contains(&0),
             "producer 0 finished before the kill"
         );
         // The dead producer's threads: each a prefix, less at most its own run in
