@@ -675,7 +675,7 @@ impl Ring {
         debug_assert!(i < RECORDS);
         // SAFETY: i < RECORDS, so the record lies between RECORDS_OFFSET and
         // CONTROL_OFFSET, inside the memory bytes_for counted; 128-aligned; a Record
-        // is atomics and padding, valid for any bits, and only accessed atomically.
+        // is atomics only (its padding too), valid for any bits.
         unsafe {
             &*self
                 .base
@@ -685,31 +685,29 @@ impl Ring {
         }
     }
 
+    /// Word `word` (0: state, 1: meta) of slot `idx`'s control entry.
     #[inline]
-    fn state(&self, idx: usize) -> &AtomicU64 {
-        debug_assert!((idx as u64) < self.capacity);
-        // SAFETY: idx < capacity, so the word lies inside the control array that
-        // bytes_for counted; 8-aligned; only accessed atomically.
+    fn control_word(&self, idx: usize, word: usize) -> &AtomicU64 {
+        debug_assert!((idx as u64) < self.capacity && word < CONTROL_SIZE / 8);
+        // SAFETY: idx < capacity and word < 2, so the word lies inside the control
+        // array that bytes_for counted; 8-aligned; only accessed atomically.
         unsafe {
             &*self
                 .base
                 .as_ptr()
-                .add(CONTROL_OFFSET + idx * CONTROL_SIZE)
+                .add(CONTROL_OFFSET + idx * CONTROL_SIZE + word * 8)
                 .cast::<AtomicU64>()
         }
     }
 
     #[inline]
+    fn state(&self, idx: usize) -> &AtomicU64 {
+        self.control_word(idx, 0)
+    }
+
+    #[inline]
     fn meta_word(&self, idx: usize) -> &AtomicU64 {
-        debug_assert!((idx as u64) < self.capacity);
-        // SAFETY: as for `state`, one word further.
-        unsafe {
-            &*self
-                .base
-                .as_ptr()
-                .add(CONTROL_OFFSET + idx * CONTROL_SIZE + 8)
-                .cast::<AtomicU64>()
-        }
+        self.control_word(idx, 1)
     }
 
     /// Pointer to the data of slot `idx`.
