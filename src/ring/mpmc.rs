@@ -1364,10 +1364,8 @@ impl Ring {
     /// As for [`try_take`](Ring::try_take); `read` is not called then.
     #[inline]
     pub fn try_pop_with<R>(&self, read: impl FnOnce(&[u8]) -> R) -> Result<R, PopError> {
-        match self.try_take() {
-            Ok(slot) => Ok(read(slot.bytes())),
-            Err(e) => Err(e),
-        }
+        let slot = self.try_take()?;
+        Ok(read(slot.bytes()))
     }
 
     /// Takes the entry at head with a CAS: its position and meta word, with
