@@ -86,6 +86,7 @@ pub mod process;
 pub mod queue;
 pub mod ring;
 pub mod segment;
+mod shim;
 pub mod sync;
 pub mod value;
 pub mod wait;

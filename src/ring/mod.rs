@@ -6,9 +6,17 @@
 //!   messages of one slot or several consecutive slots (the `Queue`);
 //! - [`spsc`]: single-producer single-consumer ring of length-prefixed byte records,
 //!   streaming messages of any size in fragments (the `Pipe`).
+//!
+//! Both reach their atomics, and the ids and liveness of threads, through one switch
+//! module, so the same code runs under the shuttle model checker with
+//! `--cfg shmproc_model`: interleavings at every atomic step, and threads killed at
+//! any of them (`model_tests.rs`; README, "Testing").
 
 pub mod mpmc;
 pub mod spsc;
+
+#[cfg(all(test, shmproc_model))]
+mod model_tests;
 
 /// `copy_nonoverlapping` with the sizes of small items (a u64, two) done inline: a
 /// call to memcpy for eight bytes costs more than the rest of a put.

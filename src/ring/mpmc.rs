@@ -104,12 +104,12 @@
 use super::copy_bytes;
 use crate::layout::padded::CachePadded;
 use crate::os::proc;
+use crate::shim::{self, AtomicU64, Ordering};
 use crate::wait::EventCount;
 use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Records: how many threads can use one ring at a time.
 pub const RECORDS: usize = 128;
@@ -163,7 +163,8 @@ struct Control {
     head: CachePadded<AtomicU64>,
     not_empty: CachePadded<EventCount>,
     not_full: CachePadded<EventCount>,
-    user_words: CachePadded<[AtomicU64; 8]>,
+    /// The embedder's words: std atomics in every build (not part of the protocol).
+    user_words: CachePadded<[std::sync::atomic::AtomicU64; 8]>,
     user_event: CachePadded<EventCount>,
 }
 
@@ -242,7 +243,7 @@ fn meta(len: u64, span: u64, flags: u64) -> u64 {
 /// The calling thread's identity as stored in a record's owner word.
 #[inline]
 fn my_identity() -> u64 {
-    u64::from(proc::cached_pid()) << 32 | u64::from(proc::cached_tid())
+    u64::from(proc::cached_pid()) << 32 | u64::from(shim::cached_tid())
 }
 
 /// An owner word that means "being claimed": judged alive, never adopted.
@@ -537,10 +538,10 @@ fn owner_alive((owner, start, nonce): (u64, u64, u64)) -> bool {
     }
     let (pid, tid) = ((owner >> 32) as u32, owner as u32);
     if pid == proc::cached_pid() && nonce == my_nonce() {
-        return proc::thread_exists(pid, tid);
+        return shim::thread_exists(pid, tid);
     }
     // Another process, or an earlier one that had this pid: its start time tells.
-    proc::is_alive(pid, start) && proc::thread_exists(pid, tid)
+    proc::is_alive(pid, start) && shim::thread_exists(pid, tid)
 }
 
 impl Ring {
@@ -761,7 +762,7 @@ impl Ring {
     }
 
     /// Eight atomic words in the ring's memory for the layer above (a task count …).
-    pub fn user_words(&self) -> &[AtomicU64; 8] {
+    pub fn user_words(&self) -> &[std::sync::atomic::AtomicU64; 8] {
         &self.control().user_words
     }
 

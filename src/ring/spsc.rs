@@ -40,11 +40,11 @@
 //! bounds or looping.
 
 use crate::layout::padded::CachePadded;
+use crate::shim::{AtomicU64, Ordering};
 use crate::wait::EventCount;
 use std::cell::Cell;
 use std::fmt;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 const CONTROL_SIZE: usize = 512;
 const HEADER: usize = 16;

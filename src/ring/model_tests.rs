@@ -1,0 +1,503 @@
+//! Model checks of the rings (STYLE rule 5), under the shuttle scheduler with
+//! `--cfg shmproc_model` (see [`crate::shim`]): every atomic operation of the ring
+//! code is a point where shuttle may switch threads, and a test may kill a thread
+//! before any one of them, as SIGKILL kills a process at any instruction.
+//!
+//! Run: `RUSTFLAGS="--cfg shmproc_model" cargo test --release --lib ring::model_tests`
+//! (CI does, in its own target directory). `SHMPROC_MODEL_ITERATIONS` scales the
+//! number of schedules per test (default 2000).
+
+use super::mpmc::{PopError, PushError, Ring};
+use super::spsc::{FIRST, Spsc};
+use crate::shim::model;
+use shuttle::rand::{Rng, thread_rng};
+use shuttle::scheduler::{PctScheduler, RandomScheduler, Scheduler};
+use shuttle::{Config, Runner};
+use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::collections::HashSet;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Zero-filled, 128-aligned memory for one ring, freed on drop.
+struct Mem {
+    ptr: NonNull<u8>,
+    layout: Layout,
+}
+
+// SAFETY: plain memory; the rings placed in it are built for concurrent use.
+unsafe impl Send for Mem {}
+// SAFETY: as for Send.
+unsafe impl Sync for Mem {}
+
+impl Mem {
+    fn new(len: usize) -> Arc<Mem> {
+        let layout = Layout::from_size_align(len, 128).unwrap();
+        // SAFETY: len > 0 for every ring.
+        let ptr = NonNull::new(unsafe { alloc_zeroed(layout) }).unwrap();
+        Arc::new(Mem { ptr, layout })
+    }
+}
+
+impl Drop for Mem {
+    fn drop(&mut self) {
+        // SAFETY: allocated with this layout.
+        unsafe { dealloc(self.ptr.as_ptr(), self.layout) };
+    }
+}
+
+fn mpmc(capacity: u64) -> (Arc<Mem>, Ring) {
+    let len = Ring::bytes_for(capacity, 8).unwrap();
+    let mem = Mem::new(len);
+    // SAFETY: fresh zeroed memory of len bytes, kept alive by the Arc every thread
+    // holds, used only through this ring.
+    let ring = unsafe { Ring::init(mem.ptr, len, capacity, 8) }.unwrap();
+    (mem, ring)
+}
+
+fn iterations() -> usize {
+    std::env::var("SHMPROC_MODEL_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000)
+}
+
+/// Runs `body` as a model execution under a random scheduler and under PCT (which
+/// finds bugs that need a few unlikely preemptions).
+fn check(body: impl Fn() + Send + Sync + 'static) {
+    let body = Arc::new(body);
+    let schedulers: [Box<dyn Scheduler + Send>; 2] = [
+        Box::new(RandomScheduler::new(iterations())),
+        Box::new(PctScheduler::new(3, iterations())),
+    ];
+    for scheduler in schedulers {
+        let mut config = Config::new();
+        config.stack_size = 256 * 1024;
+        let body = body.clone();
+        Runner::new(scheduler, config).run(move || {
+            model::begin();
+            body();
+            model::end();
+        });
+    }
+}
+
+fn item(producer: u64, seq: u64) -> [u8; 8] {
+    (producer << 32 | seq).to_ne_bytes()
+}
+
+fn parse(bytes: [u8; 8]) -> (u64, u64) {
+    let v = u64::from_ne_bytes(bytes);
+    (v >> 32, v & 0xFFFF_FFFF)
+}
+
+/// Item `(producer, seq)` as a message: the 8-byte item, and with `spans` 1 to 16
+/// bytes more of a pattern, so the message takes two or three 8-byte slots.
+fn message(producer: u64, seq: u64, spans: bool) -> Vec<u8> {
+    let mut m = item(producer, seq).to_vec();
+    if spans {
+        let extra = 1 + (seq * 7 + producer * 3) % 16;
+        m.extend((0..extra).map(|i| (producer * 31 + seq * 7 + i) as u8));
+    }
+    m
+}
+
+/// The item in a received message, which must be intact.
+fn check_message(bytes: &[u8]) -> (u64, u64) {
+    assert!(bytes.len() >= 8, "a message of {} bytes", bytes.len());
+    let (p, s) = parse(bytes[..8].try_into().unwrap());
+    assert_eq!(
+        bytes,
+        message(p, s, bytes.len() > 8),
+        "message {p}/{s} is torn"
+    );
+    (p, s)
+}
+
+/// Puts `msg`, yielding to the scheduler while the ring is full, and repairing it
+/// (as a real wait does on its stall checks) once `stalled` says a peer is gone.
+fn put(ring: &Ring, msg: &[u8], stalled: impl Fn() -> bool) {
+    loop {
+        match ring.try_push(msg) {
+            Ok(()) => return,
+            Err(PushError::Full) => {
+                if stalled() {
+                    ring.repair();
+                }
+                shuttle::thread::yield_now();
+            }
+            Err(e) => panic!("put: {e}"),
+        }
+    }
+}
+
+/// Checks that `got` (in the order one consumer received them) holds each producer's
+/// items in increasing order.
+fn assert_per_producer_order(got: &[(u64, u64)]) {
+    let mut last = std::collections::HashMap::new();
+    for &(p, s) in got {
+        if let Some(prev) = last.insert(p, s) {
+            assert!(s > prev, "producer {p}: item {s} after {prev}: {got:?}");
+        }
+    }
+}
+
+/// The kill tests are worth something only if victims do die: in most executions
+/// the kill step comes before the victim's work is done.
+fn assert_killed_some(kills: &AtomicU64) {
+    let kills = kills.load(Ordering::Relaxed);
+    assert!(
+        kills as usize > iterations() / 2,
+        "only {kills} executions killed their victim: is the model shim active?"
+    );
+}
+
+/// Two producers and two consumers: every item is delivered exactly once, and each
+/// consumer sees each producer's items in order. Capacity 3 (not a power of two)
+/// makes the ring wrap and fill within a few items.
+#[test]
+fn two_producers_two_consumers_deliver_every_item_once_in_order() {
+    const ITEMS: u64 = 3;
+    check(|| {
+        let (mem, ring) = mpmc(3);
+        let taken = Arc::new(AtomicU64::new(0));
+        let producers: Vec<_> = (1..=2u64)
+            .map(|p| {
+                let mem = mem.clone();
+                model::spawn(move || {
+                    let _mem = mem;
+                    for s in 0..ITEMS {
+                        put(&ring, &item(p, s), || false);
+                    }
+                })
+            })
+            .collect();
+        let consumers: Vec<_> = (0..2)
+            .map(|_| {
+                let (mem, taken) = (mem.clone(), taken.clone());
+                model::spawn(move || {
+                    let _mem = mem;
+                    let mut got = Vec::new();
+                    while taken.load(Ordering::SeqCst) < 2 * ITEMS {
+                        let mut out = [0u8; 8];
+                        match ring.try_pop_into(&mut out) {
+                            Ok(8) => {
+                                got.push(parse(out));
+                                taken.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Ok(n) => panic!("a message of {n} bytes"),
+                            Err(PopError::Empty) => shuttle::thread::yield_now(),
+                            Err(e) => panic!("get: {e}"),
+                        }
+                    }
+                    got
+                })
+            })
+            .collect();
+        for p in producers {
+            p.join().unwrap().unwrap();
+        }
+        let mut all = Vec::new();
+        for c in consumers {
+            let got = c.join().unwrap().unwrap();
+            assert_per_producer_order(&got);
+            all.extend(got);
+        }
+        all.sort_unstable();
+        let want: Vec<_> = (1..=2)
+            .flat_map(|p| (0..ITEMS).map(move |s| (p, s)))
+            .collect();
+        assert_eq!(all, want);
+        assert!(ring.is_empty());
+    });
+}
+
+/// What one consumer collects: it repairs the ring whenever it finds it empty once
+/// `stalled` says a peer is gone (as a real wait does on its stall checks), and
+/// stops when `done` says every producer is gone and a repair leaves nothing more
+/// to take.
+fn drain(ring: &Ring, stalled: impl Fn() -> bool, done: impl Fn() -> bool) -> Vec<(u64, u64)> {
+    let mut got = Vec::new();
+    let mut out = [0u8; 64];
+    loop {
+        match ring.try_pop_into(&mut out) {
+            Ok(n) => got.push(check_message(&out[..n])),
+            Err(PopError::Empty) if !done() && stalled() => {
+                ring.repair();
+                shuttle::thread::yield_now();
+            }
+            Err(PopError::Empty) if done() => {
+                ring.repair();
+                match ring.try_pop_into(&mut out) {
+                    Ok(n) => got.push(check_message(&out[..n])),
+                    Err(PopError::Empty) => return got,
+                    Err(e) => panic!("get after repair: {e}"),
+                }
+            }
+            Err(PopError::Empty) => shuttle::thread::yield_now(),
+            Err(e) => panic!("get: {e}"),
+        }
+    }
+}
+
+/// The ring still works for everyone: a put and a get go through, and nothing is
+/// left in it.
+fn assert_ring_works(ring: &Ring) {
+    ring.repair();
+    ring.try_push(&item(9, 9)).expect("put after the kill");
+    let mut out = [0u8; 8];
+    assert_eq!(ring.try_pop_into(&mut out), Ok(8));
+    assert_eq!(parse(out), (9, 9));
+    assert!(ring.is_empty(), "slots left in use: {}", ring.len());
+}
+
+/// How the victim producer of [`a_producer_killed_at_any_step_never_wedges_the_consumer`]
+/// puts its items, and where its kill window starts.
+#[derive(Clone, Copy, Debug)]
+enum Victim {
+    /// One-slot items, one claim each.
+    Single,
+    /// One-slot items in runs, one claim per run (`try_push_slice`).
+    Runs,
+    /// Messages of two or three slots, which wrap the ring through SKIP entries.
+    Spans,
+    /// One-slot items, killed anywhere from its first step on: while it claims its
+    /// record too.
+    FromFirstStep,
+}
+
+/// A producer killed before any one of its atomic steps never wedges the consumer:
+/// the survivor's items all arrive once, intact and in order; of the victim's, every
+/// put that returned arrives, nothing arrives twice, torn, or out of order; the ring
+/// works afterwards and holds nothing.
+#[test]
+fn a_producer_killed_at_any_step_never_wedges_the_consumer() {
+    let kills = Arc::new(AtomicU64::new(0));
+    for mode in [
+        Victim::Single,
+        Victim::Runs,
+        Victim::Spans,
+        Victim::FromFirstStep,
+    ] {
+        let kills = kills.clone();
+        check(move || {
+            let spans = matches!(mode, Victim::Spans);
+            let (mem, ring) = mpmc(if spans { 5 } else { 4 });
+            let victim_done = Arc::new(Mutex::new(Vec::new()));
+            let (victim_id, survivor_id) = (1, 2); // spawned in this order
+            let victim = {
+                let (mem, done) = (mem.clone(), victim_done.clone());
+                model::spawn(move || {
+                    let _mem = mem;
+                    if let Victim::FromFirstStep = mode {
+                        // Claiming a record scans the 128 records: ~260 steps.
+                        model::kill_at(model::me(), thread_rng().gen_range(1..=400));
+                    } else {
+                        ring.repair(); // claims this thread's record first
+                        model::kill_at(model::me(), thread_rng().gen_range(1..=60));
+                    }
+                    if let Victim::Runs = mode {
+                        let items: Vec<u8> = (0..4).flat_map(|s| item(1, s)).collect();
+                        let mut sent = 0;
+                        while sent < 4 {
+                            match ring.try_push_slice(&items[sent * 8..], 8) {
+                                Ok(n) => {
+                                    done.lock().unwrap().extend(sent as u64..(sent + n) as u64);
+                                    sent += n;
+                                }
+                                Err(e) => panic!("put_many: {e}"),
+                            }
+                            shuttle::thread::yield_now();
+                        }
+                    } else {
+                        for s in 0..4 {
+                            put(&ring, &message(1, s, spans), || false);
+                            done.lock().unwrap().push(s);
+                        }
+                    }
+                })
+            };
+            let survivor = {
+                let mem = mem.clone();
+                model::spawn(move || {
+                    let _mem = mem;
+                    for s in 0..3 {
+                        put(&ring, &message(2, s, spans), || model::gone(victim_id));
+                    }
+                })
+            };
+            let consumer = {
+                let mem = mem.clone();
+                model::spawn(move || {
+                    let _mem = mem;
+                    drain(
+                        &ring,
+                        || model::gone(victim_id),
+                        || model::gone(victim_id) && model::gone(survivor_id),
+                    )
+                })
+            };
+            if victim.join().unwrap().is_none() {
+                kills.fetch_add(1, Ordering::Relaxed);
+            }
+            survivor.join().unwrap().unwrap();
+            let got = consumer.join().unwrap().unwrap();
+            assert_per_producer_order(&got);
+            let from = |p| got.iter().filter(move |(q, _)| *q == p).map(|&(_, s)| s);
+            assert_eq!(from(2).collect::<Vec<_>>(), vec![0, 1, 2], "{mode:?}");
+            let victims: Vec<u64> = from(1).collect();
+            let unique: HashSet<u64> = victims.iter().copied().collect();
+            assert_eq!(
+                unique.len(),
+                victims.len(),
+                "{mode:?}: delivered twice: {victims:?}"
+            );
+            for s in victim_done.lock().unwrap().iter() {
+                assert!(
+                    victims.contains(s),
+                    "{mode:?}: item {s} was put but lost: {got:?}"
+                );
+            }
+            assert_ring_works(&ring);
+        });
+    }
+    assert_killed_some(&kills);
+}
+
+/// A consumer killed before any one of its atomic steps never wedges the producer
+/// (the small rings need every slot back): the survivor and the victim's completed
+/// gets together miss at most what the victim died holding — one message, or one run
+/// of items taken with one CAS — and nothing is delivered twice or torn.
+#[test]
+fn a_consumer_killed_at_any_step_loses_at_most_its_take() {
+    const ITEMS: u64 = 6;
+    let kills = Arc::new(AtomicU64::new(0));
+    // (victim takes runs, messages span slots, capacity)
+    for (runs, spans, capacity) in [(false, false, 2), (true, false, 3), (false, true, 5)] {
+        let counter = kills.clone();
+        check(move || {
+            let (mem, ring) = mpmc(capacity);
+            let victim_got = Arc::new(Mutex::new(Vec::new()));
+            let (victim_id, producer_id) = (1, 3); // spawned in this order
+            let victim = {
+                let (mem, got) = (mem.clone(), victim_got.clone());
+                model::spawn(move || {
+                    let _mem = mem;
+                    ring.repair(); // claims this thread's record first
+                    model::kill_at(model::me(), thread_rng().gen_range(1..=60));
+                    let mut out = [0u8; 64];
+                    loop {
+                        let taken = if runs {
+                            let n = ring.try_pop_slice(&mut out, 8);
+                            let items = out[..n * 8].chunks(8).map(check_message);
+                            got.lock().unwrap().extend(items);
+                            n > 0
+                        } else {
+                            match ring.try_pop_into(&mut out) {
+                                Ok(n) => {
+                                    got.lock().unwrap().push(check_message(&out[..n]));
+                                    true
+                                }
+                                Err(PopError::Empty) => false,
+                                Err(e) => panic!("get: {e}"),
+                            }
+                        };
+                        if !taken {
+                            if model::gone(producer_id) {
+                                return;
+                            }
+                            shuttle::thread::yield_now();
+                        }
+                    }
+                })
+            };
+            let survivor = {
+                let mem = mem.clone();
+                model::spawn(move || {
+                    let _mem = mem;
+                    drain(
+                        &ring,
+                        || model::gone(victim_id),
+                        || model::gone(producer_id) && model::gone(victim_id),
+                    )
+                })
+            };
+            let producer = {
+                let mem = mem.clone();
+                model::spawn(move || {
+                    let _mem = mem;
+                    for s in 0..ITEMS {
+                        put(&ring, &message(1, s, spans), || model::gone(victim_id));
+                    }
+                })
+            };
+            producer.join().unwrap().unwrap();
+            if victim.join().unwrap().is_none() {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            let got = survivor.join().unwrap().unwrap();
+            assert_per_producer_order(&got);
+            let mut all: Vec<u64> = got.iter().map(|&(_, s)| s).collect();
+            all.extend(victim_got.lock().unwrap().iter().map(|&(_, s)| s));
+            let unique: HashSet<u64> = all.iter().copied().collect();
+            assert_eq!(unique.len(), all.len(), "delivered twice: {all:?}");
+            let may_lose = if runs { capacity } else { 1 };
+            assert!(
+                all.len() as u64 >= ITEMS - may_lose,
+                "more than the victim's one take lost: {all:?}"
+            );
+            assert_ring_works(&ring);
+        });
+    }
+    assert_killed_some(&kills);
+}
+
+/// The SPSC byte ring: a writer streams records of every size (so records pad at the
+/// end of the ring) to a reader, which gets each exactly once, intact, in order.
+#[test]
+fn spsc_records_arrive_intact_in_order() {
+    check(|| {
+        let cap = 256;
+        let len = Spsc::bytes_for(cap).unwrap();
+        let mem = Mem::new(len);
+        // SAFETY: fresh zeroed memory of len bytes, kept alive by the Arc both
+        // threads hold, used only through this ring.
+        let ring = unsafe { Spsc::attach(mem.ptr, len, cap) }.unwrap();
+        let sizes = [0usize, 8, 40, 3, 48, 17, 33];
+        assert_eq!(ring.max_fragment(), 48);
+        let writer = {
+            let mem = mem.clone();
+            model::spawn(move || {
+                let _mem = mem;
+                let w = ring.writer();
+                for (i, &n) in sizes.iter().enumerate() {
+                    let msg = vec![i as u8 + 1; n];
+                    while !w.try_write(&msg, FIRST) {
+                        shuttle::thread::yield_now();
+                    }
+                }
+            })
+        };
+        let reader = model::spawn(move || {
+            let r = ring.reader();
+            let mut got = Vec::new();
+            while got.len() < sizes.len() {
+                match r.peek() {
+                    Ok(Some(rec)) => {
+                        got.push(r.bytes(&rec).to_vec());
+                        r.consume(&rec);
+                    }
+                    Ok(None) => shuttle::thread::yield_now(),
+                    Err(e) => panic!("peek: {e}"),
+                }
+            }
+            got
+        });
+        writer.join().unwrap().unwrap();
+        let got = reader.join().unwrap().unwrap();
+        for (i, &n) in sizes.iter().enumerate() {
+            assert_eq!(got[i], vec![i as u8 + 1; n], "record {i}");
+        }
+        drop(mem);
+    });
+}
