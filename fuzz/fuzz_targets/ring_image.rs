@@ -55,15 +55,24 @@ fuzz_target!(|data: &[u8]| {
         }
         // SAFETY: len bytes of 128-aligned memory, used only through this ring.
         let ring = unsafe { mpmc::Ring::attach(mem.0, len, capacity, slot) }.unwrap();
-        for _ in 0..2 * capacity + 2 {
-            match ring.try_take() {
-                Ok(m) => {
-                    assert!(m.bytes().len() <= ring.max_message());
-                }
+        // Takes through the guard and through the copy (whose one-slot fast path
+        // reads the length from the state word), alternately.
+        let mut out = [0u8; 64];
+        for i in 0..2 * capacity + 2 {
+            let taken = if i % 2 == 0 {
+                ring.try_take()
+                    .map(|m| assert!(m.bytes().len() <= ring.max_message()))
+            } else {
+                ring.try_pop_into(&mut out)
+                    .map(|n| assert!(n <= ring.max_message()))
+            };
+            match taken {
+                Ok(()) => {}
                 Err(mpmc::PopError::Empty) => break,
                 Err(mpmc::PopError::Corrupt(_)) => {}
             }
         }
+        let _ = ring.try_push(b"xyz");
         let _ = ring.len();
         if let Ok(mut w) = ring.try_claim(3) {
             w.buf().copy_from_slice(b"abc");

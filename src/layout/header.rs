@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 pub const MAGIC: [u8; 8] = *b"SHMPROC\0";
 /// The layout this build writes and reads. Bumped on any change to the header or to
 /// the layout of any object kind.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// Size of the header; the payload starts at or after it.
 pub const HEADER_SIZE: usize = 1024;
 /// Longest element type name stored; longer names are cut at a char boundary.

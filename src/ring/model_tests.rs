@@ -452,6 +452,116 @@ fn a_consumer_killed_at_any_step_loses_at_most_its_take() {
     assert_killed_some(&kills);
 }
 
+/// A producer holding two claims at once (guards: the older one is marked WRITING
+/// with its record) or a consumer holding two takes (the older marked READING, its
+/// span in the meta word), killed before any one of its atomic steps: the others
+/// never wedge, nothing is delivered twice or torn, and at most the two held
+/// messages are lost. The guards sit in `ManuallyDrop`, so a kill leaves them as a
+/// SIGKILL would (their drop would publish or release them).
+#[test]
+fn a_thread_holding_two_claims_or_two_takes_killed_at_any_step() {
+    use std::mem::ManuallyDrop;
+    let kills = Arc::new(AtomicU64::new(0));
+    for takes in [false, true] {
+        let counter = kills.clone();
+        check(move || {
+            let (mem, ring) = mpmc(if takes { 5 } else { 6 });
+            let victim_log = Arc::new(Mutex::new(Vec::new()));
+            let (victim_id, producer_id, consumer_id) = (1, 2, 3);
+            let victim = {
+                let (mem, log) = (mem.clone(), victim_log.clone());
+                model::spawn(move || {
+                    let _mem = mem;
+                    ring.repair(); // claims this thread's record first
+                    model::kill_at(model::me(), thread_rng().gen_range(1..=60));
+                    if takes {
+                        let mut held = Vec::new();
+                        while held.len() < 2 {
+                            match ring.try_take() {
+                                Ok(slot) => {
+                                    log.lock().unwrap().push(check_message(slot.bytes()));
+                                    held.push(ManuallyDrop::new(slot));
+                                }
+                                Err(PopError::Empty) if model::gone(producer_id) => break,
+                                Err(PopError::Empty) => shuttle::thread::yield_now(),
+                                Err(e) => panic!("take: {e}"),
+                            }
+                        }
+                        while let Some(slot) = held.pop() {
+                            drop(ManuallyDrop::into_inner(slot));
+                        }
+                    } else {
+                        let claim = |s| {
+                            let mut slot = ring.try_claim(8).expect("room for 5 of 6");
+                            slot.buf().copy_from_slice(&item(1, s));
+                            ManuallyDrop::new(slot)
+                        };
+                        let (first, second) = (claim(0), claim(1));
+                        ManuallyDrop::into_inner(second).commit();
+                        log.lock().unwrap().push((1, 1));
+                        ManuallyDrop::into_inner(first).commit();
+                        log.lock().unwrap().push((1, 0));
+                    }
+                })
+            };
+            let producer = {
+                let mem = mem.clone();
+                model::spawn(move || {
+                    let _mem = mem;
+                    // With takes, every other message spans slots, so the meta words
+                    // of one-slot messages that reuse those slots hold stale spans.
+                    for s in 0..if takes { 6 } else { 3 } {
+                        let msg = message(2, s, takes && s % 2 == 0);
+                        put(&ring, &msg, || model::gone(victim_id));
+                    }
+                })
+            };
+            let consumer = {
+                let mem = mem.clone();
+                model::spawn(move || {
+                    let _mem = mem;
+                    drain(
+                        &ring,
+                        || model::gone(victim_id),
+                        || model::gone(victim_id) && model::gone(producer_id),
+                    )
+                })
+            };
+            debug_assert_eq!(consumer_id, 3);
+            if victim.join().unwrap().is_none() {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            producer.join().unwrap().unwrap();
+            let got = consumer.join().unwrap().unwrap();
+            assert_per_producer_order(&got);
+            let log = victim_log.lock().unwrap().clone();
+            let mut all = got.clone();
+            if takes {
+                all.extend(log.iter().copied());
+            }
+            let unique: HashSet<(u64, u64)> = all.iter().copied().collect();
+            assert_eq!(unique.len(), all.len(), "delivered twice: {all:?}");
+            if takes {
+                assert!(
+                    all.len() >= 6 - 2,
+                    "more than the two held takes lost: {all:?}"
+                );
+            } else {
+                let from_producer = got.iter().filter(|(p, _)| *p == 2).count();
+                assert_eq!(from_producer, 3, "the survivor's items: {got:?}");
+                for committed in &log {
+                    assert!(
+                        got.contains(committed),
+                        "committed {committed:?} lost: {got:?}"
+                    );
+                }
+            }
+            assert_ring_works(&ring);
+        });
+    }
+    assert_killed_some(&kills);
+}
+
 /// The SPSC byte ring: a writer streams records of every size (so records pad at the
 /// end of the ring) to a reader, which gets each exactly once, intact, in order.
 #[test]

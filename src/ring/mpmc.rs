@@ -12,7 +12,8 @@
 //!    512              128        user words: 8 atomic u64 (JoinableQueue's task count …)
 //!    640              128        user eventcount
 //!    768        128 × 128        records: one per thread that uses the ring
-//!  17152       16 × capacity     slot control: (state, meta) per slot
+//!  17152        8 × capacity     slot states
+//!      …        8 × capacity     slot meta words
 //!      …  slot_size × capacity   slot data, 128-aligned, contiguous
 //! ```
 //!
@@ -32,13 +33,21 @@
 //!                     1 WRITING  claimed, marked with its owner's record
 //!                     2 FULL     message at `stamp` ready for consumers
 //!                     3 READING  taken, marked with its owner's record
-//! bits 21..0   owner  record index + 1 for WRITING / READING marks;
-//!                     ANON for a READING mark made by a repairer;
-//!                     SKIP_ONE on a FULL entry: a one-slot SKIP made by a repairer
+//! bits 21..0   owner  WRITING / READING: record index + 1 of the thread holding
+//!                     it; ANON (ANON_ONE: of a one-slot message) for a READING
+//!                     mark made by a repairer
+//!                     FULL: 0 — the meta word describes the entry;
+//!                     1 ..= INLINE_MAX — a one-slot message of `owner - 1` bytes,
+//!                     no meta word; SKIP_ONE — a one-slot SKIP made by a repairer
 //! ```
 //!
-//! The meta word of a lead slot holds `len` (bits 0..32), `span` (bits 32..48) and
-//! flags (bit 48: SKIP, a padding entry or a message abandoned by a dead producer).
+//! The meta word of a lead slot published with owner 0 holds `len` (bits 0..32),
+//! `span` (bits 32..48) and flags (bit 48: SKIP, a padding entry or a message
+//! abandoned by a dead producer). A one-slot message keeps its length in the state
+//! word instead, so its hand-off writes and reads one 8-byte word, eight to a cache
+//! line (states and meta words live in separate arrays for the same reason: with
+//! both in a 16-byte entry, a hand-off moved twice the lines and the ring ran at
+//! two thirds of the speed).
 //!
 //! # Protocol (Vyukov's bounded queue, with intents)
 //!
@@ -50,16 +59,18 @@
 //!
 //! Producer, span `k`: `pos = tail`; check slots `pos..pos+k` are EMPTY at their
 //! positions (else the ring is full) → store its intent `pos` in its record → CAS
-//! tail `pos → pos+k` → write meta and data → store lead FULL(pos) (Release) → clear
-//! the intent.
+//! tail `pos → pos+k` → write data (and meta, unless one slot) → store lead FULL(pos)
+//! (Release) → clear the intent.
 //!
-//! Consumer: `pos = head`; lead is FULL(pos) (Acquire) → read the span from meta →
+//! Consumer: `pos = head`; lead is FULL(pos) (Acquire) → read the span (from the
+//! state word or the meta word) →
 //! store its intent `pos` → CAS head `pos → pos+span` → read the data → store the
 //! other slots and then the lead EMPTY(p + capacity) (Release) → clear the intent.
 //!
 //! A thread that claims (takes) again while still holding an earlier claim (take)
 //! first marks the earlier lead WRITING (READING) with its record, so a record's one
-//! intent is always enough to find what it holds.
+//! intent is always enough to find what it holds (before a READING mark it stores the
+//! take's span in the meta word, which is its own until it releases the entry).
 //!
 //! # Records
 //!
@@ -117,9 +128,9 @@ pub const RECORDS: usize = 128;
 const RECORD_SIZE: usize = 128;
 /// Bytes before the records.
 const RECORDS_OFFSET: usize = 768;
-/// Bytes before the slot control array.
+/// Bytes before the slot state array (the meta array follows it).
 const CONTROL_OFFSET: usize = RECORDS_OFFSET + RECORDS * RECORD_SIZE;
-/// Bytes of control per slot: state and meta words.
+/// Bytes of control per slot: a state word and a meta word, in two arrays.
 const CONTROL_SIZE: usize = 16;
 /// Stamps are positions modulo 2^40.
 const STAMP_BITS: u32 = 40;
@@ -128,6 +139,10 @@ const OWNER_MASK: u64 = (1 << 22) - 1;
 /// Owner of a READING mark made by a repairer: nobody in particular, so other
 /// repairers may redo the work (every step of it is a CAS, so redoing is harmless).
 const ANON: u64 = OWNER_MASK - 1;
+/// [`ANON`] for a one-slot message (whose state word was all there was to it).
+const ANON_ONE: u64 = OWNER_MASK - 2;
+/// Largest owner field of a FULL entry that holds its message's length (+ 1).
+const INLINE_MAX: u64 = OWNER_MASK - 3;
 /// Owner field of a FULL entry that is a one-slot SKIP made by a repairer: the state
 /// word alone says so, so the repair is one CAS and writes no meta word.
 const SKIP_ONE: u64 = OWNER_MASK;
@@ -686,17 +701,19 @@ impl Ring {
         }
     }
 
-    /// Word `word` (0: state, 1: meta) of slot `idx`'s control entry.
+    /// Word `word` (0: state, 1: meta) of slot `idx`: entry `idx` of the state
+    /// array or of the meta array after it.
     #[inline]
     fn control_word(&self, idx: usize, word: usize) -> &AtomicU64 {
         debug_assert!((idx as u64) < self.capacity && word < CONTROL_SIZE / 8);
-        // SAFETY: idx < capacity and word < 2, so the word lies inside the control
-        // array that bytes_for counted; 8-aligned; only accessed atomically.
+        // SAFETY: idx < capacity and word < 2, so the word lies inside the two
+        // arrays (capacity × 16 bytes) that bytes_for counted; 8-aligned; only
+        // accessed atomically.
         unsafe {
             &*self
                 .base
                 .as_ptr()
-                .add(CONTROL_OFFSET + idx * CONTROL_SIZE + word * 8)
+                .add(CONTROL_OFFSET + (word * self.capacity as usize + idx) * 8)
                 .cast::<AtomicU64>()
         }
     }
@@ -893,7 +910,8 @@ impl Ring {
     fn padding_at(&self, idx: usize) -> bool {
         let (_, kind, owner) = decode(self.state(idx).load(Ordering::Acquire));
         kind == FULL
-            && (owner == SKIP_ONE || self.meta_word(idx).load(Ordering::Relaxed) & SKIP != 0)
+            && (owner == SKIP_ONE
+                || owner == 0 && self.meta_word(idx).load(Ordering::Relaxed) & SKIP != 0)
     }
 
     /// Claims `span` slots at `tail` for a message, first filling the end of the ring
@@ -1024,7 +1042,13 @@ impl Ring {
         let held = start.load(Ordering::Relaxed);
         if held != NONE {
             // Still holding an earlier one: mark it, so the one intent covers the
-            // new one.
+            // new one. A take's span goes to its meta word first (the entry is ours
+            // until released), for a repairer that must free its slots.
+            if held_kind == READING {
+                let span = end.load(Ordering::Relaxed).wrapping_sub(held);
+                self.meta_word(self.index(held) as usize)
+                    .store(meta(0, span, 0), Ordering::Relaxed);
+            }
             self.mark(held, held_kind, rec);
         }
         // Release: a repairer that reads this intent also sees the mark above and
@@ -1077,15 +1101,35 @@ impl Ring {
             .then_some(span)
     }
 
-    /// Stores the meta word and makes the lead slot FULL.
+    /// Makes the lead slot FULL: a one-slot message with its length in the state
+    /// word, anything else with a meta word.
     #[inline]
     fn publish(&self, pos: u64, len: usize, span: u64, flags: u64) {
         let idx = self.index(pos) as usize;
-        self.meta_word(idx)
-            .store(meta(len as u64, span, flags), Ordering::Relaxed);
-        // Publishes data and meta; paired with the Acquire load in `take_raw`.
+        let owner = if span == 1 && flags == 0 && (len as u64) < INLINE_MAX {
+            len as u64 + 1
+        } else {
+            self.meta_word(idx)
+                .store(meta(len as u64, span, flags), Ordering::Relaxed);
+            0
+        };
+        // Publishes data and meta; paired with the Acquire loads in `take_raw`,
+        // `pop_one` and `take_run`.
         self.state(idx)
-            .store(state(pos, FULL, 0), Ordering::Release);
+            .store(state(pos, FULL, owner), Ordering::Release);
+    }
+
+    /// The meta of a FULL entry at slot `idx` whose state word has owner field
+    /// `owner`: from the state word itself, or from the meta word. An owner field no
+    /// FULL entry has (a scribble) gives a meta word no check accepts (span 0).
+    #[inline]
+    fn full_meta(&self, idx: usize, owner: u64) -> u64 {
+        match owner {
+            0 => self.meta_word(idx).load(Ordering::Relaxed),
+            SKIP_ONE => SKIP | 1 << 32,
+            o if o <= INLINE_MAX => meta(o - 1, 1, 0),
+            _ => 0,
+        }
     }
 
     /// Takes the next message, to be read in place; its slots are freed when the
@@ -1170,6 +1214,65 @@ impl Ring {
 
     #[inline]
     fn push_copy(&self, msg: &[u8], notify: bool) -> Result<(), PushError> {
+        if self.push_one(msg) {
+            if notify {
+                self.not_empty().notify_one();
+            }
+            return Ok(());
+        }
+        self.push_copy_general(msg, notify)
+    }
+
+    /// The common case of a put, with nothing general in the way: a message of one
+    /// slot, the slot at `tail` free, this thread holding no other claim, and no CAS
+    /// lost. The same steps as the general path (intent, CAS, copy, publish, clear),
+    /// in a straight line; false (having changed nothing) if any condition fails.
+    #[inline(always)]
+    fn push_one(&self, msg: &[u8]) -> bool {
+        let len = msg.len();
+        if len > self.slot_size {
+            return false;
+        }
+        let Some(rec) = self.my_record() else {
+            return false;
+        };
+        let c = self.control();
+        let r = self.record(rec);
+        let pos = c.tail.load(Ordering::Acquire);
+        let idx = self.index(pos) as usize;
+        // Paired with the consumer's Release store of EMPTY in `release`.
+        if self.state(idx).load(Ordering::Acquire) != state(pos, EMPTY, 0)
+            || r.prod_pos.load(Ordering::Relaxed) != NONE
+        {
+            return false;
+        }
+        // As in `move_with_intent`: the intent before the CAS (Release: a repairer
+        // that reads it sees the end too).
+        r.prod_end.store(pos.wrapping_add(1), Ordering::Relaxed);
+        r.prod_pos.store(pos, Ordering::Release);
+        if c.tail
+            .compare_exchange(
+                pos,
+                pos.wrapping_add(1),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            r.prod_pos.store(NONE, Ordering::Release);
+            return false;
+        }
+        // SAFETY: slot idx is ours by the claim; len <= slot_size bytes inside the
+        // data area; `msg` is private memory.
+        unsafe { copy_bytes(msg.as_ptr(), self.data(idx), len) };
+        self.publish(pos, len, 1, 0);
+        // The claim is published: the intent no longer matters.
+        r.prod_pos.store(NONE, Ordering::Release);
+        true
+    }
+
+    #[inline(never)]
+    fn push_copy_general(&self, msg: &[u8], notify: bool) -> Result<(), PushError> {
         let len = msg.len();
         let (rec, pos, span) = self.claim_message(len)?;
         let idx = self.index(pos) as usize;
@@ -1210,6 +1313,67 @@ impl Ring {
 
     #[inline]
     fn pop_copy(&self, out: &mut [u8], notify: bool) -> Result<usize, PopError> {
+        if let Some(len) = self.pop_one(out) {
+            if notify {
+                self.wake_producers();
+            }
+            return Ok(len);
+        }
+        self.pop_copy_general(out, notify)
+    }
+
+    /// The common case of a get, with nothing general in the way: a published
+    /// one-slot message at `head` with valid meta, this thread holding no other take,
+    /// and no CAS lost. The same steps as the general path (intent, CAS, copy,
+    /// release, clear), in a straight line; `None` (having changed nothing) if any
+    /// condition fails.
+    #[inline(always)]
+    fn pop_one(&self, out: &mut [u8]) -> Option<usize> {
+        let rec = self.my_record()?;
+        let c = self.control();
+        let r = self.record(rec);
+        let pos = c.head.load(Ordering::Acquire);
+        let idx = self.index(pos) as usize;
+        // Paired with the producer's Release store of FULL in `publish`.
+        let word = self.state(idx).load(Ordering::Acquire);
+        // A one-slot message with its length in the state word, a length that fits
+        // the slot: anything else (meta words, SKIP entries, a scribbled word) takes
+        // the general path.
+        let owner = word & OWNER_MASK;
+        let len = owner.wrapping_sub(1) as usize; // owner 0 (meta word): too long
+        if word & !OWNER_MASK != state(pos, FULL, 0)
+            || owner > INLINE_MAX
+            || len > self.slot_size
+            || r.cons_pos.load(Ordering::Relaxed) != NONE
+        {
+            return None;
+        }
+        // As in `move_with_intent`.
+        r.cons_end.store(pos.wrapping_add(1), Ordering::Relaxed);
+        r.cons_pos.store(pos, Ordering::Release);
+        if c.head
+            .compare_exchange(
+                pos,
+                pos.wrapping_add(1),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            r.cons_pos.store(NONE, Ordering::Release);
+            return None;
+        }
+        // SAFETY: the entry is ours by the take; len <= slot_size bytes published by
+        // the producer's Release store of FULL; `out` is private memory.
+        unsafe { copy_bytes(self.data(idx), out.as_mut_ptr(), len.min(out.len())) };
+        self.release(pos, 1);
+        // The slot is free: the intent no longer matters.
+        r.cons_pos.store(NONE, Ordering::Release);
+        Some(len)
+    }
+
+    #[inline(never)]
+    fn pop_copy_general(&self, out: &mut [u8], notify: bool) -> Result<usize, PopError> {
         let Some(rec) = self.my_record() else {
             return Err(PopError::Empty);
         };
@@ -1335,6 +1499,11 @@ impl Ring {
     fn take_run(&self, rec: usize, max: u64, item_len: usize) -> Option<(u64, u64)> {
         let c = self.control();
         let want = meta(item_len as u64, 1, 0);
+        let inline = if (item_len as u64) < INLINE_MAX {
+            item_len as u64 + 1
+        } else {
+            0
+        };
         loop {
             let pos = c.head.load(Ordering::Acquire);
             let idx = self.index(pos);
@@ -1344,8 +1513,10 @@ impl Ring {
             let k = (0..limit)
                 .take_while(|&j| {
                     let i = (idx + j) as usize;
-                    self.state(i).load(Ordering::Acquire) == state(pos.wrapping_add(j), FULL, 0)
-                        && self.meta_word(i).load(Ordering::Relaxed) == want
+                    let word = self.state(i).load(Ordering::Acquire);
+                    let full = state(pos.wrapping_add(j), FULL, 0);
+                    word == full | inline
+                        || word == full && self.meta_word(i).load(Ordering::Relaxed) == want
                 })
                 .count() as u64;
             if k == 0 {
@@ -1388,7 +1559,7 @@ impl Ring {
                 }
                 continue;
             }
-            if word != state(pos, FULL, 0) {
+            if word & !OWNER_MASK != state(pos, FULL, 0) {
                 let (st, kind, _) = decode(word);
                 if st == stamp(pos) && (kind == EMPTY || kind == WRITING) {
                     // Nothing published yet, or still being written.
@@ -1407,7 +1578,7 @@ impl Ring {
             }
             // FULL(pos) and head == pos: meta is the producer's and stays so until
             // the entry is taken, which our CAS on head decides.
-            let m = self.meta_word(idx).load(Ordering::Relaxed);
+            let m = self.full_meta(idx, word & OWNER_MASK);
             let valid = self.valid_span(idx, m);
             if !self.take_at(pos, valid.unwrap_or(1), rec) {
                 continue;
@@ -1709,7 +1880,13 @@ impl Ring {
     /// twice. Whether it did.
     fn take_over_taken(&self, pos: u64, word: u64) -> bool {
         let idx = self.index(pos) as usize;
-        let taken = state(pos, READING, ANON);
+        let (_, kind, owner) = decode(word);
+        // One slot for sure (no meta word to read): a SKIP_ONE, a one-slot message
+        // with its length in the state word, or another repairer's ANON_ONE mark.
+        let one = owner == SKIP_ONE
+            || owner == ANON_ONE
+            || kind == FULL && owner != 0 && owner <= INLINE_MAX;
+        let taken = state(pos, READING, if one { ANON_ONE } else { ANON });
         if self
             .state(idx)
             .compare_exchange(word, taken, Ordering::AcqRel, Ordering::Relaxed)
@@ -1717,8 +1894,7 @@ impl Ring {
         {
             return false;
         }
-        let (_, _, owner) = decode(word);
-        let span = if owner == SKIP_ONE {
+        let span = if one {
             1
         } else {
             self.lead_span(idx).unwrap_or(1)
@@ -1920,14 +2096,30 @@ mod tests {
     fn scribbled_ring_gives_errors_not_ub() {
         let (_m, r) = ring(4, 8);
         push(&r, b"x").unwrap();
-        // A peer writes an impossible meta word (span 9 in a 4-slot ring).
+        // A peer writes an impossible meta word (span 9 in a 4-slot ring) and points
+        // the state word at it.
         r.meta_word(0).store(meta(72, 9, 0), Ordering::Relaxed);
+        r.state(0).store(state(0, FULL, 0), Ordering::Relaxed);
         assert!(matches!(pop(&r), Err(PopError::Corrupt(_))));
         // The bad entry was dropped; the ring goes on.
         push(&r, b"y").unwrap();
         assert_eq!(pop(&r).unwrap(), b"y");
+        // An impossible length in the state word of a one-slot message (9 bytes in
+        // an 8-byte slot), through the copy and the guard.
+        push(&r, b"z").unwrap();
+        r.state(2).store(state(2, FULL, 10), Ordering::Relaxed);
+        let mut out = [0u8; 16];
+        assert!(matches!(
+            r.try_pop_into(&mut out),
+            Err(PopError::Corrupt(_))
+        ));
+        push(&r, b"v").unwrap();
+        r.state(3).store(state(3, FULL, 10), Ordering::Relaxed);
+        assert!(matches!(pop(&r), Err(PopError::Corrupt(_))));
+        push(&r, b"w").unwrap();
+        assert_eq!(pop(&r).unwrap(), b"w");
         // A scribbled state word at head: an error, not an endless loop.
-        r.state(2).store(u64::MAX, Ordering::Relaxed);
+        r.state(1).store(u64::MAX, Ordering::Relaxed);
         r.control().tail.store(100, Ordering::Relaxed);
         assert!(pop(&r).is_err());
     }
@@ -1985,6 +2177,35 @@ mod tests {
         r.mark(head, READING, 101);
         assert_eq!(r.repair(), 1);
         assert_eq!(pop(&r), Err(PopError::Empty));
+        assert_eq!(r.len(), 0);
+    }
+
+    /// A one-slot message keeps its length in the state word and leaves its meta
+    /// word alone, so that word may still hold the span of an older message. A take
+    /// held while taking another is marked READING with the span of the take put in
+    /// the meta word first: a repairer frees exactly its slot, not the stale span's.
+    #[test]
+    fn a_held_take_of_a_one_slot_message_frees_only_its_slot() {
+        let (_m, r) = ring(4, 8);
+        push(&r, &[7; 24]).unwrap(); // positions 0..3: meta word 0 says span 3
+        assert_eq!(pop(&r).unwrap(), [7; 24]);
+        push(&r, b"x").unwrap(); // position 3
+        assert_eq!(pop(&r).unwrap(), b"x");
+        push(&r, b"a").unwrap(); // position 4, slot 0: inline, stale meta
+        push(&r, b"b").unwrap(); // position 5, slot 1
+        let a = r.try_take().unwrap();
+        let b = r.try_take().unwrap(); // marks a READING
+        let rec = a.rec;
+        std::mem::forget((a, b)); // the thread dies holding both
+        fake_dead_owner(&r, rec);
+        assert_eq!(r.repair(), 2);
+        // Slot 2 (position 6) was never claimed and must still be free at 6.
+        for m in [b"c", b"d", b"e", b"f"] {
+            push(&r, m).unwrap();
+        }
+        for m in [b"c", b"d", b"e", b"f"] {
+            assert_eq!(pop(&r).unwrap(), m);
+        }
         assert_eq!(r.len(), 0);
     }
 
