@@ -272,6 +272,75 @@ impl Core {
     }
 }
 
+impl Core {
+    /// Copies `msg` in as one message, waiting for room as `block` allows: the
+    /// guard-free path of `put` (a guard returned through the wait's frames costs
+    /// store-forwarding stalls on every item a waiting producer puts).
+    #[inline]
+    fn push(&self, msg: &[u8], block: Block, spin: Spin) -> Result<(), PushError> {
+        match (self.ring.try_push(msg), block) {
+            (Err(PushError::Full), Block::Until(deadline)) => self.push_wait(msg, deadline, spin),
+            (r, _) => r,
+        }
+    }
+
+    /// Waits for room for `msg` and copies it in; repairs while the wait stalls (the
+    /// next poll then finds the room a repair made).
+    #[inline(never)]
+    fn push_wait(
+        &self,
+        msg: &[u8],
+        deadline: Option<Deadline>,
+        spin: Spin,
+    ) -> Result<(), PushError> {
+        self.wait_for_batch_room(spin, deadline);
+        let try_push = || match self.ring.try_push(msg) {
+            Err(PushError::Full) => None,
+            r => Some(r),
+        };
+        let on_stall = || {
+            self.ring.repair();
+            None
+        };
+        self.ring
+            .not_full()
+            .wait_until_checked(spin, deadline, try_push, on_stall)
+            .unwrap_or(Err(PushError::Full))
+    }
+
+    /// Copies one message out into `out`, waiting for one as `block` allows; its
+    /// length. The guard-free path of `get` (see [`Core::push`]).
+    #[inline]
+    fn pop_into(&self, out: &mut [u8], block: Block, spin: Spin) -> Result<usize, PopError> {
+        match (self.ring.try_pop_into(out), block) {
+            (Err(PopError::Empty), Block::Until(deadline)) => self.pop_wait(out, deadline, spin),
+            (r, _) => r,
+        }
+    }
+
+    /// Waits for a message and copies it out; repairs while the wait stalls.
+    #[inline(never)]
+    fn pop_wait(
+        &self,
+        out: &mut [u8],
+        deadline: Option<Deadline>,
+        spin: Spin,
+    ) -> Result<usize, PopError> {
+        let try_pop = || match self.ring.try_pop_into(out) {
+            Err(PopError::Empty) => None,
+            r => Some(r),
+        };
+        let on_stall = || {
+            self.ring.repair();
+            None
+        };
+        self.ring
+            .not_empty()
+            .wait_until_checked(spin, deadline, try_pop, on_stall)
+            .unwrap_or(Err(PopError::Empty))
+    }
+}
+
 /// Longest a producer waits for a batch of room (see `Core::wait_for_batch_room`).
 const BATCH_WAIT: Duration = Duration::from_micros(5);
 
@@ -631,12 +700,15 @@ impl<T: Pod> Queue<T> {
             return Err(PutError::Closed(item));
         }
         if count.is_none() {
-            // The fast path: a copy straight into the ring, no guard.
-            match self.core.ring.try_push(bytemuck::bytes_of(&item)) {
-                Err(PushError::Full) if !matches!(block, Block::No) => {}
-                Ok(()) => return Ok(()),
-                Err(_) => return Err(PutError::Full(item)),
-            }
+            // A copy straight into the ring, no guard.
+            return match self
+                .core
+                .push(bytemuck::bytes_of(&item), block, self.handle.spin())
+            {
+                Ok(()) => Ok(()),
+                // An item of size_of::<T>() always fits a slot sized for it.
+                Err(_) => Err(PutError::Full(item)),
+            };
         }
         match self.core.claim(size_of::<T>(), block, self.handle.spin()) {
             Ok(mut slot) => {
@@ -687,19 +759,12 @@ impl<T: Pod> Queue<T> {
         if self.handle.closed() {
             return Err(GetError::Closed);
         }
-        // The fast path: a copy straight out of the ring, no guard.
+        // A copy straight out of the ring, no guard.
         let mut item = T::zeroed();
-        match self
-            .core
-            .ring
-            .try_pop_into(bytemuck::bytes_of_mut(&mut item))
-        {
-            Ok(len) => return check_item_len::<T>(len).map(|()| item),
-            Err(PopError::Empty) if !matches!(block, Block::No) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let slot = self.core.take(block, self.handle.spin())?;
-        read_item(&slot)
+        let len =
+            self.core
+                .pop_into(bytemuck::bytes_of_mut(&mut item), block, self.handle.spin())?;
+        check_item_len::<T>(len).map(|()| item)
     }
 
     /// Puts as many of `items` as fit now, in order, with one wake-up for sleeping
@@ -863,12 +928,6 @@ impl<T: Pod> Queue<T> {
     pub fn name(&self) -> Option<&str> {
         self.core.segment.name()
     }
-}
-
-fn read_item<T: Pod>(slot: &ReadSlot<'_>) -> Result<T, GetError> {
-    let bytes = slot.bytes();
-    check_item_len::<T>(bytes.len())?;
-    Ok(bytemuck::pod_read_unaligned(bytes))
 }
 
 /// A message of `len` bytes holds a `T` only if it has exactly its size.
@@ -1274,18 +1333,11 @@ impl ByteQueue {
     }
 
     fn put_block(&self, msg: &[u8], block: Block) -> Result<(), PutBytesError> {
-        if !self.queue.handle.closed() {
-            // The fast path: a copy straight into the ring, no guard.
-            match self.core().ring.try_push(msg) {
-                Ok(()) => return Ok(()),
-                Err(PushError::Full) if !matches!(block, Block::No) => {}
-                Err(_) => {} // the loan path reports it
-            }
+        if self.queue.handle.closed() {
+            return Err(PutBytesError::Closed);
         }
-        let mut loan = self.loan_block(msg.len(), block)?;
-        loan.buf().copy_from_slice(msg);
-        loan.commit();
-        Ok(())
+        // A copy straight into the ring, no guard.
+        Ok(self.core().push(msg, block, self.queue.handle.spin())?)
     }
 
     /// Puts a message, waiting while the queue is full.
