@@ -35,7 +35,7 @@ use crate::layout::header::{ElemType, ObjectKind, ObjectLayout, TypeName};
 use crate::os::clock::Deadline;
 use crate::ring::mpmc::{PopError, PushError, ReadSlot, Ring, WriteSlot};
 use crate::segment::{CreateError, CreateOptions, OpenError, OpenOptions, Segment};
-use crate::wait::Spin;
+use crate::wait::{EventCount, Spin};
 use bytemuck::Pod;
 use std::cell::Cell;
 use std::fmt;
@@ -285,9 +285,7 @@ impl Core {
         }
     }
 
-    /// Waits for room for `msg` and copies it in; repairs while the wait stalls (the
-    /// next poll then finds the room a repair made). Each poll returns a bool, its
-    /// error waiting in a cell (see `pop_wait`).
+    /// Waits for room for `msg` and copies it in (see [`Core::wait_copy`]).
     #[inline(never)]
     fn push_wait(
         &self,
@@ -296,28 +294,16 @@ impl Core {
         spin: Spin,
     ) -> Result<(), PushError> {
         self.wait_for_batch_room(spin, deadline);
-        let failed = Cell::new(None);
-        let try_push = || match self.ring.try_push(msg) {
-            Ok(()) => Some(true),
-            Err(PushError::Full) => None,
-            Err(e) => {
-                failed.set(Some(e));
-                Some(false)
-            }
-        };
-        let on_stall = || {
-            self.ring.repair();
-            None
-        };
-        match self
-            .ring
-            .not_full()
-            .wait_until_checked(spin, deadline, try_push, on_stall)
-        {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(failed.take().unwrap_or(PushError::Full)),
-            Err(_) => Err(PushError::Full),
-        }
+        self.wait_copy(
+            self.ring.not_full(),
+            spin,
+            deadline,
+            PushError::Full,
+            || match self.ring.try_push(msg) {
+                Err(PushError::Full) => Err(None),
+                r => r.map_err(Some),
+            },
+        )
     }
 
     /// Copies one message out into `out`, waiting for one as `block` allows; its
@@ -330,10 +316,7 @@ impl Core {
         }
     }
 
-    /// Waits for a message and copies it out; repairs while the wait stalls. Each
-    /// poll returns a small value, its error waiting in a cell: a poll returning a
-    /// `Result` with an error that owns a `String` goes through memory, which made
-    /// every hand-off of a ping-pong slower (as measured on the Pipe's receive).
+    /// Waits for a message and copies it out (see [`Core::wait_copy`]).
     #[inline(never)]
     fn pop_wait(
         &self,
@@ -341,11 +324,37 @@ impl Core {
         deadline: Option<Deadline>,
         spin: Spin,
     ) -> Result<usize, PopError> {
+        self.wait_copy(
+            self.ring.not_empty(),
+            spin,
+            deadline,
+            PopError::Empty,
+            || match self.ring.try_pop_into(out) {
+                Err(PopError::Empty) => Err(None),
+                r => r.map_err(Some),
+            },
+        )
+    }
+
+    /// Waits on `event` until `attempt` succeeds (`Ok`) or fails for good
+    /// (`Err(Some(e))`; `Err(None)`: try again), repairing the ring while the wait
+    /// stalls (the next attempt then finds what a repair freed); `timed_out` past
+    /// the deadline. Each poll returns a small value, its error waiting in a cell: a
+    /// poll returning a `Result` whose error owns a `String` goes through memory,
+    /// which made every hand-off of a ping-pong slower (queue pair RTT 190 → 150 ns).
+    fn wait_copy<R, E>(
+        &self,
+        event: &EventCount,
+        spin: Spin,
+        deadline: Option<Deadline>,
+        timed_out: E,
+        mut attempt: impl FnMut() -> Result<R, Option<E>>,
+    ) -> Result<R, E> {
         let failed = Cell::new(None);
-        let try_pop = || match self.ring.try_pop_into(out) {
-            Ok(len) => Some(Some(len)),
-            Err(PopError::Empty) => None,
-            Err(e) => {
+        let poll = || match attempt() {
+            Ok(v) => Some(Some(v)),
+            Err(None) => None,
+            Err(Some(e)) => {
                 failed.set(Some(e));
                 Some(None)
             }
@@ -354,14 +363,10 @@ impl Core {
             self.ring.repair();
             None
         };
-        match self
-            .ring
-            .not_empty()
-            .wait_until_checked(spin, deadline, try_pop, on_stall)
-        {
-            Ok(Some(len)) => Ok(len),
-            Ok(None) => Err(failed.take().unwrap_or(PopError::Empty)),
-            Err(_) => Err(PopError::Empty),
+        match event.wait_until_checked(spin, deadline, poll, on_stall) {
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => Err(failed.take().unwrap_or(timed_out)),
+            Err(_) => Err(timed_out),
         }
     }
 }

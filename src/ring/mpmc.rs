@@ -255,6 +255,31 @@ fn meta(len: u64, span: u64, flags: u64) -> u64 {
     (len & 0xFFFF_FFFF) | ((span & 0xFFFF) << 32) | flags
 }
 
+/// Records the intent `pos..pos+span` in a record's (start, end) words, then moves
+/// `index` (`tail` or `head`) from `pos` past it with a CAS; false, with the intent
+/// withdrawn, if `index` had moved on.
+#[inline(always)]
+fn move_index(index: &AtomicU64, start: &AtomicU64, end: &AtomicU64, pos: u64, span: u64) -> bool {
+    // Release: a repairer that reads this intent also sees the end (and a mark the
+    // caller stored before). The CAS (Release) makes the intent visible to anyone who
+    // sees the index move.
+    end.store(pos.wrapping_add(span), Ordering::Relaxed);
+    start.store(pos, Ordering::Release);
+    if index
+        .compare_exchange(
+            pos,
+            pos.wrapping_add(span),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        )
+        .is_err()
+    {
+        start.store(NONE, Ordering::Release);
+        return false;
+    }
+    true
+}
+
 /// The calling thread's identity as stored in a record's owner word.
 #[inline]
 fn my_identity() -> u64 {
@@ -1024,9 +1049,9 @@ impl Ring {
         self.move_with_intent(head, &r.cons_pos, &r.cons_end, READING, pos, span, rec)
     }
 
-    /// The one way `tail` and `head` move: record the intent `pos..pos+span` in a
-    /// record's (start, end) words — after marking the lead of an earlier claim or
-    /// take the thread still holds with `held_kind` — then CAS `index` from `pos`.
+    /// How `tail` and `head` move: mark the lead of an earlier claim or take the
+    /// thread still holds with `held_kind`, then [`move_index`]. (The one-slot fast
+    /// paths call `move_index` directly, having checked they hold nothing.)
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn move_with_intent(
@@ -1051,24 +1076,7 @@ impl Ring {
             }
             self.mark(held, held_kind, rec);
         }
-        // Release: a repairer that reads this intent also sees the mark above and
-        // the end. The CAS below (Release) makes the intent visible to anyone who
-        // sees the index move.
-        end.store(pos.wrapping_add(span), Ordering::Relaxed);
-        start.store(pos, Ordering::Release);
-        if index
-            .compare_exchange(
-                pos,
-                pos.wrapping_add(span),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            )
-            .is_err()
-        {
-            start.store(NONE, Ordering::Release);
-            return false;
-        }
-        true
+        move_index(index, start, end, pos, span)
     }
 
     /// Frees a taken entry and clears the intent that covered it.
@@ -1246,20 +1254,8 @@ impl Ring {
         {
             return false;
         }
-        // As in `move_with_intent`: the intent before the CAS (Release: a repairer
-        // that reads it sees the end too).
-        r.prod_end.store(pos.wrapping_add(1), Ordering::Relaxed);
-        r.prod_pos.store(pos, Ordering::Release);
-        if c.tail
-            .compare_exchange(
-                pos,
-                pos.wrapping_add(1),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            )
-            .is_err()
-        {
-            r.prod_pos.store(NONE, Ordering::Release);
+        // Holding no other claim (checked above), so nothing to mark.
+        if !move_index(&c.tail, &r.prod_pos, &r.prod_end, pos, 1) {
             return false;
         }
         // SAFETY: slot idx is ours by the claim; len <= slot_size bytes inside the
@@ -1348,19 +1344,8 @@ impl Ring {
         {
             return None;
         }
-        // As in `move_with_intent`.
-        r.cons_end.store(pos.wrapping_add(1), Ordering::Relaxed);
-        r.cons_pos.store(pos, Ordering::Release);
-        if c.head
-            .compare_exchange(
-                pos,
-                pos.wrapping_add(1),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            )
-            .is_err()
-        {
-            r.cons_pos.store(NONE, Ordering::Release);
+        // Holding no other take (checked above), so nothing to mark.
+        if !move_index(&c.head, &r.cons_pos, &r.cons_end, pos, 1) {
             return None;
         }
         // SAFETY: the entry is ours by the take; len <= slot_size bytes published by
