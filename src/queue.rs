@@ -208,19 +208,17 @@ impl Core {
         deadline: Option<Deadline>,
         spin: Spin,
     ) -> Result<WriteSlot<'_>, PushError> {
-        let try_claim = || match self.ring.try_claim(len) {
-            Err(PushError::Full) => None,
-            r => Some(r),
-        };
         self.wait_for_batch_room(spin, deadline);
-        let on_stall = || {
-            self.ring.repair();
-            try_claim()
-        };
-        self.ring
-            .not_full()
-            .wait_until_checked(spin, deadline, try_claim, on_stall)
-            .unwrap_or(Err(PushError::Full))
+        self.wait_repairing(
+            self.ring.not_full(),
+            spin,
+            deadline,
+            PushError::Full,
+            || match self.ring.try_claim(len) {
+                Err(PushError::Full) => Err(None),
+                r => r.map_err(Some),
+            },
+        )
     }
 
     /// A producer that found the ring full first waits, for at most
@@ -258,18 +256,16 @@ impl Core {
     /// consumers left unfinished.
     #[inline(never)]
     fn take_wait(&self, deadline: Option<Deadline>, spin: Spin) -> Result<ReadSlot<'_>, PopError> {
-        let try_take = || match self.ring.try_take() {
-            Err(PopError::Empty) => None,
-            r => Some(r),
-        };
-        let on_stall = || {
-            self.ring.repair();
-            try_take()
-        };
-        self.ring
-            .not_empty()
-            .wait_until_checked(spin, deadline, try_take, on_stall)
-            .unwrap_or(Err(PopError::Empty))
+        self.wait_repairing(
+            self.ring.not_empty(),
+            spin,
+            deadline,
+            PopError::Empty,
+            || match self.ring.try_take() {
+                Err(PopError::Empty) => Err(None),
+                r => r.map_err(Some),
+            },
+        )
     }
 }
 
@@ -285,7 +281,7 @@ impl Core {
         }
     }
 
-    /// Waits for room for `msg` and copies it in (see [`Core::wait_copy`]).
+    /// Waits for room for `msg` and copies it in (see [`Core::wait_repairing`]).
     #[inline(never)]
     fn push_wait(
         &self,
@@ -294,7 +290,7 @@ impl Core {
         spin: Spin,
     ) -> Result<(), PushError> {
         self.wait_for_batch_room(spin, deadline);
-        self.wait_copy(
+        self.wait_repairing(
             self.ring.not_full(),
             spin,
             deadline,
@@ -316,7 +312,7 @@ impl Core {
         }
     }
 
-    /// Waits for a message and copies it out (see [`Core::wait_copy`]).
+    /// Waits for a message and copies it out (see [`Core::wait_repairing`]).
     #[inline(never)]
     fn pop_wait(
         &self,
@@ -324,7 +320,7 @@ impl Core {
         deadline: Option<Deadline>,
         spin: Spin,
     ) -> Result<usize, PopError> {
-        self.wait_copy(
+        self.wait_repairing(
             self.ring.not_empty(),
             spin,
             deadline,
@@ -342,7 +338,7 @@ impl Core {
     /// the deadline. Each poll returns a small value, its error waiting in a cell: a
     /// poll returning a `Result` whose error owns a `String` goes through memory,
     /// which made every hand-off of a ping-pong slower (queue pair RTT 190 → 150 ns).
-    fn wait_copy<R, E>(
+    fn wait_repairing<R, E>(
         &self,
         event: &EventCount,
         spin: Spin,
