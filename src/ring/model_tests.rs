@@ -55,6 +55,18 @@ fn mpmc(capacity: u64) -> (Arc<Mem>, Ring) {
     (mem, ring)
 }
 
+/// Spawns a model thread that keeps the ring's memory alive while it runs.
+fn spawn_on<T: Send + 'static>(
+    mem: &Arc<Mem>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> shuttle::thread::JoinHandle<Option<T>> {
+    let mem = mem.clone();
+    model::spawn(move || {
+        let _mem = mem;
+        f()
+    })
+}
+
 fn iterations() -> usize {
     std::env::var("SHMPROC_MODEL_ITERATIONS")
         .ok()
@@ -317,26 +329,18 @@ fn a_producer_killed_at_any_step_never_wedges_the_consumer() {
                     }
                 })
             };
-            let survivor = {
-                let mem = mem.clone();
-                model::spawn(move || {
-                    let _mem = mem;
-                    for s in 0..3 {
-                        put(&ring, &message(2, s, spans), || model::gone(victim_id));
-                    }
-                })
-            };
-            let consumer = {
-                let mem = mem.clone();
-                model::spawn(move || {
-                    let _mem = mem;
-                    drain(
-                        &ring,
-                        || model::gone(victim_id),
-                        || model::gone(victim_id) && model::gone(survivor_id),
-                    )
-                })
-            };
+            let survivor = spawn_on(&mem, move || {
+                for s in 0..3 {
+                    put(&ring, &message(2, s, spans), || model::gone(victim_id));
+                }
+            });
+            let consumer = spawn_on(&mem, move || {
+                drain(
+                    &ring,
+                    || model::gone(victim_id),
+                    || model::gone(victim_id) && model::gone(survivor_id),
+                )
+            });
             if victim.join().unwrap().is_none() {
                 kills.fetch_add(1, Ordering::Relaxed);
             }
@@ -411,26 +415,18 @@ fn a_consumer_killed_at_any_step_loses_at_most_its_take() {
                     }
                 })
             };
-            let survivor = {
-                let mem = mem.clone();
-                model::spawn(move || {
-                    let _mem = mem;
-                    drain(
-                        &ring,
-                        || model::gone(victim_id),
-                        || model::gone(producer_id) && model::gone(victim_id),
-                    )
-                })
-            };
-            let producer = {
-                let mem = mem.clone();
-                model::spawn(move || {
-                    let _mem = mem;
-                    for s in 0..ITEMS {
-                        put(&ring, &message(1, s, spans), || model::gone(victim_id));
-                    }
-                })
-            };
+            let survivor = spawn_on(&mem, move || {
+                drain(
+                    &ring,
+                    || model::gone(victim_id),
+                    || model::gone(producer_id) && model::gone(victim_id),
+                )
+            });
+            let producer = spawn_on(&mem, move || {
+                for s in 0..ITEMS {
+                    put(&ring, &message(1, s, spans), || model::gone(victim_id));
+                }
+            });
             producer.join().unwrap().unwrap();
             if victim.join().unwrap().is_none() {
                 counter.fetch_add(1, Ordering::Relaxed);
@@ -504,29 +500,21 @@ fn a_thread_holding_two_claims_or_two_takes_killed_at_any_step() {
                     }
                 })
             };
-            let producer = {
-                let mem = mem.clone();
-                model::spawn(move || {
-                    let _mem = mem;
-                    // With takes, every other message spans slots, so the meta words
-                    // of one-slot messages that reuse those slots hold stale spans.
-                    for s in 0..if takes { 6 } else { 3 } {
-                        let msg = message(2, s, takes && s % 2 == 0);
-                        put(&ring, &msg, || model::gone(victim_id));
-                    }
-                })
-            };
-            let consumer = {
-                let mem = mem.clone();
-                model::spawn(move || {
-                    let _mem = mem;
-                    drain(
-                        &ring,
-                        || model::gone(victim_id),
-                        || model::gone(victim_id) && model::gone(producer_id),
-                    )
-                })
-            };
+            let producer = spawn_on(&mem, move || {
+                // With takes, every other message spans slots, so the meta words
+                // of one-slot messages that reuse those slots hold stale spans.
+                for s in 0..if takes { 6 } else { 3 } {
+                    let msg = message(2, s, takes && s % 2 == 0);
+                    put(&ring, &msg, || model::gone(victim_id));
+                }
+            });
+            let consumer = spawn_on(&mem, move || {
+                drain(
+                    &ring,
+                    || model::gone(victim_id),
+                    || model::gone(victim_id) && model::gone(producer_id),
+                )
+            });
             debug_assert_eq!(consumer_id, 3);
             if victim.join().unwrap().is_none() {
                 counter.fetch_add(1, Ordering::Relaxed);
@@ -575,19 +563,15 @@ fn spsc_records_arrive_intact_in_order() {
         let ring = unsafe { Spsc::attach(mem.ptr, len, cap) }.unwrap();
         let sizes = [0usize, 8, 40, 3, 48, 17, 33];
         assert_eq!(ring.max_fragment(), 48);
-        let writer = {
-            let mem = mem.clone();
-            model::spawn(move || {
-                let _mem = mem;
-                let w = ring.writer();
-                for (i, &n) in sizes.iter().enumerate() {
-                    let msg = vec![i as u8 + 1; n];
-                    while !w.try_write(&msg, FIRST) {
-                        shuttle::thread::yield_now();
-                    }
+        let writer = spawn_on(&mem, move || {
+            let w = ring.writer();
+            for (i, &n) in sizes.iter().enumerate() {
+                let msg = vec![i as u8 + 1; n];
+                while !w.try_write(&msg, FIRST) {
+                    shuttle::thread::yield_now();
                 }
-            })
-        };
+            }
+        });
         let reader = model::spawn(move || {
             let r = ring.reader();
             let mut got = Vec::new();
