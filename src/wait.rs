@@ -241,6 +241,11 @@ impl EventCount {
                     if let Some(v) = stall() {
                         return Ok(v);
                     }
+                    // The check may have changed the condition (a repair), and time
+                    // has passed: look again before paying for the sleep's barrier.
+                    if let Some(v) = ready() {
+                        return Ok(v);
+                    }
                 }
             }
             if deadline.is_some_and(|d| d.expired()) {
