@@ -260,9 +260,11 @@ fn meta(len: u64, span: u64, flags: u64) -> u64 {
 /// withdrawn, if `index` had moved on.
 #[inline(always)]
 fn move_index(index: &AtomicU64, start: &AtomicU64, end: &AtomicU64, pos: u64, span: u64) -> bool {
-    // Release: a repairer that reads this intent also sees the end (and a mark the
-    // caller stored before). The CAS (Release) makes the intent visible to anyone who
-    // sees the index move.
+    // Release, paired with the Acquire load of `start` in `Record::claims` /
+    // `Record::takes`: a repairer that reads this intent also sees the end (and a
+    // mark the caller stored before). The CAS (Release; paired with the repairer's
+    // Acquire loads of `tail`/`head`) makes the intent visible to anyone who sees the
+    // index move.
     end.store(pos.wrapping_add(span), Ordering::Relaxed);
     start.store(pos, Ordering::Release);
     if index
@@ -274,6 +276,8 @@ fn move_index(index: &AtomicU64, start: &AtomicU64, end: &AtomicU64, pos: u64, s
         )
         .is_err()
     {
+        // Withdrawn (Release, paired with the same Acquire loads): nothing of this
+        // attempt is left for a repairer to act on.
         start.store(NONE, Ordering::Release);
         return false;
     }
@@ -1000,6 +1004,10 @@ impl Ring {
     /// holds with its record, before its intent moves on to another position.
     fn mark(&self, pos: u64, kind: u64, rec: usize) {
         let idx = self.index(pos) as usize;
+        // Release, paired with the Acquire loads of slot states in `repair` and
+        // `repair_head` (and the AcqRel CAS in `take_over_taken`): a repairer that
+        // sees a READING mark also sees the span stored in the meta word just before
+        // it (`move_with_intent`).
         self.state(idx)
             .store(state(pos, kind, rec as u64 + 1), Ordering::Release);
     }
@@ -1113,6 +1121,7 @@ impl Ring {
     /// word, anything else with a meta word.
     #[inline]
     fn publish(&self, pos: u64, len: usize, span: u64, flags: u64) {
+        debug_assert!(span >= 1 && len as u64 <= span * self.slot_size as u64);
         let idx = self.index(pos) as usize;
         let owner = if span == 1 && flags == 0 && (len as u64) < INLINE_MAX {
             len as u64 + 1
@@ -1238,8 +1247,8 @@ impl Ring {
     #[inline(always)]
     fn push_one(&self, msg: &[u8]) -> bool {
         let len = msg.len();
-        if len > self.slot_size {
-            return false;
+        if len > self.slot_size || len > u32::MAX as usize {
+            return false; // the general path takes it (or says it is too large)
         }
         let Some(rec) = self.my_record() else {
             return false;
@@ -1262,7 +1271,8 @@ impl Ring {
         // data area; `msg` is private memory.
         unsafe { copy_bytes(msg.as_ptr(), self.data(idx), len) };
         self.publish(pos, len, 1, 0);
-        // The claim is published: the intent no longer matters.
+        // The claim is published: the intent no longer matters (Release, paired with
+        // the Acquire load in `Record::claims`: who sees it cleared sees FULL).
         r.prod_pos.store(NONE, Ordering::Release);
         true
     }
@@ -1352,7 +1362,8 @@ impl Ring {
         // the producer's Release store of FULL; `out` is private memory.
         unsafe { copy_bytes(self.data(idx), out.as_mut_ptr(), len.min(out.len())) };
         self.release(pos, 1);
-        // The slot is free: the intent no longer matters.
+        // The slot is free: the intent no longer matters (Release, paired with the
+        // Acquire load in `Record::takes`: who sees it cleared sees EMPTY).
         r.cons_pos.store(NONE, Ordering::Release);
         Some(len)
     }
@@ -1480,15 +1491,17 @@ impl Ring {
     }
 
     /// Takes a run of up to `max` single-slot messages of `item_len` bytes at head
-    /// with one CAS. `None` if the entry at head is not one.
+    /// with one CAS. `None` if the entry at head is not one, or if `item_len` is 0 or
+    /// more than a slot holds (so a taken item always lies within its slot).
     fn take_run(&self, rec: usize, max: u64, item_len: usize) -> Option<(u64, u64)> {
+        if item_len == 0 || item_len > self.slot_size {
+            return None;
+        }
         let c = self.control();
         let want = meta(item_len as u64, 1, 0);
-        let inline = if (item_len as u64) < INLINE_MAX {
-            item_len as u64 + 1
-        } else {
-            0
-        };
+        // The state word of such an item published with its length inline, if a
+        // length that long can be inline (else only the meta form matches).
+        let inline = ((item_len as u64) < INLINE_MAX).then_some(item_len as u64 + 1);
         loop {
             let pos = c.head.load(Ordering::Acquire);
             let idx = self.index(pos);
@@ -1500,7 +1513,7 @@ impl Ring {
                     let i = (idx + j) as usize;
                     let word = self.state(i).load(Ordering::Acquire);
                     let full = state(pos.wrapping_add(j), FULL, 0);
-                    word == full | inline
+                    inline.is_some_and(|o| word == full | o)
                         || word == full && self.meta_word(i).load(Ordering::Relaxed) == want
                 })
                 .count() as u64;
@@ -2159,6 +2172,9 @@ mod tests {
         push(&r, b"9").unwrap();
         let head = r.head_position();
         r.control().head.store(head + 1, Ordering::Relaxed);
+        // As `move_with_intent` does: the held take's span first, then the mark.
+        r.meta_word(r.index(head) as usize)
+            .store(meta(0, 1, 0), Ordering::Relaxed);
         r.mark(head, READING, 101);
         assert_eq!(r.repair(), 1);
         assert_eq!(pop(&r), Err(PopError::Empty));
@@ -2192,6 +2208,24 @@ mod tests {
             assert_eq!(pop(&r).unwrap(), m);
         }
         assert_eq!(r.len(), 0);
+    }
+
+    /// `try_pop_slice` never hands out an entry as an item unless it is a one-slot
+    /// message of exactly the item's length, and never items longer than a slot
+    /// (which would read past it).
+    #[test]
+    fn pop_slice_takes_only_one_slot_items_of_its_length() {
+        let (_m, r) = ring(8, 8);
+        push(&r, &[1; 16]).unwrap(); // two slots, meta word
+        let mut out = [0u8; 64];
+        assert_eq!(r.try_pop_slice(&mut out, 16), 0); // longer than a slot
+        assert_eq!(r.try_pop_slice(&mut out, 8), 0); // not a one-slot item
+        assert_eq!(r.try_pop_slice(&mut out, 0), 0);
+        assert_eq!(pop(&r).unwrap(), [1; 16]);
+        push(&r, &[2; 4]).unwrap();
+        assert_eq!(r.try_pop_slice(&mut out, 8), 0); // another length
+        assert_eq!(r.try_pop_slice(&mut out, 4), 1);
+        assert_eq!(out[..4], [2; 4]);
     }
 
     #[test]

@@ -90,7 +90,9 @@ pub(crate) fn spawn<T: Send + 'static>(
 }
 
 /// A scheduling point before an atomic operation; where the calling thread is the
-/// victim and its steps are used up, it dies here instead.
+/// victim and its steps are used up, it dies here instead: it unwinds (with a payload
+/// `spawn` recognizes), so `Drop` impls on its stack still run — unlike under
+/// SIGKILL. Tests keep guards in `ManuallyDrop` for that reason.
 fn step() {
     let die = STATE.with(|s| {
         let mut s = s.borrow_mut();
