@@ -55,10 +55,15 @@ fuzz_target!(|data: &[u8]| {
         }
         // SAFETY: len bytes of 128-aligned memory, used only through this ring.
         let ring = unsafe { mpmc::Ring::attach(mem.0, len, capacity, slot) }.unwrap();
-        // Takes through the guard and through the copy (whose one-slot fast path
-        // reads the length from the state word), alternately.
+        // Takes through the guard, the copy (whose one-slot fast path reads the
+        // length from the state word) and runs of items, in turn.
         let mut out = [0u8; 64];
         for i in 0..2 * capacity + 2 {
+            if i % 3 == 2 {
+                let n = ring.try_pop_slice(&mut out, 8);
+                assert!(n * 8 <= out.len());
+                continue;
+            }
             let taken = if i % 2 == 0 {
                 ring.try_take()
                     .map(|m| assert!(m.bytes().len() <= ring.max_message()))
