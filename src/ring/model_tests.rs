@@ -552,6 +552,65 @@ fn a_thread_holding_two_claims_or_two_takes_killed_at_any_step() {
     }
 }
 
+/// A repairer killed before a random one of its atomic steps, while it frees a
+/// message a dead consumer took and never released, leaves nothing the other
+/// repairers cannot finish (its `ANON_ONE` mark is redone, each step being a CAS):
+/// a producer that needs every slot of the ring back puts all its items, they all
+/// arrive once and in order, the dead consumer's message never arrives, and the ring
+/// works afterwards.
+#[test]
+fn a_repairer_killed_at_any_step_leaves_nothing_the_others_cannot_finish() {
+    use std::mem::ManuallyDrop;
+    let kills = Arc::new(AtomicU64::new(0));
+    let counter = kills.clone();
+    check(move || {
+        let (mem, ring) = mpmc(3);
+        // Thread ids, in spawn order.
+        let (taker, repairer, producer) = (1, 2, 3);
+        ring.try_push(&item(1, 0)).unwrap();
+        // A consumer that takes the message and ends without releasing it.
+        spawn_on(&mem, move || {
+            let slot = ring.try_take().expect("the message is there");
+            let _ = ManuallyDrop::new(slot);
+        })
+        .join()
+        .unwrap()
+        .unwrap();
+        let doomed_repairer = spawn_on(&mem, move || {
+            // Claims this thread's record (a run of no items takes nothing), so the
+            // kill window covers the repair: ~270 steps to free one taken message
+            // (every record's consumer intent is read).
+            ring.try_pop_slice(&mut [], 8);
+            model::kill_at(model::me(), thread_rng().gen_range(1..=300));
+            ring.repair();
+        });
+        let survivor_producer = spawn_on(&mem, move || {
+            // Four items through three slots: the dead consumer's slot is needed.
+            // Repairs only once the doomed repairer is gone: it must be the one to
+            // start freeing the taken message.
+            for s in 0..4 {
+                put(&ring, &item(2, s), || model::gone(repairer));
+            }
+        });
+        let survivor_consumer = spawn_on(&mem, move || {
+            drain(
+                &ring,
+                || model::gone(repairer),
+                || model::gone(repairer) && model::gone(producer),
+            )
+        });
+        debug_assert_eq!(taker, 1);
+        if doomed_repairer.join().unwrap().is_none() {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        survivor_producer.join().unwrap().unwrap();
+        let got = survivor_consumer.join().unwrap().unwrap();
+        assert_eq!(got, (0..4).map(|s| (2, s)).collect::<Vec<_>>());
+        assert_ring_works(&ring);
+    });
+    assert_killed_some(&kills, "repairer");
+}
+
 /// The SPSC byte ring: a writer streams records of every size (so records pad at the
 /// end of the ring) to a reader, which gets each exactly once, intact, in order.
 #[test]

@@ -1568,8 +1568,21 @@ impl Ring {
                 }
                 stale += 1;
                 if stale > 64 {
-                    let stuck = c.tail.load(Ordering::Acquire) != pos;
-                    return (pos, RAW_NOTHING | if stuck { RAW_STUCK } else { 0 });
+                    if c.tail.load(Ordering::Acquire) == pos {
+                        // Empty: the slot's previous lap is not freed yet.
+                        return (pos, RAW_NOTHING);
+                    }
+                    // Tail moved past `pos`, so a producer saw the slot free for `pos`
+                    // before its CAS (AcqRel; paired with the Acquire load above): a
+                    // look now sees that state or a later one. The model checker
+                    // found the race this settles: a repair, a claim and a publish,
+                    // all after the last poll. A slot still stale is stuck.
+                    let (st, kind, _) = decode(self.state(idx).load(Ordering::Acquire));
+                    if st == stamp(pos) && kind != READING {
+                        stale = 0;
+                        continue; // the next poll returns or takes
+                    }
+                    return (pos, RAW_NOTHING | RAW_STUCK);
                 }
                 std::hint::spin_loop();
                 continue;

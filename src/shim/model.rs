@@ -16,8 +16,9 @@ use std::time::Duration;
 struct State {
     /// Inside a model execution: atomics are scheduling points.
     active: bool,
-    /// (model thread, atomic steps it may still take before it is killed).
-    victim: Option<(usize, u64)>,
+    /// (model thread, atomic steps it may still take before it is killed), for
+    /// each thread marked to die.
+    victims: Vec<(usize, u64)>,
     /// Model threads that were killed or have finished.
     gone: Vec<usize>,
 }
@@ -60,7 +61,11 @@ pub(crate) fn me() -> usize {
 /// (counting from 1).
 #[cfg(test)]
 pub(crate) fn kill_at(tid: usize, steps: u64) {
-    STATE.with(|s| s.borrow_mut().victim = Some((tid, steps.max(1))));
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        s.victims.retain(|&(t, _)| t != tid);
+        s.victims.push((tid, steps.max(1)));
+    });
 }
 
 /// Whether model thread `tid` was killed or has finished.
@@ -100,18 +105,16 @@ fn step() {
             return None;
         }
         let me = me();
-        match &mut s.victim {
-            Some((tid, steps)) if *tid == me => {
-                *steps -= 1;
-                if *steps == 0 {
-                    s.victim = None;
-                    s.gone.push(me);
-                    return Some(true);
-                }
-                Some(false)
-            }
-            _ => Some(false),
+        let Some(i) = s.victims.iter().position(|&(t, _)| t == me) else {
+            return Some(false);
+        };
+        s.victims[i].1 -= 1;
+        if s.victims[i].1 > 0 {
+            return Some(false);
         }
+        s.victims.swap_remove(i);
+        s.gone.push(me);
+        Some(true)
     });
     match die {
         None => {}
