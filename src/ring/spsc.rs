@@ -319,6 +319,7 @@ impl Writer {
         true
     }
 
+    #[inline]
     fn write_header(&self, at: u64, len: u32, flags: u32) {
         let idx = (at & (self.ring.capacity - 1)) as usize;
         let mut h = [0u8; 8];
