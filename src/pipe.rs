@@ -933,30 +933,31 @@ impl Connection {
     ) -> Result<(), RecvError> {
         let rx = self.reader()?;
         self.mark_active();
-        let first = self.next_record(rx, deadline)?;
-        if first.flags & FIRST == 0 {
-            self.consume(rx, &first);
-            return Err(RecvError::Corrupt(
-                "a message fragment without its start".into(),
-            ));
-        }
-        put(rx.bytes(&first));
-        self.consume(rx, &first);
-        if first.flags & MORE == 0 {
-            return Ok(());
-        }
+        let mut first = true;
         loop {
             let rec = self.next_record(rx, deadline)?;
-            if rec.flags & FIRST != 0 {
-                return Err(RecvError::Corrupt(
-                    "a new message began inside another".into(),
-                ));
+            match (first, rec.flags & FIRST != 0) {
+                (true, false) => {
+                    // A stray fragment: dropped, so the next receive goes on.
+                    self.consume(rx, &rec);
+                    return Err(RecvError::Corrupt(
+                        "a message fragment without its start".into(),
+                    ));
+                }
+                // Left for the next receive, which it begins.
+                (false, true) => {
+                    return Err(RecvError::Corrupt(
+                        "a new message began inside another".into(),
+                    ));
+                }
+                _ => {}
             }
             put(rx.bytes(&rec));
             self.consume(rx, &rec);
             if rec.flags & MORE == 0 {
                 return Ok(());
             }
+            first = false;
         }
     }
 

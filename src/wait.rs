@@ -246,15 +246,8 @@ impl EventCount {
         let mut stalls = StallClock::new();
         loop {
             if let Some(stall) = on_stall.as_deref_mut() {
-                if stalls.due() {
-                    if let Some(v) = stall() {
-                        return Ok(v);
-                    }
-                    // The check may have changed the condition (a repair), and time
-                    // has passed: look again before paying for the sleep's barrier.
-                    if let Some(v) = ready() {
-                        return Ok(v);
-                    }
+                if let Some(v) = stalls.check(stall, ready) {
+                    return Ok(v);
                 }
             }
             if deadline.is_some_and(|d| d.expired()) {
@@ -305,10 +298,8 @@ pub fn wait_any<T>(
     }
     let mut stalls = StallClock::new();
     loop {
-        if stalls.due() {
-            if let Some(v) = on_stall() {
-                return Ok(v);
-            }
+        if let Some(v) = stalls.check(&mut on_stall, &mut ready) {
+            return Ok(v);
         }
         if deadline.is_some_and(|d| d.expired()) {
             return ready().ok_or(TimedOut);
@@ -399,6 +390,20 @@ struct StallClock {
 }
 
 impl StallClock {
+    /// Runs `on_stall` if a stall check is due, and then looks at the condition again
+    /// (`ready`): the check may have changed it (a repair), and time has passed — the
+    /// sleep's barrier and futex calls are worth saving.
+    fn check<T>(
+        &mut self,
+        on_stall: &mut dyn FnMut() -> Option<T>,
+        ready: &mut dyn FnMut() -> Option<T>,
+    ) -> Option<T> {
+        if !self.due() {
+            return None;
+        }
+        on_stall().or_else(ready)
+    }
+
     fn new() -> StallClock {
         StallClock {
             every: STALL_CHECK_FIRST,

@@ -20,7 +20,7 @@
 //!
 //! The parties count lives in the checksummed header, where a peer cannot change it.
 
-use super::object;
+use super::object::{self, Shared};
 use crate::Deadline;
 use crate::layout::header::{ElemType, ObjectKind, ObjectLayout};
 use crate::layout::padded::CachePadded;
@@ -28,7 +28,6 @@ use crate::segment::{CreateError, OpenError, Segment};
 use crate::wait::{EventCount, TimedOut};
 use std::fmt;
 use std::mem::offset_of;
-use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -148,20 +147,13 @@ impl std::error::Error for BrokenBarrier {}
 /// ```
 #[derive(Clone)]
 pub struct Barrier {
-    segment: Arc<Segment>,
-    word: NonNull<AtomicU64>,
-    wake: NonNull<EventCount>,
+    /// The state word and the waiters' eventcount, in a mapping the handle keeps.
+    state: Shared<BarrierState>,
     /// From the validated header, 1..=MAX_PARTIES.
     parties: u64,
     /// Run by this handle's process when it is the last to arrive.
     action: Option<Arc<dyn Fn() + Send + Sync>>,
 }
-
-// SAFETY: the pointers point into the mapping `segment` keeps alive, only accessed
-// through atomics, from any thread; the action is Send + Sync.
-unsafe impl Send for Barrier {}
-// SAFETY: as for Send.
-unsafe impl Sync for Barrier {}
 
 impl fmt::Debug for Barrier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -249,13 +241,9 @@ impl Barrier {
     /// The payload must be at least STATE_SIZE bytes, used by every process only as
     /// a `BarrierState`.
     unsafe fn from_segment(segment: Arc<Segment>, parties: u64) -> Barrier {
-        let base = segment.payload();
         Barrier {
-            // SAFETY: the offsets lie within the state, aligned (asserted above).
-            word: unsafe { base.add(WORD_OFFSET) }.cast(),
-            // SAFETY: as above.
-            wake: unsafe { base.add(WAKE_OFFSET) }.cast(),
-            segment,
+            // SAFETY: the caller's contract is `Shared::at`'s; BarrierState is atomics.
+            state: unsafe { Shared::at(segment, 0) },
             parties,
             action: None,
         }
@@ -273,19 +261,17 @@ impl Barrier {
 
     #[inline]
     fn word(&self) -> &AtomicU64 {
-        // SAFETY: in the live mapping, aligned, atomics only.
-        unsafe { self.word.as_ref() }
+        &self.state.state().word
     }
 
     #[inline]
     fn wake(&self) -> &EventCount {
-        // SAFETY: as for `word`.
-        unsafe { self.wake.as_ref() }
+        &self.state.state().wake
     }
 
     /// The segment's name, `None` if anonymous.
     pub fn name(&self) -> Option<&str> {
-        self.segment.name()
+        self.state.name()
     }
 
     /// The number of parties each pass needs (Python's `parties`).
@@ -475,8 +461,8 @@ impl Barrier {
 /// `shmproc inspect` rows for a `Barrier` segment.
 pub(crate) fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
     let (Some(w), Some(waiters)) = (
-        object::peek_u64(segment, WORD_OFFSET),
-        object::peek_u32(segment, WAKE_OFFSET + 4),
+        object::peek::<u64>(segment, WORD_OFFSET),
+        object::peek::<u32>(segment, WAKE_OFFSET + 4),
     ) else {
         return object::unreadable(segment);
     };

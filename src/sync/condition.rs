@@ -695,7 +695,7 @@ pub(crate) fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
     };
     let waiting = (0..MAX_WAITERS)
         .filter(|i| {
-            object::peek_u32(
+            object::peek::<u32>(
                 segment,
                 SLOTS_OFFSET + i * SLOT_SIZE + offset_of!(Slot, state),
             ) == Some(WAITING)

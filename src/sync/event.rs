@@ -7,7 +7,7 @@
 //! semantics, where `wait` returns `True` once notified even if the flag was cleared
 //! since.
 
-use super::object;
+use super::object::{self, Shared};
 use crate::Deadline;
 use crate::layout::header::{ElemType, ObjectKind, ObjectLayout};
 use crate::layout::padded::CachePadded;
@@ -15,8 +15,6 @@ use crate::segment::{CreateError, OpenError, Segment};
 use crate::wait::EventCount;
 use std::fmt;
 use std::mem::offset_of;
-use std::ptr::NonNull;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -75,16 +73,9 @@ const FLAG: u32 = 1;
 /// ```
 #[derive(Clone)]
 pub struct Event {
-    segment: Arc<Segment>,
-    word: NonNull<AtomicU32>,
-    wake: NonNull<EventCount>,
+    /// The flag word and the waiters' eventcount, in a mapping the handle keeps.
+    state: Shared<EventState>,
 }
-
-// SAFETY: the pointers point into the mapping `segment` keeps alive, only accessed
-// through atomics, from any thread.
-unsafe impl Send for Event {}
-// SAFETY: as for Send.
-unsafe impl Sync for Event {}
 
 impl fmt::Debug for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -103,9 +94,9 @@ impl Event {
     ///
     /// [`CreateError`] if the segment cannot be created.
     pub fn new() -> Result<Event, CreateError> {
-        let segment = object::create(None, &LAYOUT, |_, _| {})?;
-        // SAFETY: a zero-filled STATE_SIZE-byte payload used only as an EventState.
-        Ok(unsafe { Event::from_segment(segment) })
+        // SAFETY: LAYOUT's payload is one EventState (atomics; zero is clear).
+        let state = unsafe { object::create_state(None, &LAYOUT) }?;
+        Ok(Event { state })
     }
 
     /// Creates a clear event named `name`.
@@ -114,9 +105,9 @@ impl Event {
     ///
     /// [`CreateError`]: an invalid or taken name, permissions.
     pub fn create(name: &str) -> Result<Event, CreateError> {
-        let segment = object::create(Some(name), &LAYOUT, |_, _| {})?;
         // SAFETY: as in `new`.
-        Ok(unsafe { Event::from_segment(segment) })
+        let state = unsafe { object::create_state(Some(name), &LAYOUT) }?;
+        Ok(Event { state })
     }
 
     /// Opens the event named `name`.
@@ -126,43 +117,24 @@ impl Event {
     /// [`OpenError`]: not found, not an `Event`, an incompatible layout, a corrupt
     /// header.
     pub fn open(name: &str) -> Result<Event, OpenError> {
-        let segment = object::open(name, ObjectKind::Event, |found| {
-            object::check_layout(found, Some(LAYOUT))
-        })?;
-        // SAFETY: the layout check guarantees a STATE_SIZE-byte payload.
-        Ok(unsafe { Event::from_segment(segment) })
-    }
-
-    /// # Safety
-    ///
-    /// The payload must be at least STATE_SIZE bytes, used by every process only as
-    /// an `EventState`.
-    unsafe fn from_segment(segment: Arc<Segment>) -> Event {
-        let base = segment.payload();
-        Event {
-            // SAFETY: the offsets lie within the state, aligned (asserted above).
-            word: unsafe { base.add(WORD_OFFSET) }.cast(),
-            // SAFETY: as above.
-            wake: unsafe { base.add(WAKE_OFFSET) }.cast(),
-            segment,
-        }
+        // SAFETY: as in `new`.
+        let state = unsafe { object::open_state(name, &LAYOUT) }?;
+        Ok(Event { state })
     }
 
     #[inline]
     fn word(&self) -> &AtomicU32 {
-        // SAFETY: in the live mapping, aligned, atomics only.
-        unsafe { self.word.as_ref() }
+        &self.state.state().word
     }
 
     #[inline]
     fn wake(&self) -> &EventCount {
-        // SAFETY: as for `word`.
-        unsafe { self.wake.as_ref() }
+        &self.state.state().wake
     }
 
     /// The segment's name, `None` if anonymous.
     pub fn name(&self) -> Option<&str> {
-        self.segment.name()
+        self.state.name()
     }
 
     /// Whether the flag is set (Python's `is_set()`). A snapshot.
@@ -225,8 +197,8 @@ impl Event {
 /// `shmproc inspect` rows for an `Event` segment.
 pub(crate) fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
     let (Some(word), Some(waiters)) = (
-        object::peek_u32(segment, WORD_OFFSET),
-        object::peek_u32(segment, WAKE_OFFSET + 4),
+        object::peek::<u32>(segment, WORD_OFFSET),
+        object::peek::<u32>(segment, WAKE_OFFSET + 4),
     ) else {
         return object::unreadable(segment);
     };

@@ -20,7 +20,7 @@
 //! is still running; if not, it takes the lock over with a CAS from the dead holder's
 //! word to its own with `INCONSISTENT` set, and gets [`AcquireError::OwnerDied`].
 
-use super::object;
+use super::object::{self, Shared};
 use super::owner::{self, INCONSISTENT};
 use super::{AcquireError, ReleaseError};
 use crate::Deadline;
@@ -30,7 +30,6 @@ use crate::segment::{CreateError, OpenError, Segment};
 use crate::wait::{EventCount, Spin, TimedOut};
 use std::fmt;
 use std::mem::offset_of;
-use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -148,35 +147,16 @@ pub(crate) enum Taken {
 /// assert!(lock.try_acquire().is_ok());
 /// # Ok(()) }
 /// ```
+#[derive(Clone)]
 pub struct Lock {
-    /// Keeps the mapping alive.
-    segment: Arc<Segment>,
-    /// The owner word, in `segment`'s mapping.
-    owner: NonNull<AtomicU64>,
-    /// The waiters' eventcount, in `segment`'s mapping.
-    wake: NonNull<EventCount>,
-}
-
-// SAFETY: the pointers point into the mapping `segment` keeps alive, and the memory
-// they point to is only ever accessed through atomics, from any thread.
-unsafe impl Send for Lock {}
-// SAFETY: as for Send; every method takes &self and uses atomics only.
-unsafe impl Sync for Lock {}
-
-impl Clone for Lock {
-    fn clone(&self) -> Lock {
-        Lock {
-            segment: Arc::clone(&self.segment),
-            owner: self.owner,
-            wake: self.wake,
-        }
-    }
+    /// The owner word and the waiters' eventcount, in a mapping the handle keeps.
+    state: Shared<LockState>,
 }
 
 impl fmt::Debug for Lock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lock")
-            .field("name", &self.segment.name())
+            .field("name", &self.name())
             .field("owner", &self.owner())
             .finish()
     }
@@ -190,10 +170,9 @@ impl Lock {
     ///
     /// [`CreateError`] if the segment cannot be created (e.g. out of memory).
     pub fn new() -> Result<Lock, CreateError> {
-        let segment = object::create(None, &LAYOUT, |_, _| {})?;
-        // SAFETY: the payload is STATE_SIZE bytes, 128-aligned, zero-filled (an
-        // unlocked lock) and only ever used through this layout.
-        Ok(unsafe { Lock::from_state(segment, 0) })
+        // SAFETY: LAYOUT's payload is one LockState (atomics; zero is unlocked).
+        let state = unsafe { object::create_state(None, &LAYOUT) }?;
+        Ok(Lock { state })
     }
 
     /// Creates an unlocked lock named `name` (in `/dev/shm`, mode 0600), which other
@@ -204,9 +183,9 @@ impl Lock {
     ///
     /// [`CreateError`]: an invalid name, a name that exists already, permissions.
     pub fn create(name: &str) -> Result<Lock, CreateError> {
-        let segment = object::create(Some(name), &LAYOUT, |_, _| {})?;
         // SAFETY: as in `new`.
-        Ok(unsafe { Lock::from_state(segment, 0) })
+        let state = unsafe { object::create_state(Some(name), &LAYOUT) }?;
+        Ok(Lock { state })
     }
 
     /// Opens the lock named `name`.
@@ -216,12 +195,9 @@ impl Lock {
     /// [`OpenError`]: no such segment, not a `Lock` (`WrongKind`), a layout this
     /// build cannot use (`IncompatibleLayout`), or a corrupt header.
     pub fn open(name: &str) -> Result<Lock, OpenError> {
-        let segment = object::open(name, ObjectKind::Lock, |found| {
-            object::check_layout(found, Some(LAYOUT))
-        })?;
-        // SAFETY: the layout check guarantees a STATE_SIZE-byte payload, 128-aligned;
-        // every process uses it only through this layout.
-        Ok(unsafe { Lock::from_state(segment, 0) })
+        // SAFETY: as in `new`.
+        let state = unsafe { object::open_state(name, &LAYOUT) }?;
+        Ok(Lock { state })
     }
 
     /// A handle to the lock state at byte `offset` of `segment`'s payload.
@@ -232,37 +208,27 @@ impl Lock {
     /// payload, and every process must use those bytes only as a [`LockState`]
     /// (through atomics).
     pub(crate) unsafe fn from_state(segment: Arc<Segment>, offset: usize) -> Lock {
-        debug_assert!(offset % 128 == 0 && offset + STATE_SIZE <= segment.payload_len());
-        // SAFETY: in bounds of the payload by the caller's contract.
-        let base = unsafe { segment.payload().add(offset) };
         Lock {
-            // SAFETY: OWNER_OFFSET and WAKE_OFFSET lie within the state (asserted
-            // above), so the pointers are in bounds and suitably aligned.
-            owner: unsafe { base.add(OWNER_OFFSET) }.cast(),
-            // SAFETY: as above.
-            wake: unsafe { base.add(WAKE_OFFSET) }.cast(),
-            segment,
+            // SAFETY: the caller's contract is `Shared::at`'s; LockState is atomics.
+            state: unsafe { Shared::at(segment, offset) },
         }
     }
 
     /// The owner word.
     #[inline]
     fn word(&self) -> &AtomicU64 {
-        // SAFETY: points into the mapping self.segment keeps alive; 8-aligned; only
-        // accessed atomically (from_state's contract).
-        unsafe { self.owner.as_ref() }
+        &self.state.state().owner
     }
 
     /// The waiters' eventcount.
     #[inline]
     fn wake(&self) -> &EventCount {
-        // SAFETY: as for `word`; EventCount is two atomics, valid for any bits.
-        unsafe { self.wake.as_ref() }
+        &self.state.state().wake
     }
 
     /// The segment's name, `None` for an anonymous lock.
     pub fn name(&self) -> Option<&str> {
-        self.segment.name()
+        self.state.name()
     }
 
     /// Acquires the lock, waiting as long as it takes (Python's `acquire()`).
@@ -487,7 +453,7 @@ impl Lock {
 
     /// Whether `other` is a handle to this very lock state (in the same mapping).
     pub(crate) fn same_state(&self, other: &Lock) -> bool {
-        self.owner == other.owner
+        self.state.same(&other.state)
     }
 }
 
@@ -565,9 +531,9 @@ impl fmt::Debug for LockGuard<'_> {
 /// segment's payload).
 pub(crate) fn inspect_at(segment: &Segment, offset: usize) -> Vec<(&'static str, String)> {
     let (Some(word), Some(waiters)) = (
-        object::peek_u64(segment, offset + OWNER_OFFSET),
+        object::peek::<u64>(segment, offset + OWNER_OFFSET),
         // EventCount is (epoch: u32, waiters: u32), repr(C).
-        object::peek_u32(segment, offset + WAKE_OFFSET + 4),
+        object::peek::<u32>(segment, offset + WAKE_OFFSET + 4),
     ) else {
         return object::unreadable(segment);
     };

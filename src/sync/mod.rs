@@ -180,3 +180,15 @@ impl fmt::Display for ReleaseError {
 }
 
 impl std::error::Error for ReleaseError {}
+
+// Every handle crosses threads: the state handles are `Send + Sync` because their
+// shared state is atomics only (see `object::Shared`).
+const _: () = {
+    fn send_sync<T: Send + Sync>() {}
+    let _ = send_sync::<Lock>;
+    let _ = send_sync::<RLock>;
+    let _ = send_sync::<Event>;
+    let _ = send_sync::<Semaphore>;
+    let _ = send_sync::<BoundedSemaphore>;
+    let _ = send_sync::<Barrier>;
+};

@@ -113,38 +113,118 @@ pub(crate) fn open(
     Ok(Arc::new(segment))
 }
 
-/// Reads a `u32` of an object's state for `shmproc inspect`, from a mapping that may
-/// be read-only, without forming a reference to it. `None` if it lies outside the
-/// payload.
-pub(crate) fn peek_u32(segment: &Segment, offset: usize) -> Option<u32> {
-    if offset.checked_add(4)? > segment.payload_len() || offset % 4 != 0 {
-        return None;
-    }
-    // SAFETY: in bounds of the payload (checked above), 4-aligned (the payload is
-    // 128-aligned), and a volatile read of a plain integer has no validity
-    // requirement; a racing writer can only make the value stale.
-    Some(unsafe {
-        segment
-            .payload()
-            .as_ptr()
-            .add(offset)
-            .cast::<u32>()
-            .read_volatile()
-    })
+/// A handle to an object's shared state: a `#[repr(C)]` struct of atomics `S` at a
+/// 128-aligned offset of a segment's payload, which the handle keeps mapped. What
+/// every lock, event, semaphore and barrier handle consists of.
+pub(crate) struct Shared<S> {
+    segment: Arc<Segment>,
+    /// `S` inside `segment`'s payload (see [`Shared::at`]).
+    state: NonNull<S>,
 }
 
-/// As [`peek_u32`], for a `u64`.
-pub(crate) fn peek_u64(segment: &Segment, offset: usize) -> Option<u64> {
-    if offset.checked_add(8)? > segment.payload_len() || offset % 8 != 0 {
+// SAFETY: the pointer points into the mapping `segment` keeps alive, and `S` is only
+// ever accessed through shared references to atomics (`S: Sync`), from any thread.
+unsafe impl<S: Sync> Send for Shared<S> {}
+// SAFETY: as for Send.
+unsafe impl<S: Sync> Sync for Shared<S> {}
+
+impl<S> Clone for Shared<S> {
+    fn clone(&self) -> Shared<S> {
+        Shared {
+            segment: Arc::clone(&self.segment),
+            state: self.state,
+        }
+    }
+}
+
+impl<S> Shared<S> {
+    /// A handle to the `S` at byte `offset` of `segment`'s payload.
+    ///
+    /// # Safety
+    ///
+    /// `offset` must be a multiple of 128 with `offset + size_of::<S>()` within the
+    /// payload; `S` must consist of atomics only (valid for any bits, so a peer's
+    /// scribbles are values, not undefined behavior), and every process must use
+    /// those bytes only as an `S`.
+    pub(crate) unsafe fn at(segment: Arc<Segment>, offset: usize) -> Shared<S> {
+        debug_assert!(offset % 128 == 0 && offset + size_of::<S>() <= segment.payload_len());
+        // SAFETY: in bounds of the payload by the caller's contract.
+        let state = unsafe { segment.payload().add(offset) }.cast();
+        Shared { segment, state }
+    }
+
+    /// The state.
+    #[inline]
+    pub(crate) fn state(&self) -> &S {
+        // SAFETY: in the mapping self.segment keeps alive, aligned (the payload is
+        // 128-aligned, `at`'s offset a multiple of 128), atomics only (`at`'s
+        // contract).
+        unsafe { self.state.as_ref() }
+    }
+
+    /// The segment's name, `None` if anonymous.
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.segment.name()
+    }
+
+    /// Whether both handles are to the same state in this process's mappings.
+    pub(crate) fn same(&self, other: &Shared<S>) -> bool {
+        self.state == other.state
+    }
+}
+
+/// Creates the segment of an object whose payload is exactly one zero-filled `S`
+/// (anonymous if `name` is `None`), and a handle to it.
+///
+/// # Safety
+///
+/// `layout.payload_size` must be `size_of::<S>()`, `S` atomics only, and all-zero
+/// bytes a valid initial state of the object.
+pub(crate) unsafe fn create_state<S>(
+    name: Option<&str>,
+    layout: &ObjectLayout,
+) -> Result<Shared<S>, CreateError> {
+    let segment = create(name, layout, |_, _| {})?;
+    // SAFETY: the payload is one S at offset 0 (the caller's contract), zero-filled.
+    Ok(unsafe { Shared::at(segment, 0) })
+}
+
+/// Opens the object named `name` whose layout must be exactly `layout` (its payload
+/// one `S`), and a handle to its state.
+///
+/// # Safety
+///
+/// As for [`create_state`].
+pub(crate) unsafe fn open_state<S>(
+    name: &str,
+    layout: &ObjectLayout,
+) -> Result<Shared<S>, OpenError> {
+    let segment = open(name, layout.kind, |found| {
+        check_layout(found, Some(*layout))
+    })?;
+    // SAFETY: the layout check guarantees the payload is layout.payload_size bytes,
+    // one S (the caller's contract).
+    Ok(unsafe { Shared::at(segment, 0) })
+}
+
+/// Reads a `u32` or `u64` of an object's state for `shmproc inspect`, from a mapping
+/// that may be read-only, without forming a reference to it. `None` if it lies outside
+/// the payload or is misaligned.
+pub(crate) fn peek<T: bytemuck::Pod>(segment: &Segment, offset: usize) -> Option<T> {
+    if offset.checked_add(size_of::<T>())? > segment.payload_len() || offset % align_of::<T>() != 0
+    {
         return None;
     }
-    // SAFETY: as in peek_u32, with 8 bytes and 8-alignment.
+    // SAFETY: in bounds of the payload (checked above), aligned (the payload is
+    // 128-aligned, the offset a multiple of T's alignment), and a volatile read of a
+    // plain-old-data value has no validity requirement; a racing writer can only make
+    // the value stale.
     Some(unsafe {
         segment
             .payload()
             .as_ptr()
             .add(offset)
-            .cast::<u64>()
+            .cast::<T>()
             .read_volatile()
     })
 }

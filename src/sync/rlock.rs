@@ -13,7 +13,7 @@
 //! | `T\|INCONSISTENT` | n ≥ 1 | held by `T`, which took it over from a dead holder|
 
 use super::lock::Taken;
-use super::object;
+use super::object::{self, Shared};
 use super::owner::{self, INCONSISTENT};
 use super::{AcquireError, ReleaseError};
 use crate::Deadline;
@@ -24,7 +24,6 @@ use crate::wait::{EventCount, Spin, TimedOut};
 use std::fmt;
 use std::marker::PhantomData;
 use std::mem::offset_of;
-use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -90,34 +89,17 @@ const LAYOUT: ObjectLayout = ObjectLayout {
 /// assert!(!lock.locked());
 /// # Ok(()) }
 /// ```
+#[derive(Clone)]
 pub struct RLock {
-    segment: Arc<Segment>,
-    word: NonNull<AtomicU64>,
-    count: NonNull<AtomicU64>,
-    wake: NonNull<EventCount>,
-}
-
-// SAFETY: the pointers point into the mapping `segment` keeps alive, only accessed
-// through atomics, from any thread.
-unsafe impl Send for RLock {}
-// SAFETY: as for Send.
-unsafe impl Sync for RLock {}
-
-impl Clone for RLock {
-    fn clone(&self) -> RLock {
-        RLock {
-            segment: Arc::clone(&self.segment),
-            word: self.word,
-            count: self.count,
-            wake: self.wake,
-        }
-    }
+    /// The owner word, the count and the waiters' eventcount, in a mapping the
+    /// handle keeps.
+    state: Shared<RLockState>,
 }
 
 impl fmt::Debug for RLock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RLock")
-            .field("name", &self.segment.name())
+            .field("name", &self.name())
             .field("owner_tid", &self.owner())
             .field("count", &self.count())
             .finish()
@@ -132,9 +114,9 @@ impl RLock {
     ///
     /// [`CreateError`] if the segment cannot be created.
     pub fn new() -> Result<RLock, CreateError> {
-        let segment = object::create(None, &LAYOUT, |_, _| {})?;
-        // SAFETY: a STATE_SIZE-byte zero-filled payload used only as an RLockState.
-        Ok(unsafe { RLock::from_state(segment, 0) })
+        // SAFETY: LAYOUT's payload is one RLockState (atomics; zero is unlocked).
+        let state = unsafe { object::create_state(None, &LAYOUT) }?;
+        Ok(RLock { state })
     }
 
     /// Creates an unlocked recursive lock named `name`.
@@ -143,9 +125,9 @@ impl RLock {
     ///
     /// [`CreateError`]: an invalid or taken name, permissions.
     pub fn create(name: &str) -> Result<RLock, CreateError> {
-        let segment = object::create(Some(name), &LAYOUT, |_, _| {})?;
         // SAFETY: as in `new`.
-        Ok(unsafe { RLock::from_state(segment, 0) })
+        let state = unsafe { object::create_state(Some(name), &LAYOUT) }?;
+        Ok(RLock { state })
     }
 
     /// Opens the recursive lock named `name`.
@@ -155,11 +137,9 @@ impl RLock {
     /// [`OpenError`]: not found, not an `RLock`, an incompatible layout, a corrupt
     /// header.
     pub fn open(name: &str) -> Result<RLock, OpenError> {
-        let segment = object::open(name, ObjectKind::RLock, |found| {
-            object::check_layout(found, Some(LAYOUT))
-        })?;
-        // SAFETY: the layout check guarantees a STATE_SIZE-byte payload.
-        Ok(unsafe { RLock::from_state(segment, 0) })
+        // SAFETY: as in `new`.
+        let state = unsafe { object::open_state(name, &LAYOUT) }?;
+        Ok(RLock { state })
     }
 
     /// A handle to the `RLockState` at byte `offset` of `segment`'s payload.
@@ -169,41 +149,30 @@ impl RLock {
     /// `offset` must be a multiple of 128 with `offset + STATE_SIZE` within the
     /// payload, used by every process only as an `RLockState` (through atomics).
     pub(crate) unsafe fn from_state(segment: Arc<Segment>, offset: usize) -> RLock {
-        debug_assert!(offset % 128 == 0 && offset + STATE_SIZE <= segment.payload_len());
-        // SAFETY: in bounds by the caller's contract.
-        let base = unsafe { segment.payload().add(offset) };
         RLock {
-            // SAFETY: the offsets lie within the state (asserted above), aligned.
-            word: unsafe { base.add(WORD_OFFSET) }.cast(),
-            // SAFETY: as above.
-            count: unsafe { base.add(COUNT_OFFSET) }.cast(),
-            // SAFETY: as above.
-            wake: unsafe { base.add(WAKE_OFFSET) }.cast(),
-            segment,
+            // SAFETY: the caller's contract is `Shared::at`'s; RLockState is atomics.
+            state: unsafe { Shared::at(segment, offset) },
         }
     }
 
     #[inline]
     fn word(&self) -> &AtomicU64 {
-        // SAFETY: in the live mapping, aligned, atomics only (from_state's contract).
-        unsafe { self.word.as_ref() }
+        &self.state.state().owner.word
     }
 
     #[inline]
     fn count_word(&self) -> &AtomicU64 {
-        // SAFETY: as for `word`.
-        unsafe { self.count.as_ref() }
+        &self.state.state().owner.count
     }
 
     #[inline]
     fn wake(&self) -> &EventCount {
-        // SAFETY: as for `word`.
-        unsafe { self.wake.as_ref() }
+        &self.state.state().wake
     }
 
     /// The segment's name, `None` if anonymous.
     pub fn name(&self) -> Option<&str> {
-        self.segment.name()
+        self.state.name()
     }
 
     /// Acquires the lock, waiting as long as it takes; at once if this thread holds
@@ -424,7 +393,7 @@ impl RLock {
 
     /// Whether `other` is a handle to this very lock state (in the same mapping).
     pub(crate) fn same_state(&self, other: &RLock) -> bool {
-        self.word == other.word
+        self.state.same(&other.state)
     }
 }
 
@@ -501,9 +470,9 @@ impl fmt::Debug for RLockGuard<'_> {
 /// `shmproc inspect` rows for an `RLock` segment.
 pub(crate) fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
     let (Some(word), Some(count), Some(waiters)) = (
-        object::peek_u64(segment, WORD_OFFSET),
-        object::peek_u64(segment, COUNT_OFFSET),
-        object::peek_u32(segment, WAKE_OFFSET + 4),
+        object::peek::<u64>(segment, WORD_OFFSET),
+        object::peek::<u64>(segment, COUNT_OFFSET),
+        object::peek::<u32>(segment, WAKE_OFFSET + 4),
     ) else {
         return object::unreadable(segment);
     };

@@ -8,7 +8,7 @@
 //! change it.
 
 use super::AcquireError;
-use super::object;
+use super::object::{self, Shared};
 use crate::Deadline;
 use crate::layout::header::{ElemType, ObjectKind, ObjectLayout};
 use crate::layout::padded::CachePadded;
@@ -17,8 +17,6 @@ use crate::wait::{EventCount, TimedOut};
 use std::convert::Infallible;
 use std::fmt;
 use std::mem::offset_of;
-use std::ptr::NonNull;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -134,19 +132,12 @@ pub struct BoundedSemaphore {
 /// What both semaphores share: the state and the largest count.
 #[derive(Clone)]
 struct Core {
-    segment: Arc<Segment>,
-    value: NonNull<AtomicU32>,
-    wake: NonNull<EventCount>,
+    /// The count and the waiters' eventcount, in a mapping the handle keeps.
+    state: Shared<SemaphoreState>,
     /// `u32::MAX`, or a bounded semaphore's initial value (from the validated
     /// header).
     max: u32,
 }
-
-// SAFETY: the pointers point into the mapping `segment` keeps alive, only accessed
-// through atomics, from any thread.
-unsafe impl Send for Core {}
-// SAFETY: as for Send.
-unsafe impl Sync for Core {}
 
 impl Core {
     fn create(
@@ -161,8 +152,11 @@ impl Core {
             unsafe { AtomicU32::from_ptr(payload.as_ptr().add(VALUE_OFFSET).cast()) }
                 .store(value, Ordering::Relaxed);
         })?;
-        // SAFETY: the layout is STATE_SIZE bytes used only as a SemaphoreState.
-        Ok(unsafe { Core::from_segment(segment, max) })
+        Ok(Core {
+            // SAFETY: the layout is one SemaphoreState (atomics), used only as one.
+            state: unsafe { Shared::at(segment, 0) },
+            max,
+        })
     }
 
     fn open(name: &str, kind: ObjectKind) -> Result<Core, OpenError> {
@@ -179,37 +173,21 @@ impl Core {
             });
             object::check_layout(found, expected)
         })?;
-        // SAFETY: the layout check guarantees a STATE_SIZE-byte payload.
-        Ok(unsafe { Core::from_segment(segment, max) })
-    }
-
-    /// # Safety
-    ///
-    /// The payload must be at least STATE_SIZE bytes, used by every process only as
-    /// a `SemaphoreState`.
-    unsafe fn from_segment(segment: Arc<Segment>, max: u32) -> Core {
-        let base = segment.payload();
-        Core {
-            // SAFETY: the offsets lie within the state, aligned (asserted above).
-            value: unsafe { base.add(VALUE_OFFSET) }.cast(),
-            // SAFETY: as above.
-            wake: unsafe { base.add(WAKE_OFFSET) }.cast(),
-            segment,
+        Ok(Core {
+            // SAFETY: the layout check guarantees one SemaphoreState (atomics).
+            state: unsafe { Shared::at(segment, 0) },
             max,
-        }
+        })
     }
 
     #[inline]
     fn count(&self) -> &AtomicU32 {
-        // SAFETY: in the live mapping, aligned, atomics only (from_segment's
-        // contract).
-        unsafe { self.value.as_ref() }
+        &self.state.state().value
     }
 
     #[inline]
     fn wake(&self) -> &EventCount {
-        // SAFETY: as for `count`.
-        unsafe { self.wake.as_ref() }
+        &self.state.state().wake
     }
 
     /// Takes one unit if there is one.
@@ -271,7 +249,7 @@ macro_rules! semaphore_api {
         impl $ty {
             /// The segment's name, `None` if anonymous.
             pub fn name(&self) -> Option<&str> {
-                self.core.segment.name()
+                self.core.state.name()
             }
 
             /// Takes a unit, waiting as long as it takes for one (Python's
@@ -423,8 +401,8 @@ impl BoundedSemaphore {
 /// `shmproc inspect` rows for a `Semaphore` or `BoundedSemaphore` segment.
 pub(crate) fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
     let (Some(value), Some(waiters)) = (
-        object::peek_u32(segment, VALUE_OFFSET),
-        object::peek_u32(segment, WAKE_OFFSET + 4),
+        object::peek::<u32>(segment, VALUE_OFFSET),
+        object::peek::<u32>(segment, WAKE_OFFSET + 4),
     ) else {
         return object::unreadable(segment);
     };

@@ -204,16 +204,11 @@ where
     S: FnMut(u64) -> BenchResult<()> + Send,
     R: FnMut() -> BenchResult<u64>,
 {
-    std::thread::scope(|s| {
-        let producer = s.spawn(move || (0..total).try_for_each(&mut send));
-        let res = consume(total, warm, recv);
-        let sent = producer
-            .join()
-            .map_err(|_| "producer thread panicked".to_string())?;
-        let secs = res?;
-        sent?;
-        Ok(Sample::rate(total - warm, msg_bytes, secs))
-    })
+    beside_thread(
+        move || (0..total).try_for_each(&mut send),
+        || consume(total, warm, recv),
+    )
+    .map(|secs| Sample::rate(total - warm, msg_bytes, secs))
 }
 
 /// Takes messages `0..total` from `recv`, checking each; times all but the first
@@ -252,15 +247,28 @@ where
     E: FnMut(u64) -> BenchResult<()> + Send,
     P: FnMut(u64) -> BenchResult<()>,
 {
+    beside_thread(
+        move || (0..trips).try_for_each(&mut echo),
+        || time_trips(trips, warm, ping),
+    )
+    .map(Sample::Latency)
+}
+
+/// Runs `other` in a second thread while this one runs `this`; this thread's result
+/// once both have ended and neither failed.
+fn beside_thread<R>(
+    other: impl FnOnce() -> BenchResult<()> + Send,
+    this: impl FnOnce() -> BenchResult<R>,
+) -> BenchResult<R> {
     std::thread::scope(|s| {
-        let echoer = s.spawn(move || (0..trips).try_for_each(&mut echo));
-        let res = time_trips(trips, warm, ping);
-        let echoed = echoer
+        let thread = s.spawn(other);
+        let res = this();
+        let other_res = thread
             .join()
-            .map_err(|_| "echo thread panicked".to_string())?;
-        let h = res?;
-        echoed?;
-        Ok(Sample::Latency(h))
+            .map_err(|_| "the other thread panicked".to_string())?;
+        let v = res?;
+        other_res?;
+        Ok(v)
     })
 }
 
