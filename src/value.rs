@@ -130,6 +130,36 @@ fn open_segment<T: Pod>(
     Ok((segment, len))
 }
 
+/// What a new array starts with.
+enum Fill<'a, T> {
+    /// This many zero elements.
+    Zeros(usize),
+    /// A copy of these.
+    Copy(&'a [T]),
+}
+
+impl<T: Pod> Fill<'_, T> {
+    fn len(&self) -> usize {
+        match self {
+            Fill::Zeros(len) => *len,
+            Fill::Copy(values) => values.len(),
+        }
+    }
+
+    /// Writes the contents into fresh, zero-filled data.
+    ///
+    /// # Safety
+    ///
+    /// `data` must be valid for writes of `self.len()` `T`s, aligned, and not yet
+    /// visible to anyone else.
+    unsafe fn write(self, data: *mut T) {
+        if let Fill::Copy(values) = self {
+            // SAFETY: the caller's contract, for values.len() == self.len() Ts.
+            unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), data, values.len()) }
+        }
+    }
+}
+
 /// The data pointer of `segment`.
 ///
 /// # Safety
@@ -651,7 +681,7 @@ impl<T: Pod> Array<T> {
     ///
     /// [`CreateError::TooLarge`] if the size overflows, or another [`CreateError`].
     pub fn new(len: usize) -> Result<Array<T>, CreateError> {
-        Array::make(None, len, |_| {})
+        Array::make(None, Fill::Zeros(len))
     }
 
     /// Creates an array holding a copy of `values`.
@@ -660,10 +690,7 @@ impl<T: Pod> Array<T> {
     ///
     /// As for [`new`](Array::new).
     pub fn from_slice(values: &[T]) -> Result<Array<T>, CreateError> {
-        Array::make(None, values.len(), |data| {
-            // SAFETY: data is valid for values.len() Ts, aligned, unpublished.
-            unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), data, values.len()) }
-        })
+        Array::make(None, Fill::Copy(values))
     }
 
     /// Creates a zero-filled array of `len` elements named `name`.
@@ -672,7 +699,7 @@ impl<T: Pod> Array<T> {
     ///
     /// [`CreateError`]: an invalid or taken name, permissions, size.
     pub fn create(name: &str, len: usize) -> Result<Array<T>, CreateError> {
-        Array::make(Some(name), len, |_| {})
+        Array::make(Some(name), Fill::Zeros(len))
     }
 
     /// Creates an array named `name` holding a copy of `values`.
@@ -681,18 +708,16 @@ impl<T: Pod> Array<T> {
     ///
     /// As for [`create`](Array::create).
     pub fn create_from_slice(name: &str, values: &[T]) -> Result<Array<T>, CreateError> {
-        Array::make(Some(name), values.len(), |data| {
-            // SAFETY: data is valid for values.len() Ts, aligned, unpublished.
-            unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), data, values.len()) }
-        })
+        Array::make(Some(name), Fill::Copy(values))
     }
 
-    fn make(
-        name: Option<&str>,
-        len: usize,
-        init: impl FnOnce(*mut T),
-    ) -> Result<Array<T>, CreateError> {
-        let segment = create_segment::<T>(name, ObjectKind::Array, LOCKED_DATA_OFFSET, len, init)?;
+    fn make(name: Option<&str>, fill: Fill<'_, T>) -> Result<Array<T>, CreateError> {
+        let len = fill.len();
+        let segment =
+            create_segment::<T>(name, ObjectKind::Array, LOCKED_DATA_OFFSET, len, |data| {
+                // SAFETY: create_segment hands over room for len Ts, aligned, unpublished.
+                unsafe { fill.write(data) }
+            })?;
         // SAFETY: created with len Ts at LOCKED_DATA_OFFSET.
         Ok(unsafe { Array::from_segment(segment, len) })
     }
@@ -1099,7 +1124,7 @@ impl<T: Pod> RawArray<T> {
     ///
     /// [`CreateError::TooLarge`] if the size overflows, or another [`CreateError`].
     pub fn new(len: usize) -> Result<RawArray<T>, CreateError> {
-        RawArray::make(None, len, |_| {})
+        RawArray::make(None, Fill::Zeros(len))
     }
 
     /// Creates a raw array holding a copy of `values`.
@@ -1108,10 +1133,7 @@ impl<T: Pod> RawArray<T> {
     ///
     /// As for [`new`](RawArray::new).
     pub fn from_slice(values: &[T]) -> Result<RawArray<T>, CreateError> {
-        RawArray::make(None, values.len(), |data| {
-            // SAFETY: data is valid for values.len() Ts, aligned, unpublished.
-            unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), data, values.len()) }
-        })
+        RawArray::make(None, Fill::Copy(values))
     }
 
     /// Creates a zero-filled raw array of `len` elements named `name`.
@@ -1120,7 +1142,7 @@ impl<T: Pod> RawArray<T> {
     ///
     /// [`CreateError`]: an invalid or taken name, permissions, size.
     pub fn create(name: &str, len: usize) -> Result<RawArray<T>, CreateError> {
-        RawArray::make(Some(name), len, |_| {})
+        RawArray::make(Some(name), Fill::Zeros(len))
     }
 
     /// Creates a raw array named `name` holding a copy of `values`.
@@ -1129,18 +1151,15 @@ impl<T: Pod> RawArray<T> {
     ///
     /// As for [`create`](RawArray::create).
     pub fn create_from_slice(name: &str, values: &[T]) -> Result<RawArray<T>, CreateError> {
-        RawArray::make(Some(name), values.len(), |data| {
-            // SAFETY: data is valid for values.len() Ts, aligned, unpublished.
-            unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), data, values.len()) }
-        })
+        RawArray::make(Some(name), Fill::Copy(values))
     }
 
-    fn make(
-        name: Option<&str>,
-        len: usize,
-        init: impl FnOnce(*mut T),
-    ) -> Result<RawArray<T>, CreateError> {
-        let segment = create_segment::<T>(name, ObjectKind::Array, 0, len, init)?;
+    fn make(name: Option<&str>, fill: Fill<'_, T>) -> Result<RawArray<T>, CreateError> {
+        let len = fill.len();
+        let segment = create_segment::<T>(name, ObjectKind::Array, 0, len, |data| {
+            // SAFETY: create_segment hands over room for len Ts, aligned, unpublished.
+            unsafe { fill.write(data) }
+        })?;
         // SAFETY: created with len Ts at offset 0.
         let data = unsafe { data_ptr(&segment, 0) };
         Ok(RawArray {
