@@ -10,6 +10,8 @@ use crate::layout::header::{
     ObjectLayout, STATE_FAILED, STATE_INITIALIZING, STATE_READY,
 };
 use crate::os::clock::Deadline;
+use crate::os::holders::Holders;
+use crate::os::memory;
 use crate::os::proc::{self, ProcessId};
 use crate::os::shm::{self, Mapping};
 use rustix::fd::OwnedFd;
@@ -124,6 +126,18 @@ pub enum CreateError {
         /// Payload bytes asked for.
         payload_size: u64,
     },
+    /// The machine cannot back a segment this large: checked before anything is
+    /// allocated (and reported the same way if reserving the memory fails).
+    InsufficientSpace {
+        /// The name, if any.
+        name: Option<String>,
+        /// Bytes the segment needs (header included).
+        requested: u64,
+        /// Bytes the machine can back now.
+        available: u64,
+        /// What bounds it: [`Backing::ShmFree`] or [`Backing::Memory`].
+        backing: Backing,
+    },
     /// Another OS error, e.g. `/dev/shm` full (ENOSPC) or too many open files.
     Io {
         /// The name, if any.
@@ -148,11 +162,89 @@ impl fmt::Display for CreateError {
                 f,
                 "a payload of {payload_size} bytes is too large for a segment"
             ),
+            CreateError::InsufficientSpace {
+                name,
+                requested,
+                available,
+                backing,
+            } => write!(
+                f,
+                "{} needs {requested} bytes, but {backing} {available} bytes",
+                Shown(name)
+            ),
             CreateError::Io { name, op, source } => {
                 write!(f, "{} while {op}: {source}", Shown(name))
             }
         }
     }
+}
+
+/// What bounds the size of a new segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backing {
+    /// Free space in `/dev/shm` (named segments).
+    ShmFree,
+    /// Memory the machine can still back shared memory with: `MemAvailable +
+    /// SwapFree` (every segment; the only bound on anonymous ones).
+    Memory,
+}
+
+impl fmt::Display for Backing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backing::ShmFree => "/dev/shm has only",
+            Backing::Memory => "the machine has only (MemAvailable + SwapFree)",
+        })
+    }
+}
+
+/// Fails with [`CreateError::InsufficientSpace`] unless the machine can back `size`
+/// bytes: memory for every segment, and free space in `/dev/shm` for named ones. A
+/// reading the OS does not offer (no `/proc`) is skipped; `fallocate` still catches a
+/// full `/dev/shm`.
+fn check_backing(name: Option<&str>, size: u64) -> Result<(), CreateError> {
+    let mut bounds = vec![(Backing::Memory, memory::available_bytes())];
+    if name.is_some() {
+        bounds.push((Backing::ShmFree, memory::free_bytes(shm::SHM_DIR)));
+    }
+    for (backing, available) in bounds {
+        match available {
+            Ok(available) if available < size => {
+                return Err(CreateError::InsufficientSpace {
+                    name: name.map(str::to_string),
+                    requested: size,
+                    available,
+                    backing,
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The error for a failed `fallocate`: out of space or memory is
+/// [`CreateError::InsufficientSpace`] with what is free now; anything else is `Io`.
+fn reserve_error(name: Option<&str>, size: u64, e: io::Error) -> CreateError {
+    let owned = name.map(str::to_string);
+    if matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSPC | libc::ENOMEM | libc::EFBIG)
+    ) {
+        let (backing, available) = match name {
+            Some(_) => (Backing::ShmFree, memory::free_bytes(shm::SHM_DIR)),
+            None => (Backing::Memory, memory::available_bytes()),
+        };
+        if let Ok(available) = available {
+            return CreateError::InsufficientSpace {
+                name: owned,
+                requested: size,
+                available,
+                backing,
+            };
+        }
+    }
+    create_io(&owned, "reserving memory (fallocate)")(e)
 }
 
 impl std::error::Error for CreateError {
@@ -213,7 +305,8 @@ pub enum OpenError {
     CreatorDied {
         /// The name.
         name: String,
-        /// The creator's pid.
+        /// The creator's pid; 0 if it died before recording itself (the file is
+        /// empty and no process has it open).
         pid: u32,
     },
     /// The segment did not become ready before the open timeout.
@@ -261,6 +354,11 @@ impl fmt::Display for OpenError {
                 "segment '{name}': incompatible {what}: expected {expected}, found {found}"
             ),
             OpenError::BadHeader { name, reason } => write!(f, "segment '{name}': {reason}"),
+            OpenError::CreatorDied { name, pid: 0 } => write!(
+                f,
+                "segment '{name}' is empty and no process has it open: its creator died \
+                 before writing the header"
+            ),
             OpenError::CreatorDied { name, pid } => write!(
                 f,
                 "segment '{name}': its creator (pid {pid}) died before finishing initialization"
@@ -483,7 +581,9 @@ unsafe fn snapshot(src: *const u8, dst: &mut [u8]) {
 /// Marks a segment FAILED and unlinks its name if creation does not finish (an error,
 /// or a panic in the caller's init closure).
 struct CreateGuard<'a> {
-    base: *mut u8,
+    /// The header page, mapped once the file holds a header; the state word is
+    /// written through it.
+    head: Option<Mapping>,
     name: Option<&'a str>,
     armed: bool,
 }
@@ -493,10 +593,11 @@ impl Drop for CreateGuard<'_> {
         if !self.armed {
             return;
         }
-        if !self.base.is_null() {
-            // SAFETY: base is a live mapping of at least HEADER_SIZE bytes (set only
-            // after mapping, and the mapping outlives this guard).
-            unsafe { header::init_state(self.base) }.store(STATE_FAILED, Ordering::Release);
+        if let Some(head) = &self.head {
+            // SAFETY: `head` maps at least HEADER_SIZE bytes, page-aligned, and is
+            // unmapped only after this body (fields drop after `drop`).
+            unsafe { header::init_state(head.ptr().as_ptr()) }
+                .store(STATE_FAILED, Ordering::Release);
         }
         if let Some(name) = self.name {
             let _ = shm::unlink_named(name);
@@ -522,6 +623,7 @@ impl Segment {
         let (_, size) = header::segment_extent(layout).ok_or(CreateError::TooLarge {
             payload_size: layout.payload_size,
         })?;
+        check_backing(Some(name), size)?;
         let fd = shm::create_named(name, options.mode).map_err(|e| match e.kind() {
             io::ErrorKind::AlreadyExists => CreateError::AlreadyExists {
                 name: name.to_string(),
@@ -547,11 +649,22 @@ impl Segment {
         let (_, size) = header::segment_extent(layout).ok_or(CreateError::TooLarge {
             payload_size: layout.payload_size,
         })?;
+        check_backing(None, size)?;
         let debug_name = format!("shmproc-{}", layout.kind);
         let fd = shm::create_anonymous(&debug_name).map_err(create_io(&None, "memfd_create"))?;
         Segment::initialize(fd, None, size, layout, init)
     }
 
+    /// Writes the header, sizes the file, lets `init` fill the payload and publishes
+    /// the segment READY.
+    ///
+    /// The creator goes on record before the file is sized: the file first becomes
+    /// one header long, holding every field and the state INITIALIZING, and only then
+    /// grows to `size` and has its memory reserved (which takes long for a large
+    /// segment). An opener or `shmproc rm --stale` that finds it meanwhile knows whose
+    /// it is and whether that process lives. Only between `shm_open` and the header
+    /// write is the file anonymous (empty); the creator holds its descriptor then, so
+    /// a scan of the descriptors tells an abandoned empty file from one in creation.
     fn initialize(
         fd: OwnedFd,
         name: Option<&str>,
@@ -561,49 +674,62 @@ impl Segment {
     ) -> Result<Segment, CreateError> {
         let owned_name = name.map(str::to_string);
         let mut guard = CreateGuard {
-            base: std::ptr::null_mut(),
+            head: None,
             name,
             armed: true,
         };
-        shm::set_len(&fd, size).map_err(create_io(&owned_name, "sizing"))?;
-        if name.is_none() {
-            shm::seal_size(&fd).map_err(create_io(&owned_name, "sealing"))?;
-        }
         let len = usize::try_from(size).map_err(|_| CreateError::TooLarge {
             payload_size: layout.payload_size,
         })?;
-        let map = Mapping::new(&fd, len, true).map_err(create_io(&owned_name, "mapping"))?;
-        let base = map.ptr().as_ptr();
-        guard.base = base;
         let creator = ProcessId::current();
         let fields =
             header::build(layout, creator, now_unix_ms()).ok_or(CreateError::TooLarge {
                 payload_size: layout.payload_size,
             })?;
-        for (i, &b) in fields.iter().enumerate() {
-            if (header::INIT_STATE_OFFSET..header::INIT_STATE_OFFSET + 4).contains(&i) {
-                continue; // the state word is written atomically below
-            }
-            // SAFETY: i < fields.len() <= HEADER_SIZE <= len; the mapping is ours and
-            // no process trusts these bytes before READY.
-            unsafe { base.add(i).write_volatile(b) };
-        }
-        // SAFETY: base maps at least HEADER_SIZE bytes, page-aligned.
-        let state = unsafe { header::init_state(base) };
-        // Publishes the creator pid for openers watching for a dead creator; paired
-        // with the Acquire load in `open`.
-        state.store(STATE_INITIALIZING, Ordering::Release);
         let info = header::parse(&fields_image(&fields), size).map_err(|e| CreateError::Io {
             name: owned_name.clone(),
             op: "building the header",
             source: io::Error::other(e.to_string()),
         })?;
+
+        // 1. The header, with the creator on record, before anything large happens.
+        shm::resize(&fd, HEADER_SIZE as u64).map_err(create_io(&owned_name, "sizing"))?;
+        let head = Mapping::new(&fd, HEADER_SIZE, true)
+            .map_err(create_io(&owned_name, "mapping the header"))?;
+        let head_base = head.ptr().as_ptr();
+        for (i, &b) in fields.iter().enumerate() {
+            if (header::INIT_STATE_OFFSET..header::INIT_STATE_OFFSET + 4).contains(&i) {
+                continue; // the state word is written atomically below
+            }
+            // SAFETY: i < fields.len() <= HEADER_SIZE, the length of the `head`
+            // mapping; no process trusts these bytes before INITIALIZING is published.
+            unsafe { head_base.add(i).write_volatile(b) };
+        }
+        // SAFETY: `head` maps HEADER_SIZE bytes, page-aligned, and outlives `state`'s
+        // uses (it moves into the guard, which lives to the end of this function).
+        let state = unsafe { header::init_state(head_base) };
+        // Publishes the creator pid for openers watching for a dead creator; paired
+        // with the Acquire load in `open_any`.
+        state.store(STATE_INITIALIZING, Ordering::Release);
+        guard.head = Some(head);
+
+        // 2. The full size, its memory reserved now (an error here, not a SIGBUS later).
+        shm::resize(&fd, size).map_err(|e| reserve_error(name, size, e))?;
+        shm::reserve(&fd, size).map_err(|e| reserve_error(name, size, e))?;
+        if name.is_none() {
+            shm::seal_size(&fd).map_err(create_io(&owned_name, "sealing"))?;
+        }
+        let map = Mapping::new(&fd, len, true).map_err(create_io(&owned_name, "mapping"))?;
+        let base = map.ptr().as_ptr();
+
+        // 3. The payload, then READY.
         // SAFETY: payload_offset + payload_size <= size == len (checked by parse).
         let payload = unsafe { NonNull::new_unchecked(base.add(info.payload_offset as usize)) };
         init(payload, info.layout.payload_size as usize);
-        // Publishes header and payload; paired with the Acquire load in `open`.
+        // Publishes header and payload; paired with the Acquire load in `open_any`.
         state.store(STATE_READY, Ordering::Release);
         guard.armed = false;
+        drop(guard);
         let mut segment = Segment {
             map,
             fd,
@@ -677,6 +803,7 @@ impl Segment {
         let start = std::time::Instant::now();
         let deadline = Deadline::after(options.timeout);
         let mut pause = Duration::from_micros(20);
+        let mut last_scan = None;
         loop {
             let (file_len, _) = shm::file_stat(&fd).map_err(io_err("fstat"))?;
             let problem = if file_len == 0 {
@@ -728,9 +855,22 @@ impl Segment {
                     creator_pid,
                     creator_start_ticks,
                 } if matches!(state, InitState::Empty | InitState::Initializing) => {
-                    if state == InitState::Initializing
-                        && !proc::is_alive(creator_pid, creator_start_ticks)
-                    {
+                    let died = match state {
+                        InitState::Initializing => {
+                            !proc::is_alive(creator_pid, creator_start_ticks)
+                        }
+                        // No header yet: abandoned if no other process holds it (a
+                        // creator holds its descriptor until the header is written).
+                        _ => {
+                            let look = last_scan
+                                .is_none_or(|t: std::time::Instant| t.elapsed() >= EMPTY_RESCAN);
+                            look && {
+                                last_scan = Some(std::time::Instant::now());
+                                abandoned(name, &fd)
+                            }
+                        }
+                    };
+                    if died {
                         return Err(OpenError::CreatorDied {
                             name: name.to_string(),
                             pid: creator_pid,
@@ -885,6 +1025,55 @@ impl Segment {
     }
 }
 
+/// Which processes have named segments open or mapped: one scan of every process's
+/// descriptors and mappings (`/proc/PID/fd`, `/proc/PID/maps`), for tools that judge
+/// whether a file is abandoned (`shmproc rm --stale`). Unlike the attach registry it
+/// sees every holder, inherited handles and foreign programs included — but only in
+/// this pid namespace, and not inside processes this user may not inspect.
+#[derive(Debug)]
+pub struct OpenBy(Holders);
+
+impl OpenBy {
+    /// Scans `/proc` once.
+    ///
+    /// # Errors
+    ///
+    /// If `/proc` cannot be listed.
+    pub fn scan() -> io::Result<OpenBy> {
+        Holders::scan().map(OpenBy)
+    }
+
+    /// The pids holding the segment `name` (a bare name, as in `/dev/shm`).
+    pub fn pids(&self, name: &str) -> Vec<u32> {
+        self.0.of(name).iter().map(|&(pid, _)| pid).collect()
+    }
+
+    /// Processes of user `uid` the scan could not look into: any of them might hold
+    /// a file of that user's.
+    pub fn hidden_owned_by(&self, uid: u32) -> usize {
+        self.0.hidden_owned_by(uid)
+    }
+}
+
+/// How often an opener waiting on an empty file looks again for processes holding it.
+const EMPTY_RESCAN: Duration = Duration::from_millis(100);
+
+/// Whether the empty file `name` (open as `fd`) is abandoned: no process holds it but
+/// through this one's single descriptor (the opener's own), and every process of the
+/// file's owner — whoever created it — could be looked into.
+fn abandoned(name: &str, fd: &OwnedFd) -> bool {
+    let (Ok(scan), Ok(owner)) = (Holders::scan(), shm::file_owner(fd)) else {
+        return false;
+    };
+    let me = proc::current_pid();
+    let others: u32 = scan
+        .of(name)
+        .iter()
+        .map(|&(pid, n)| if pid == me { n.saturating_sub(1) } else { n })
+        .sum();
+    others == 0 && scan.hidden_owned_by(owner) == 0
+}
+
 /// The header fields padded to a full header image, for parsing our own header.
 fn fields_image(fields: &[u8]) -> [u8; HEADER_SIZE] {
     let mut image = [0u8; HEADER_SIZE];
@@ -910,5 +1099,46 @@ impl Drop for Segment {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_reservation_names_both_numbers() {
+        let e = reserve_error(
+            Some("jobs"),
+            1 << 50,
+            io::Error::from_raw_os_error(libc::ENOSPC),
+        );
+        match &e {
+            CreateError::InsufficientSpace {
+                requested,
+                available,
+                backing: Backing::ShmFree,
+                ..
+            } => {
+                let text = e.to_string();
+                assert!(text.contains("segment 'jobs'"), "{text}");
+                assert!(text.contains(&requested.to_string()), "{text}");
+                assert!(text.contains(&available.to_string()), "{text}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = reserve_error(None, 1 << 50, io::Error::from_raw_os_error(libc::ENOMEM));
+        assert!(
+            matches!(
+                e,
+                CreateError::InsufficientSpace {
+                    backing: Backing::Memory,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let e = reserve_error(None, 8, io::Error::from_raw_os_error(libc::EBADF));
+        assert!(matches!(e, CreateError::Io { .. }), "{e:?}");
     }
 }

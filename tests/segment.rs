@@ -6,7 +6,7 @@ use common::{TestName, Words, raw_layout, wait_for};
 use shmproc::Process;
 use shmproc::layout::header::{ElemType, HeaderError, InitState, ObjectKind, ObjectLayout};
 use shmproc::segment::{
-    CreateError, CreateOptions, NameError, OpenError, OpenOptions, Segment, validate_name,
+    Backing, CreateError, CreateOptions, NameError, OpenError, OpenOptions, Segment, validate_name,
 };
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -352,16 +352,20 @@ fn creator_killed_mid_init_gives_an_error_not_a_hang() {
 }
 
 #[test]
-fn a_file_never_sized_times_out_as_not_initialized() {
-    let name = TestName::new("empty");
-    std::fs::write(name.path(), b"").unwrap();
+fn an_empty_file_someone_holds_times_out_as_not_initialized() {
+    let name = TestName::new("empty-held");
+    // A creator between shm_open and its header write holds the descriptor.
+    let _held = std::fs::File::create(name.path()).unwrap();
+    let timeout = Duration::from_millis(50);
+    let start = Instant::now();
     let err = Segment::open(
         &name,
         ObjectKind::Raw,
         ElemType::of::<u64>(),
-        OpenOptions::new().timeout(Duration::from_millis(50)),
+        OpenOptions::new().timeout(timeout),
     )
     .unwrap_err();
+    assert!(start.elapsed() >= timeout);
     assert!(
         matches!(
             err,
@@ -372,6 +376,104 @@ fn a_file_never_sized_times_out_as_not_initialized() {
         ),
         "{err:?}"
     );
+}
+
+#[test]
+fn an_empty_file_nobody_holds_is_a_dead_creator_at_once() {
+    for (tag, bytes) in [("empty-0", 0), ("empty-zeros", 1024)] {
+        let name = TestName::new(tag);
+        std::fs::write(name.path(), vec![0u8; bytes]).unwrap();
+        // The timeout is long: the verdict must come from the scan, not the clock.
+        let err = Segment::open(
+            &name,
+            ObjectKind::Raw,
+            ElemType::of::<u64>(),
+            OpenOptions::new().timeout(Duration::from_secs(60)),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, OpenError::CreatorDied { pid: 0, .. }),
+            "{bytes} bytes: {err:?}"
+        );
+        assert!(err.to_string().contains("no process has it open"), "{err}");
+    }
+}
+
+#[test]
+fn a_creator_killed_while_sizing_is_a_dead_creator_at_once() {
+    // 256 MiB takes tens of milliseconds to reserve here: the kill lands while the
+    // file is empty or being sized (or, rarely, in the init closure, which never ends).
+    let name = TestName::new("sizing");
+    let child_name = name.0.clone();
+    let mut child = Process::spawn(move || {
+        let _ = Segment::create(
+            &child_name,
+            &raw_layout(256 << 20),
+            CreateOptions::new(),
+            |_, _| loop {
+                std::thread::sleep(Duration::from_secs(1));
+            },
+        );
+    })
+    .unwrap();
+    wait_for("the child to create the file", || {
+        std::path::Path::new(&name.path()).exists()
+    });
+    child.kill().unwrap();
+    assert_eq!(child.join().unwrap().code(), -9);
+    let len = std::fs::metadata(name.path()).unwrap().len();
+    let err = Segment::open(
+        &name,
+        ObjectKind::Raw,
+        ElemType::of::<u64>(),
+        OpenOptions::new().timeout(Duration::from_secs(60)),
+    )
+    .unwrap_err();
+    // Either the header named the creator (pid), or the file had none and nobody
+    // held it (pid 0); never a wait for the whole timeout.
+    assert!(
+        matches!(err, OpenError::CreatorDied { pid, .. } if pid == child.pid() || pid == 0),
+        "file of {len} bytes: {err:?}"
+    );
+}
+
+#[test]
+fn absurd_sizes_are_refused_before_anything_is_allocated() {
+    // 8 TiB: more than this machine can back, by both measures. Refused before the
+    // file exists: the test never allocates it.
+    let err = shmproc::Array::<u64>::new(1 << 40).unwrap_err();
+    match &err {
+        CreateError::InsufficientSpace {
+            requested,
+            available,
+            backing: Backing::Memory,
+            name: None,
+        } => {
+            assert!(*requested > 8 << 40 && available < requested, "{err:?}");
+            let text = err.to_string();
+            assert!(
+                text.contains(&requested.to_string()) && text.contains(&available.to_string()),
+                "{text}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let name = TestName::new("absurd");
+    let err = Segment::create(&name, &raw_layout(1 << 43), CreateOptions::new(), |_, _| {
+        unreachable!("never initialized")
+    })
+    .unwrap_err();
+    assert!(
+        matches!(err, CreateError::InsufficientSpace { ref name, .. } if name.is_some()),
+        "{err:?}"
+    );
+    assert!(!std::path::Path::new(&name.path()).exists());
+    // Sizes that overflow are errors too, never a panic or a wrapped small size.
+    let err = Segment::anonymous(&raw_layout(u64::MAX - 8), |_, _| {}).unwrap_err();
+    assert!(matches!(err, CreateError::TooLarge { .. }), "{err:?}");
+    assert!(shmproc::Array::<u64>::new(usize::MAX).is_err());
+    assert!(shmproc::Queue::<u64>::new(usize::MAX).is_err());
+    assert!(shmproc::Queue::<[u8; 4096]>::new(1 << 40).is_err());
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //!   alternatives, as medians, spreads and ratios.
 
 use clap::{Parser, Subcommand};
-use shmproc::layout::header::{self, HEADER_SIZE, HeaderError, HeaderInfo, InitState};
+use shmproc::layout::header::{self, HEADER_SIZE, HeaderError, HeaderInfo};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -44,8 +44,9 @@ enum Command {
     Rm {
         /// Names of segments to remove.
         names: Vec<String>,
-        /// Remove every segment whose creator is dead and that no live process has
-        /// open.
+        /// Remove every segment whose creator is dead and that no process has open or
+        /// mapped, and every empty (header-less) file nobody holds that is older
+        /// than a few seconds.
         #[arg(long)]
         stale: bool,
         /// Only print what would be removed.
@@ -86,6 +87,10 @@ enum Found {
     /// Ours (shmproc magic) but not usable: initializing, failed, corrupt, other
     /// version.
     Broken(HeaderError, Vec<(u32, bool)>),
+    /// No header at all: a 0-byte or all-zero file. A shmproc creator leaves one only
+    /// if it dies between `shm_open` and writing the header; whose it is, nobody can
+    /// tell.
+    Empty,
     /// Not a shmproc segment.
     Foreign(String),
 }
@@ -99,23 +104,15 @@ fn examine(path: &Path) -> std::io::Result<(u64, Found)> {
     file.by_ref()
         .take(HEADER_SIZE as u64)
         .read_to_end(&mut image)?;
+    if image.iter().all(|&b| b == 0) && (len == 0 || image.len() == HEADER_SIZE) {
+        return Ok((len, Found::Empty));
+    }
     let found = match header::parse(&image, len) {
         Ok(info) => Found::Segment(info, header::attached_in(&image)),
         Err(HeaderError::NotShmproc { .. }) => Found::Foreign("not a shmproc segment".into()),
         Err(HeaderError::TooShort { len }) if !image.starts_with(&header::MAGIC) => {
             Found::Foreign(format!("not a shmproc segment ({len} bytes)"))
         }
-        Err(HeaderError::NotReady {
-            state: InitState::Empty,
-            ..
-        }) if len == 0 => Found::Broken(
-            HeaderError::NotReady {
-                state: InitState::Empty,
-                creator_pid: 0,
-                creator_start_ticks: 0,
-            },
-            Vec::new(),
-        ),
         Err(e) => Found::Broken(e, header::attached_in(&image)),
     };
     Ok((len, found))

@@ -2,10 +2,66 @@
 
 use crate::{Found, examine};
 use shmproc::layout::header::{HeaderError, InitState};
-use shmproc::segment::{OpenOptions, Segment, validate_name};
+use shmproc::segment::{OpenBy, OpenOptions, Segment, validate_name};
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
+
+/// How old an empty (header-less) file must be before `rm --stale` takes it: a
+/// creator writes its header microseconds after `shm_open`, and holds the descriptor
+/// meanwhile, so this only guards against a scan that raced the creation.
+pub const EMPTY_GRACE: Duration = Duration::from_secs(5);
+
+/// What one scan of `/proc` says about who holds the files in a directory. Without
+/// `/proc` nothing is known, and nothing empty counts as abandoned.
+struct Holding(Option<OpenBy>);
+
+impl Holding {
+    fn scan() -> Holding {
+        Holding(OpenBy::scan().ok())
+    }
+
+    /// Processes holding `name`; `None` if that cannot be known.
+    fn pids(&self, name: &str) -> Option<Vec<u32>> {
+        self.0.as_ref().map(|s| s.pids(name))
+    }
+
+    /// Whether no process holds `path` (named `name`) and none that could be its
+    /// creator (the file's owner) was hidden from the scan.
+    fn nobody_holds(&self, name: &str, path: &Path) -> bool {
+        let (Some(scan), Ok(meta)) = (&self.0, std::fs::metadata(path)) else {
+            return false;
+        };
+        scan.pids(name).is_empty() && scan.hidden_owned_by(meta.uid()) == 0
+    }
+}
+
+/// How long ago `path` was last modified (zero if unknown or in the future).
+fn age(path: &Path) -> Duration {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .unwrap_or_default()
+}
+
+/// The STATUS of an empty file.
+fn empty_status(holders: &Option<Vec<u32>>) -> String {
+    match holders.as_deref() {
+        Some([]) => "empty, no header; held by nobody (creator died before writing it)".into(),
+        Some(_) => "empty, no header yet (being created?)".into(),
+        None => "empty, no header".into(),
+    }
+}
+
+fn held_by(holders: &Option<Vec<u32>>) -> String {
+    match holders {
+        Some(p) => format!("{} holding", p.len()),
+        None => "?".into(),
+    }
+}
 
 /// Where named segments live.
 pub const SHM_DIR: &str = "/dev/shm";
@@ -77,9 +133,22 @@ pub fn ls(dir: &Path, ours_only: bool) -> io::Result<ExitCode> {
         "STATUS".into(),
     ]];
     let mut foreign = 0;
+    let holding = Holding::scan();
     for name in entries(dir)? {
         let path = dir.join(&name);
         let row = match examine(&path) {
+            Ok((len, Found::Empty)) => {
+                let holders = holding.pids(&name);
+                vec![
+                    name,
+                    "?".into(),
+                    "-".into(),
+                    human(len),
+                    "unknown".into(),
+                    held_by(&holders),
+                    empty_status(&holders),
+                ]
+            }
             Ok((len, Found::Segment(info, attached))) => vec![
                 name,
                 info.layout.kind.to_string(),
@@ -178,6 +247,20 @@ pub fn inspect(name: &str) -> io::Result<ExitCode> {
             println!("{bare}: shmproc segment, unusable: {e}");
             return Ok(ExitCode::FAILURE);
         }
+        Found::Empty => {
+            let holders = Holding::scan().pids(bare);
+            println!(
+                "{bare}: {len} bytes, {}; modified {}s ago; held by {}",
+                empty_status(&holders),
+                age(&path).as_secs(),
+                match holders {
+                    Some(p) if !p.is_empty() => format!("{p:?}"),
+                    Some(_) => "nobody".into(),
+                    None => "unknown".into(),
+                }
+            );
+            return Ok(ExitCode::FAILURE);
+        }
         Found::Foreign(why) => {
             println!("{bare}: {why}");
             return Ok(ExitCode::FAILURE);
@@ -230,11 +313,15 @@ pub fn inspect(name: &str) -> io::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Whether a segment may be removed by `rm --stale`: its creator is dead and no live
-/// process is recorded as having it open.
-fn is_stale(found: &Found) -> bool {
+/// Whether `name` may be removed by `rm --stale`: a segment whose creator is dead
+/// and that no live process is recorded as having open nor holds (descriptor or
+/// mapping); or an empty, header-less file nobody holds, older than [`EMPTY_GRACE`].
+fn is_stale(found: &Found, name: &str, path: &Path, holding: &Holding) -> bool {
+    let unheld = || holding.pids(name).is_none_or(|p| p.is_empty());
     match found {
-        Found::Segment(info, attached) => !info.creator_alive() && live_count(attached) == 0,
+        Found::Segment(info, attached) => {
+            !info.creator_alive() && live_count(attached) == 0 && unheld()
+        }
         Found::Broken(e, attached) => {
             let creator_dead = match e {
                 HeaderError::NotReady {
@@ -249,8 +336,9 @@ fn is_stale(found: &Found) -> bool {
                 // Corrupt or another version: nobody can tell; leave it to `rm NAME`.
                 _ => false,
             };
-            creator_dead && live_count(attached) == 0
+            creator_dead && live_count(attached) == 0 && unheld()
         }
+        Found::Empty => holding.nobody_holds(name, path) && age(path) >= EMPTY_GRACE,
         Found::Foreign(_) => false,
     }
 }
@@ -283,9 +371,11 @@ pub fn rm(dir: &Path, names: &[String], stale: bool, dry_run: bool) -> io::Resul
         }
     }
     if stale {
+        let holding = Holding::scan();
         for name in entries(dir)? {
-            if let Ok((_, found)) = examine(&dir.join(&name)) {
-                if is_stale(&found) && !targets.contains(&name) {
+            let path = dir.join(&name);
+            if let Ok((_, found)) = examine(&path) {
+                if is_stale(&found, &name, &path, &holding) && !targets.contains(&name) {
                     targets.push(name);
                 }
             }

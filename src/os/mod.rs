@@ -6,5 +6,7 @@
 pub(crate) mod barrier;
 pub(crate) mod clock;
 pub(crate) mod futex;
+pub(crate) mod holders;
+pub(crate) mod memory;
 pub(crate) mod proc;
 pub(crate) mod shm;

@@ -55,13 +55,16 @@ pub(crate) fn seal_size(fd: impl AsFd) -> io::Result<()> {
     )?)
 }
 
-/// `ftruncate(len)` then `fallocate(0, len)`: sizes the file and reserves its memory
-/// now, so a full `/dev/shm` is an error here instead of a SIGBUS on first touch.
-pub(crate) fn set_len(fd: impl AsFd, len: u64) -> io::Result<()> {
-    let fd = fd.as_fd();
-    rustix::fs::ftruncate(fd, len)?;
+/// `ftruncate(len)`: sets the file's size; the pages stay unallocated (sparse).
+pub(crate) fn resize(fd: impl AsFd, len: u64) -> io::Result<()> {
+    Ok(rustix::fs::ftruncate(fd, len)?)
+}
+
+/// `fallocate(0, len)`: reserves the file's memory now, so a full `/dev/shm` is an
+/// error here instead of a SIGBUS on first touch. Filesystems without fallocate
+/// succeed (memory is then reserved lazily).
+pub(crate) fn reserve(fd: impl AsFd, len: u64) -> io::Result<()> {
     match rustix::fs::fallocate(fd, FallocateFlags::empty(), 0, len) {
-        // Filesystems without fallocate: the size is set, memory is reserved lazily.
         Ok(()) | Err(Errno::OPNOTSUPP) | Err(Errno::NOSYS) => Ok(()),
         Err(e) => Err(e.into()),
     }
@@ -71,6 +74,11 @@ pub(crate) fn set_len(fd: impl AsFd, len: u64) -> io::Result<()> {
 pub(crate) fn file_stat(fd: impl AsFd) -> io::Result<(u64, (u64, u64))> {
     let st = rustix::fs::fstat(fd)?;
     Ok((st.st_size.max(0) as u64, (st.st_dev, st.st_ino)))
+}
+
+/// `fstat(fd)`: the file's owner (uid).
+pub(crate) fn file_owner(fd: impl AsFd) -> io::Result<u32> {
+    Ok(rustix::fs::fstat(fd)?.st_uid)
 }
 
 /// `stat(/dev/shm/name)`: the identity (device, inode) of the file a name refers to now.
