@@ -167,11 +167,19 @@ impl fmt::Display for CreateError {
                 requested,
                 available,
                 backing,
-            } => write!(
-                f,
-                "{} needs {requested} bytes, but {backing} {available} bytes",
-                Shown(name)
-            ),
+            } => match backing {
+                Backing::ShmFree => write!(
+                    f,
+                    "{} needs {requested} bytes, but /dev/shm has only {available} bytes free",
+                    Shown(name)
+                ),
+                Backing::Memory => write!(
+                    f,
+                    "{} needs {requested} bytes, but only {available} bytes of memory can \
+                     back it (MemAvailable + SwapFree)",
+                    Shown(name)
+                ),
+            },
             CreateError::Io { name, op, source } => {
                 write!(f, "{} while {op}: {source}", Shown(name))
             }
@@ -187,15 +195,6 @@ pub enum Backing {
     /// Memory the machine can still back shared memory with: `MemAvailable +
     /// SwapFree` (every segment; the only bound on anonymous ones).
     Memory,
-}
-
-impl fmt::Display for Backing {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Backing::ShmFree => "/dev/shm has only",
-            Backing::Memory => "the machine has only (MemAvailable + SwapFree)",
-        })
-    }
 }
 
 /// Fails with [`CreateError::InsufficientSpace`] unless the machine can back `size`
