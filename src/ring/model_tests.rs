@@ -11,8 +11,6 @@ use super::mpmc::{PopError, PushError, Ring};
 use super::spsc::{FIRST, Spsc};
 use crate::shim::model;
 use shuttle::rand::{Rng, thread_rng};
-use shuttle::scheduler::{PctScheduler, RandomScheduler, Scheduler};
-use shuttle::{Config, Runner};
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::collections::HashSet;
 use std::ptr::NonNull;
@@ -67,32 +65,7 @@ fn spawn_on<T: Send + 'static>(
     })
 }
 
-fn iterations() -> usize {
-    std::env::var("SHMPROC_MODEL_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000)
-}
-
-/// Runs `body` as a model execution under a random scheduler and under PCT (which
-/// finds bugs that need a few unlikely preemptions).
-fn check(body: impl Fn() + Send + Sync + 'static) {
-    let body = Arc::new(body);
-    let schedulers: [Box<dyn Scheduler + Send>; 2] = [
-        Box::new(RandomScheduler::new(iterations())),
-        Box::new(PctScheduler::new(3, iterations())),
-    ];
-    for scheduler in schedulers {
-        let mut config = Config::new();
-        config.stack_size = 256 * 1024;
-        let body = body.clone();
-        Runner::new(scheduler, config).run(move || {
-            model::begin();
-            body();
-            model::end();
-        });
-    }
-}
+use model::{check, iterations};
 
 fn item(producer: u64, seq: u64) -> [u8; 8] {
     (producer << 32 | seq).to_ne_bytes()

@@ -114,7 +114,6 @@
 
 use super::copy_bytes;
 use crate::layout::padded::CachePadded;
-use crate::os::proc;
 use crate::shim::{self, AtomicU64, Ordering};
 use crate::wait::EventCount;
 use std::cell::Cell;
@@ -287,7 +286,7 @@ fn move_index(index: &AtomicU64, start: &AtomicU64, end: &AtomicU64, pos: u64, s
 /// The calling thread's identity as stored in a record's owner word.
 #[inline]
 fn my_identity() -> u64 {
-    u64::from(proc::cached_pid()) << 32 | u64::from(shim::cached_tid())
+    u64::from(shim::cached_pid()) << 32 | u64::from(shim::cached_tid())
 }
 
 /// An owner word that means "being claimed": judged alive, never adopted.
@@ -298,11 +297,11 @@ const BUSY: u64 = u64::MAX;
 fn my_nonce() -> u64 {
     static NONCE: AtomicU64 = AtomicU64::new(0);
     static FOR_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let pid = proc::cached_pid();
+    let pid = shim::cached_pid();
     if FOR_PID.load(Ordering::Acquire) == pid {
         return NONCE.load(Ordering::Relaxed);
     }
-    let t = crate::os::clock::monotonic_now().as_nanos() as u64;
+    let t = shim::monotonic_now().as_nanos() as u64;
     let nonce = (t ^ u64::from(pid).rotate_left(40)).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     NONCE.store(nonce, Ordering::Relaxed);
     FOR_PID.store(pid, Ordering::Release);
@@ -485,7 +484,7 @@ impl WriteSlot<'_> {
     #[inline]
     fn finish(&mut self, flags: u64) {
         self.done = true;
-        if self.pid != proc::cached_pid() {
+        if self.pid != shim::cached_pid() {
             return; // a copy in a forked child: the claiming process resolves it
         }
         let len = if flags & SKIP != 0 { 0 } else { self.len };
@@ -543,7 +542,7 @@ impl ReadSlot<'_> {
 impl Drop for ReadSlot<'_> {
     #[inline]
     fn drop(&mut self) {
-        if self.pid != proc::cached_pid() {
+        if self.pid != shim::cached_pid() {
             return; // a copy in a forked child: the taking process frees it
         }
         self.ring.finish_take(self.rec, self.pos, self.span);
@@ -581,11 +580,11 @@ fn owner_alive((owner, start, nonce): (u64, u64, u64)) -> bool {
         return true;
     }
     let (pid, tid) = ((owner >> 32) as u32, owner as u32);
-    if pid == proc::cached_pid() && nonce == my_nonce() {
+    if pid == shim::cached_pid() && nonce == my_nonce() {
         return shim::thread_exists(pid, tid);
     }
     // Another process, or an earlier one that had this pid: its start time tells.
-    proc::is_alive(pid, start) && shim::thread_exists(pid, tid)
+    shim::is_alive(pid, start) && shim::thread_exists(pid, tid)
 }
 
 impl Ring {
@@ -862,7 +861,7 @@ impl Ring {
             len,
             span,
             rec,
-            pid: proc::cached_pid(),
+            pid: shim::cached_pid(),
             done: false,
             _thread: PhantomData,
         })
@@ -1170,7 +1169,7 @@ impl Ring {
             len: (m & 0xFFFF_FFFF) as usize,
             span: (m >> 32) & 0xFFFF,
             rec,
-            pid: proc::cached_pid(),
+            pid: shim::cached_pid(),
             notify: true,
             _thread: PhantomData,
         })
@@ -1690,7 +1689,7 @@ impl Ring {
     /// while the start time, nonce and intents are written, so nobody judges the new
     /// owner by the old one's start time.
     fn claim_record(&self, id: u64, nonce: u64) -> Option<usize> {
-        let start = proc::ProcessId::current().start_ticks;
+        let start = shim::start_ticks();
         let mut live = Liveness::default();
         for reuse in [false, true] {
             for i in 0..RECORDS {
@@ -1724,7 +1723,7 @@ impl Ring {
     /// forked child must not touch its parent's record).
     #[inline]
     fn record_is_mine(&self, rec: usize) -> bool {
-        self.record(rec).owner.load(Ordering::Relaxed) >> 32 == u64::from(proc::cached_pid())
+        self.record(rec).owner.load(Ordering::Relaxed) >> 32 == u64::from(shim::cached_pid())
     }
 
     /// The owner of record `rec` as (owner word, start, nonce), read owner first.

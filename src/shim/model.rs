@@ -12,6 +12,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{self, Ordering};
 use std::time::Duration;
 
+use crate::os::clock::Deadline;
+use crate::os::futex::WaitOutcome;
+
 #[derive(Default)]
 struct State {
     /// Inside a model execution: atomics are scheduling points.
@@ -21,6 +24,19 @@ struct State {
     victims: Vec<(usize, u64)>,
     /// Model threads that were killed or have finished.
     gone: Vec<usize>,
+    /// The model's futex (see [`futex_wait`]), made for each execution.
+    futex: Option<std::sync::Arc<Futex>>,
+}
+
+/// The model's stand-in for the kernel's futex: one lock of the model (the hash
+/// bucket's) and a condition variable per futex word, plus one that multi-word waits
+/// block on. A wait checks its words and blocks under the lock, a wake notifies under
+/// it, so — as in the kernel — a wake after the word changed cannot fall between a
+/// waiter's check and its sleep; and `FUTEX_WAKE(1)` wakes one waiter of that word,
+/// so a protocol that relies on a single wake reaching the right waiter is checked.
+struct Futex {
+    lock: shuttle::sync::Mutex<Vec<(usize, std::sync::Arc<shuttle::sync::Condvar>)>>,
+    any: shuttle::sync::Condvar,
 }
 
 thread_local! {
@@ -41,6 +57,10 @@ pub(crate) fn begin() {
     STATE.with(|s| {
         *s.borrow_mut() = State {
             active: true,
+            futex: Some(std::sync::Arc::new(Futex {
+                lock: shuttle::sync::Mutex::new(Vec::new()),
+                any: shuttle::sync::Condvar::new(),
+            })),
             ..State::default()
         }
     });
@@ -209,5 +229,191 @@ impl AtomicU64 {
     pub(crate) fn fetch_sub(&self, v: u64, order: Ordering) -> u64 {
         step();
         self.0.fetch_sub(v, order)
+    }
+}
+
+/// `std`'s `AtomicU32` with a scheduling point before every operation; the same
+/// layout, so shared memory can be cast to it (the eventcount's words).
+#[repr(transparent)]
+#[derive(Debug, Default)]
+pub(crate) struct AtomicU32(atomic::AtomicU32);
+
+const _: () = assert!(size_of::<AtomicU32>() == 4 && align_of::<AtomicU32>() == 4);
+
+#[allow(
+    dead_code,
+    reason = "the subset of std's API the eventcount happens to use varies"
+)]
+impl AtomicU32 {
+    pub(crate) const fn new(v: u32) -> AtomicU32 {
+        AtomicU32(atomic::AtomicU32::new(v))
+    }
+
+    /// The `std` atomic underneath, for the real futex calls outside an execution.
+    pub(crate) fn as_std(&self) -> &atomic::AtomicU32 {
+        &self.0
+    }
+
+    pub(crate) fn load(&self, order: Ordering) -> u32 {
+        step();
+        self.0.load(order)
+    }
+
+    pub(crate) fn store(&self, v: u32, order: Ordering) {
+        step();
+        self.0.store(v, order);
+    }
+
+    pub(crate) fn fetch_add(&self, v: u32, order: Ordering) -> u32 {
+        step();
+        self.0.fetch_add(v, order)
+    }
+
+    pub(crate) fn fetch_sub(&self, v: u32, order: Ordering) -> u32 {
+        step();
+        self.0.fetch_sub(v, order)
+    }
+
+    pub(crate) fn compare_exchange(
+        &self,
+        current: u32,
+        new: u32,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<u32, u32> {
+        step();
+        self.0.compare_exchange(current, new, success, failure)
+    }
+}
+
+fn model_futex() -> Option<std::sync::Arc<Futex>> {
+    STATE.with(|s| {
+        let s = s.borrow();
+        s.active.then(|| s.futex.clone()).flatten()
+    })
+}
+
+/// The condition variable of the futex word at `addr`, made on first use.
+fn word_var(
+    words: &mut Vec<(usize, std::sync::Arc<shuttle::sync::Condvar>)>,
+    addr: usize,
+) -> std::sync::Arc<shuttle::sync::Condvar> {
+    if let Some((_, var)) = words.iter().find(|(a, _)| *a == addr) {
+        return var.clone();
+    }
+    let var = std::sync::Arc::new(shuttle::sync::Condvar::new());
+    words.push((addr, var.clone()));
+    var
+}
+
+/// The model's `FUTEX_WAIT` on any of `words`: inside an execution, blocks the model
+/// thread while every word holds its expected value, until a [`futex_wake`] of one of
+/// them. Shuttle does not model time: a wait with a deadline returns at once (a
+/// spurious wake-up; the caller re-checks its condition and its clock). A wake-up that
+/// nobody sends leaves the thread blocked for good, which shuttle reports as a
+/// deadlock: that is how a model test catches a lost wake-up.
+pub(crate) fn futex_wait_any(
+    words: &[(&AtomicU32, u32)],
+    deadline: Option<Deadline>,
+) -> WaitOutcome {
+    let Some(futex) = model_futex() else {
+        let std_words: Vec<(&atomic::AtomicU32, u32)> =
+            words.iter().map(|(w, e)| (w.as_std(), *e)).collect();
+        return crate::os::futex::wait_any(&std_words, deadline);
+    };
+    if deadline.is_some() {
+        step();
+        return WaitOutcome::Woken;
+    }
+    let mut guard = futex.lock.lock().unwrap_or_else(|e| e.into_inner());
+    if words.iter().any(|(w, e)| w.0.load(Ordering::SeqCst) != *e) {
+        return WaitOutcome::Woken; // EAGAIN
+    }
+    let _ = match words {
+        [(word, _)] => {
+            let var = word_var(&mut guard, word.0.as_ptr() as usize);
+            var.wait(guard)
+        }
+        _ => futex.any.wait(guard),
+    };
+    WaitOutcome::Woken
+}
+
+/// The model's `FUTEX_WAIT` on one word (see [`futex_wait_any`]).
+pub(crate) fn futex_wait(
+    word: &AtomicU32,
+    expected: u32,
+    deadline: Option<Deadline>,
+) -> WaitOutcome {
+    if model_futex().is_none() {
+        return crate::os::futex::wait(word.as_std(), expected, deadline);
+    }
+    futex_wait_any(&[(word, expected)], deadline)
+}
+
+/// The model's `FUTEX_WAKE(n)`: wakes up to `n` model threads blocked on `word` alone
+/// and every multi-word waiter (they re-check), under the model futex's lock.
+pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> usize {
+    let Some(futex) = model_futex() else {
+        return crate::os::futex::wake(word.as_std(), n);
+    };
+    let mut guard = futex.lock.lock().unwrap_or_else(|e| e.into_inner());
+    let var = word_var(&mut guard, word.0.as_ptr() as usize);
+    if n == u32::MAX {
+        var.notify_all();
+    } else {
+        for _ in 0..n {
+            var.notify_one();
+        }
+    }
+    futex.any.notify_all();
+    0
+}
+
+/// The notifier's half of the asymmetric barrier: shuttle's interleavings are
+/// sequentially consistent, so inside an execution there is nothing to order.
+pub(crate) fn membarrier_light() {
+    if !active() {
+        crate::os::membarrier::light();
+    }
+}
+
+/// The waiter's half (see [`membarrier_light`]); always "covered" in a model.
+pub(crate) fn membarrier_heavy() -> bool {
+    if active() {
+        return true;
+    }
+    crate::os::membarrier::heavy()
+}
+
+/// How many schedules each model test explores per scheduler
+/// (`SHMPROC_MODEL_ITERATIONS`, default 2000).
+#[cfg(test)]
+pub(crate) fn iterations() -> usize {
+    std::env::var("SHMPROC_MODEL_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000)
+}
+
+/// Runs `body` as a model execution under a random scheduler and under PCT (which
+/// finds bugs that need a few unlikely preemptions).
+#[cfg(test)]
+pub(crate) fn check(body: impl Fn() + Send + Sync + 'static) {
+    use shuttle::scheduler::{PctScheduler, RandomScheduler, Scheduler};
+    let body = std::sync::Arc::new(body);
+    let schedulers: [Box<dyn Scheduler + Send>; 2] = [
+        Box::new(RandomScheduler::new(iterations())),
+        Box::new(PctScheduler::new(3, iterations())),
+    ];
+    for scheduler in schedulers {
+        let mut config = shuttle::Config::new();
+        config.stack_size = 256 * 1024;
+        let body = body.clone();
+        shuttle::Runner::new(scheduler, config).run(move || {
+            begin();
+            body();
+            end();
+        });
     }
 }

@@ -12,15 +12,15 @@
 //! ```text
 //! waiter                                notifier
 //! waiters += 1        (W)               change condition      (C)
-//! e = epoch           (E)               barrier::light()
-//! barrier::heavy()                      n = waiters           (R)
+//! e = epoch           (E)               membarrier_light()
+//! membarrier_heavy()                   n = waiters           (R)
 //! check condition     (K)               if n > 0 { epoch += 1; FUTEX_WAKE(all or one) }
 //! FUTEX_WAIT(epoch, e)
 //! ```
 //!
 //! Each side needs a StoreLoad barrier between its store and its load. The
 //! notifier's runs on every put and send, so it is the light half of an asymmetric
-//! pair (`os::barrier`): a compiler barrier, while the waiter — about to sleep anyway
+//! pair (`os::membarrier`): a compiler barrier, while the waiter — about to sleep anyway
 //! — issues `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, a full barrier on every
 //! CPU running a notifier. If R ran before that barrier, so did C, and K sees it;
 //! otherwise R sees W and the notifier wakes. The epoch bump comes after E, so
@@ -42,11 +42,13 @@
 //! spurious wake-ups or extra syscalls, never a missed deadline: every sleep is bounded
 //! by the caller's absolute deadline.
 
-use crate::os::barrier;
 use crate::os::clock::{Deadline, monotonic_now};
-use crate::os::futex::{self, WaitOutcome};
-use std::sync::atomic::{AtomicU32, Ordering};
+use crate::os::futex::WaitOutcome;
+use crate::shim::{self, AtomicU32, Ordering};
 use std::time::Duration;
+
+#[cfg(all(test, shmproc_model))]
+mod model_tests;
 
 /// A futex-backed eventcount, placed in shared memory. All-zero bytes are a valid,
 /// idle eventcount, so a freshly sized segment needs no initialization.
@@ -153,7 +155,7 @@ impl EventCount {
     pub fn notify(&self, n: u32) {
         // Orders the caller's change of the condition before the load of `waiters`;
         // pairs with the heavy barrier of a waiter (see the module docs).
-        barrier::light();
+        shim::membarrier_light();
         if self.waiters.load(Ordering::SeqCst) != 0 {
             self.wake_slow(n);
         }
@@ -163,7 +165,7 @@ impl EventCount {
     fn wake_slow(&self, n: u32) {
         // Release: a waiter whose FUTEX_WAIT fails with EAGAIN has seen this bump.
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        futex::wake(&self.epoch, n);
+        shim::futex_wake(&self.epoch, n);
     }
 
     /// Waits until `ready` returns `Some`, or until `deadline` (`None`: forever),
@@ -258,7 +260,7 @@ impl EventCount {
             let epoch = self.epoch.load(Ordering::SeqCst);
             // Orders the registration before the re-check; pairs with the light
             // barrier in `notify` (see the module docs).
-            let covered = barrier::heavy();
+            let covered = shim::membarrier_heavy();
             let sleep_until = stalls.sleep_until(deadline, covered);
             if let Some(v) = ready() {
                 self.waiters.fetch_sub(1, Ordering::SeqCst);
@@ -266,7 +268,7 @@ impl EventCount {
             }
             // Every outcome (woken, EAGAIN, EINTR, the deadline or a stall check
             // coming due) ends in a re-check; the loop head handles the deadlines.
-            let _: WaitOutcome = futex::wait(&self.epoch, epoch, sleep_until);
+            let _: WaitOutcome = shim::futex_wait(&self.epoch, epoch, sleep_until);
             self.waiters.fetch_sub(1, Ordering::SeqCst);
             if let Some(v) = ready() {
                 return Ok(v);
@@ -313,11 +315,11 @@ pub fn wait_any<T>(
             .collect();
         // Orders the registrations before the re-check; pairs with the light barrier
         // in `notify` (see the module docs).
-        let covered = barrier::heavy();
+        let covered = shim::membarrier_heavy();
         let sleep_until = stalls.sleep_until(deadline, covered);
         let found = ready();
         if found.is_none() {
-            let _: WaitOutcome = futex::wait_any(&words, sleep_until);
+            let _: WaitOutcome = shim::futex_wait_any(&words, sleep_until);
         }
         for ev in events {
             ev.waiters.fetch_sub(1, Ordering::SeqCst);
@@ -437,7 +439,7 @@ impl StallClock {
     }
 }
 
-/// Longest sleep when `membarrier` is unavailable to the waiter (see `os::barrier`).
+/// Longest sleep when `membarrier` is unavailable to the waiter (see `os::membarrier`).
 const UNCOVERED_SLICE: Duration = Duration::from_millis(1);
 
 /// Longest sleep between two stall checks in [`EventCount::wait_until_checked`].
