@@ -8,10 +8,12 @@
 //! run (paired) before the median, so drift on a noisy machine cancels out.
 
 mod baselines;
+mod goals;
 mod harness;
 #[cfg(feature = "peers")]
 mod peers;
 mod report;
+mod system;
 mod systems;
 
 use harness::Sample;
@@ -174,7 +176,7 @@ impl Plan {
 
 /// Every run of one system.
 pub struct Measured {
-    pub system: systems::System,
+    pub system: system::System,
     /// Count per run (after the divisor).
     pub count: u64,
     pub runs: Vec<Sample>,

@@ -14,7 +14,7 @@ use super::harness::{
     BenchResult, Ctl, Sample, Shm, consume, err, expect_seq, finish, one_way, round_trips, spawn,
     time_trips,
 };
-use super::systems::{Kind, System, sys};
+use super::system::{Kind, System, sys};
 use iceoryx2::port::publisher::Publisher;
 use iceoryx2::port::subscriber::Subscriber;
 use iceoryx2::prelude::*;

@@ -1,8 +1,9 @@
 //! Statistics (medians of runs, spread, paired ratios), the tables, the JSON, the
 //! SVG plot and the issue's targets.
 
+use super::goals::{Figure, GOALS, Pick};
 use super::harness::Sample;
-use super::systems::Kind;
+use super::system::Kind;
 use super::{Measured, Plan, Workload, WorkloadResult};
 use comfy_table::{CellAlignment, Table, presets};
 use serde_json::{Value, json};
@@ -189,10 +190,6 @@ impl Section {
     fn find(&self, pred: impl Fn(&Row) -> bool) -> Option<&Row> {
         self.rows.iter().find(|r| pred(r))
     }
-
-    fn reference(&self) -> Option<&Row> {
-        self.find(|r| r.reference)
-    }
 }
 
 /// Everything one `shmproc bench` produced.
@@ -239,115 +236,6 @@ fn ratio(x: f64) -> String {
     }
 }
 
-/// One of the issue's targets, as a ratio of two rows of a workload.
-struct Target {
-    what: &'static str,
-    workload: Workload,
-    /// The shmproc row; `None`: the workload's reference row.
-    mine: Option<fn(&Row) -> bool>,
-    /// The other row.
-    other: fn(&Row) -> bool,
-    /// Met when ratio ≥ goal (throughput) or ratio ≤ goal (latency).
-    goal: f64,
-    /// Use p99 instead of p50 (latency).
-    p99: bool,
-}
-
-fn targets() -> Vec<Target> {
-    vec![
-        Target {
-            what: "T8 Queue<u64> 1P1C ≥ 1.5× crossbeam-channel",
-            workload: Workload::T8,
-            mine: None,
-            other: |r| r.name.starts_with("crossbeam"),
-            goal: 1.5,
-            p99: false,
-        },
-        Target {
-            what: "T8 Queue<u64> 1P1C ≥ 20× iceoryx2",
-            workload: Workload::T8,
-            mine: None,
-            other: |r| r.name.starts_with("iceoryx2"),
-            goal: 20.0,
-            p99: false,
-        },
-        Target {
-            what: "T8 Pipe u64 one-way ≥ 0.4× raw ring",
-            workload: Workload::T8,
-            mine: Some(|r| r.name.starts_with("Pipe") && r.config.starts_with("spin")),
-            other: |r| r.kind == Kind::Ceiling,
-            goal: 0.4,
-            p99: false,
-        },
-        Target {
-            what: "T8 Queue<u64> ≥ 100× Python multiprocessing.Queue",
-            workload: Workload::T8,
-            mine: None,
-            other: |r| r.name == "multiprocessing.Queue",
-            goal: 100.0,
-            p99: false,
-        },
-        Target {
-            what: "T4K Queue<[u8; 4096]> ≥ 0.7× raw ring",
-            workload: Workload::T4K,
-            mine: None,
-            other: |r| r.kind == Kind::Ceiling,
-            goal: 0.7,
-            p99: false,
-        },
-        Target {
-            what: "T1M ByteQueue ≥ 0.5× memcpy",
-            workload: Workload::T1M,
-            mine: None,
-            other: |r| r.name.starts_with("memcpy"),
-            goal: 0.5,
-            p99: false,
-        },
-        Target {
-            what: "T1M Pipe ≥ 0.5× memcpy",
-            workload: Workload::T1M,
-            mine: Some(|r| r.name.starts_with("Pipe") && r.config.starts_with("spin")),
-            other: |r| r.name.starts_with("memcpy"),
-            goal: 0.5,
-            p99: false,
-        },
-        Target {
-            what: "MPMC Queue<u64> ahead of crossbeam-channel",
-            workload: Workload::Mpmc,
-            mine: None,
-            other: |r| r.name.starts_with("crossbeam"),
-            goal: 1.0,
-            p99: false,
-        },
-        Target {
-            what: "RTT Pipe p50 ≤ 1.5× atomic floor",
-            workload: Workload::Rtt,
-            mine: None,
-            other: |r| r.kind == Kind::Floor,
-            goal: 1.5,
-            p99: false,
-        },
-        Target {
-            what: "RTT Pipe p99 ≤ 2× atomic floor",
-            workload: Workload::Rtt,
-            mine: None,
-            other: |r| r.kind == Kind::Floor,
-            goal: 2.0,
-            p99: true,
-        },
-        // Implied by the floor target: the issue has Pipe about 4× ahead of iceoryx2.
-        #[cfg(feature = "peers")]
-        Target {
-            what: "RTT Pipe p50 vs iceoryx2 (≈4× ahead: ≤ 0.25×)",
-            workload: Workload::Rtt,
-            mine: None,
-            other: |r| r.name.starts_with("iceoryx2"),
-            goal: 0.25,
-            p99: false,
-        },
-    ]
-}
-
 impl Report {
     pub fn new(
         plan: &Plan,
@@ -370,25 +258,21 @@ impl Report {
     /// is None when the other system was not measured.
     fn target_results(&self) -> Vec<(&'static str, f64, Option<f64>, Option<bool>)> {
         let mut out = Vec::new();
-        for t in targets() {
+        for t in GOALS {
             let Some(sec) = self.sections.iter().find(|s| s.workload == t.workload) else {
                 continue;
             };
-            let me = match t.mine {
-                Some(pred) => sec.find(pred),
-                None => sec.reference(),
-            };
-            let (Some(me), other) = (me, sec.find(t.other)) else {
+            let pick = |p: &Pick| sec.find(|r| p.matches(&r.name, &r.config, r.kind, r.reference));
+            let (Some(me), other) = (pick(&t.mine), pick(&t.other)) else {
                 continue;
             };
             let Some(other) = other else {
                 out.push((t.what, t.goal, None, None));
                 continue;
             };
-            let f = if t.p99 {
-                Figures::p99
-            } else {
-                Figures::primary
+            let f = match t.figure {
+                Figure::P99 => Figures::p99,
+                Figure::Primary => Figures::primary,
             };
             let r = paired(&me.runs, &other.runs, f);
             let met = if t.workload.is_latency() {

@@ -9,6 +9,7 @@ use super::harness::{
     BenchResult, Sample, err, expect_seq, mpmc, mpmc_threads, one_way, one_way_threads,
     round_trips, round_trips_threads, wakes,
 };
+use super::system::{Kind, System, sys};
 use super::{Plan, Workload};
 use shmproc::pipe::pipe_with_capacity;
 use shmproc::wait::Spin;
@@ -17,77 +18,6 @@ use std::os::unix::net::UnixStream;
 
 const K4: usize = 4096;
 const M1: usize = 1 << 20;
-
-/// Who a system is, for the reader of the table.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Kind {
-    /// shmproc itself.
-    Shmproc,
-    /// The lower bound of latency (an atomic bounced between processes, a bare
-    /// futex wake).
-    Floor,
-    /// The upper bound of throughput (raw ring, memcpy).
-    Ceiling,
-    /// The kernel's IPC.
-    Os,
-    /// Another library, between threads or processes.
-    Library,
-    /// Python's multiprocessing.
-    Python,
-    /// Another Rust IPC library between the same two processes (`--features peers`).
-    #[cfg(feature = "peers")]
-    Peer,
-}
-
-impl Kind {
-    pub fn label(self) -> &'static str {
-        match self {
-            Kind::Shmproc => "shmproc",
-            Kind::Floor => "floor",
-            Kind::Ceiling => "ceiling",
-            Kind::Os => "OS",
-            Kind::Library => "library",
-            Kind::Python => "Python",
-            #[cfg(feature = "peers")]
-            Kind::Peer => "peer",
-        }
-    }
-}
-
-type Measure = Box<dyn Fn(u64, u64) -> BenchResult<Sample>>;
-
-/// One row of a workload's table.
-pub struct System {
-    /// What it is ("Queue<u64>", "OS pipe").
-    pub name: String,
-    /// How it is driven ("spin", "sleep", "batch 64", "2 threads").
-    pub config: String,
-    pub kind: Kind,
-    /// The shmproc row the others are divided by.
-    pub reference: bool,
-    /// Messages (or trips, or wake-ups) per run are the workload's count divided by
-    /// this.
-    pub divisor: u64,
-    /// Runs the measurement with (count, warm-up count).
-    pub measure: Measure,
-}
-
-pub(super) fn sys(
-    kind: Kind,
-    name: &str,
-    config: &str,
-    divisor: u64,
-    measure: impl Fn(u64, u64) -> BenchResult<Sample> + 'static,
-) -> System {
-    System {
-        name: name.into(),
-        config: config.into(),
-        kind,
-        reference: false,
-        divisor,
-        measure: Box::new(measure),
-    }
-}
 
 fn reference(mut s: System) -> System {
     s.reference = true;
