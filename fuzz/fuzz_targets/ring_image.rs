@@ -4,31 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shmproc::ring::{mpmc, spsc};
-use std::alloc::{Layout, alloc_zeroed, dealloc};
-use std::ptr::NonNull;
-
-/// 128-aligned heap memory holding a copy of the fuzz input.
-struct Mem(NonNull<u8>, Layout);
-
-impl Mem {
-    fn with(len: usize, fill: &[u8]) -> Mem {
-        let layout = Layout::from_size_align(len.max(1), 128).unwrap();
-        // SAFETY: non-zero size.
-        let ptr = NonNull::new(unsafe { alloc_zeroed(layout) }).unwrap();
-        let n = fill.len().min(len);
-        // SAFETY: n <= len bytes of fresh memory.
-        unsafe { std::ptr::copy_nonoverlapping(fill.as_ptr(), ptr.as_ptr(), n) };
-        Mem(ptr, layout)
-    }
-}
-
-impl Drop for Mem {
-    fn drop(&mut self) {
-        // SAFETY: allocated with this layout.
-        unsafe { dealloc(self.0.as_ptr(), self.1) };
-    }
-}
+use shmproc::ring::{HeapMemory, mpmc, spsc};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&shape, image)) = data.split_first() else {
@@ -44,17 +20,21 @@ fuzz_target!(|data: &[u8]| {
         // fuzz inputs (a few KiB) would not reach past the records anyway.
         let data_offset = len - (capacity * slot) as usize;
         let control_offset = data_offset - (capacity as usize * 16).next_multiple_of(128);
-        let mem = Mem::with(len, &image[..image.len().min(256)]);
+        let mem = HeapMemory::with_contents(len, &image[..image.len().min(256)]).unwrap();
         if image.len() > 256 {
             let rest = &image[256..];
             let n = rest.len().min(len - control_offset);
             // SAFETY: control_offset + n <= len bytes of our own memory.
             unsafe {
-                std::ptr::copy_nonoverlapping(rest.as_ptr(), mem.0.as_ptr().add(control_offset), n)
+                std::ptr::copy_nonoverlapping(
+                    rest.as_ptr(),
+                    mem.ptr().as_ptr().add(control_offset),
+                    n,
+                )
             };
         }
         // SAFETY: len bytes of 128-aligned memory, used only through this ring.
-        let ring = unsafe { mpmc::Ring::attach(mem.0, len, capacity, slot) }.unwrap();
+        let ring = unsafe { mpmc::Ring::attach(mem.ptr(), len, capacity, slot) }.unwrap();
         // Takes through the guard, the copy (whose one-slot fast path reads the
         // length from the state word) and runs of items, in turn.
         let mut out = [0u8; 64];
@@ -87,9 +67,9 @@ fuzz_target!(|data: &[u8]| {
     } else {
         let capacity = 256u64 << (shape >> 1 & 3);
         let len = spsc::Spsc::bytes_for(capacity).unwrap();
-        let mem = Mem::with(len, image);
+        let mem = HeapMemory::with_contents(len, image).unwrap();
         // SAFETY: as above.
-        let ring = unsafe { spsc::Spsc::attach(mem.0, len, capacity) }.unwrap();
+        let ring = unsafe { spsc::Spsc::attach(mem.ptr(), len, capacity) }.unwrap();
         let reader = ring.reader();
         for _ in 0..64 {
             match reader.peek() {

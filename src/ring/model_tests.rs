@@ -9,47 +9,22 @@
 
 use super::mpmc::{PopError, PushError, Ring};
 use super::spsc::{FIRST, Spsc};
+use crate::ring::HeapMemory;
 use crate::shim::model;
 use shuttle::rand::{Rng, thread_rng};
-use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::collections::HashSet;
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Zero-filled, 128-aligned memory for one ring, freed on drop.
-struct Mem {
-    ptr: NonNull<u8>,
-    layout: Layout,
-}
-
-// SAFETY: plain memory; the rings placed in it are built for concurrent use.
-unsafe impl Send for Mem {}
-// SAFETY: as for Send.
-unsafe impl Sync for Mem {}
-
-impl Mem {
-    fn new(len: usize) -> Arc<Mem> {
-        let layout = Layout::from_size_align(len, 128).unwrap();
-        // SAFETY: len > 0 for every ring.
-        let ptr = NonNull::new(unsafe { alloc_zeroed(layout) }).unwrap();
-        Arc::new(Mem { ptr, layout })
-    }
-}
-
-impl Drop for Mem {
-    fn drop(&mut self) {
-        // SAFETY: allocated with this layout.
-        unsafe { dealloc(self.ptr.as_ptr(), self.layout) };
-    }
-}
+/// Zero-filled, 128-aligned memory for one ring, shared by the model threads.
+type Mem = HeapMemory;
 
 fn mpmc(capacity: u64) -> (Arc<Mem>, Ring) {
     let len = Ring::bytes_for(capacity, 8).unwrap();
-    let mem = Mem::new(len);
+    let mem = Arc::new(Mem::new(len).unwrap());
     // SAFETY: fresh zeroed memory of len bytes, kept alive by the Arc every thread
     // holds, used only through this ring.
-    let ring = unsafe { Ring::init(mem.ptr, len, capacity, 8) }.unwrap();
+    let ring = unsafe { Ring::init(mem.ptr(), len, capacity, 8) }.unwrap();
     (mem, ring)
 }
 
@@ -591,10 +566,10 @@ fn spsc_records_arrive_intact_in_order() {
     check(|| {
         let cap = 256;
         let len = Spsc::bytes_for(cap).unwrap();
-        let mem = Mem::new(len);
+        let mem = Arc::new(Mem::new(len).unwrap());
         // SAFETY: fresh zeroed memory of len bytes, kept alive by the Arc both
         // threads hold, used only through this ring.
-        let ring = unsafe { Spsc::attach(mem.ptr, len, cap) }.unwrap();
+        let ring = unsafe { Spsc::attach(mem.ptr(), len, cap) }.unwrap();
         let sizes = [0usize, 8, 40, 3, 48, 17, 33];
         assert_eq!(ring.max_fragment(), 48);
         let writer = spawn_on(&mem, move || {

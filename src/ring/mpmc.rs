@@ -1933,36 +1933,14 @@ impl Ring {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::alloc::{Layout, alloc_zeroed, dealloc};
+    use crate::ring::HeapMemory;
     use std::collections::VecDeque;
 
-    /// Heap memory for a ring, freed on drop.
-    struct Mem {
-        ptr: NonNull<u8>,
-        layout: Layout,
-    }
-
-    impl Mem {
-        fn new(len: usize) -> Mem {
-            let layout = Layout::from_size_align(len, 128).unwrap();
-            // SAFETY: non-zero size.
-            let ptr = NonNull::new(unsafe { alloc_zeroed(layout) }).unwrap();
-            Mem { ptr, layout }
-        }
-    }
-
-    impl Drop for Mem {
-        fn drop(&mut self) {
-            // SAFETY: allocated with this layout.
-            unsafe { dealloc(self.ptr.as_ptr(), self.layout) };
-        }
-    }
-
-    fn ring(capacity: u64, slot: u64) -> (Mem, Ring) {
+    fn ring(capacity: u64, slot: u64) -> (HeapMemory, Ring) {
         let len = Ring::bytes_for(capacity, slot).unwrap();
-        let mem = Mem::new(len);
+        let mem = HeapMemory::new(len).unwrap();
         // SAFETY: fresh zeroed memory of len bytes, used only through this ring.
-        let r = unsafe { Ring::init(mem.ptr, len, capacity, slot) }.unwrap();
+        let r = unsafe { Ring::init(mem.ptr(), len, capacity, slot) }.unwrap();
         (mem, r)
     }
 
@@ -1976,7 +1954,7 @@ mod tests {
 
     #[test]
     fn index_is_the_remainder_for_every_capacity() {
-        let mem = Mem::new(64);
+        let mem = HeapMemory::new(64).unwrap();
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
         for cap in [
             1,
@@ -1991,7 +1969,7 @@ mod tests {
             MAX_CAPACITY - 1,
             MAX_CAPACITY,
         ] {
-            let r = Ring::handle(mem.ptr, cap, 8);
+            let r = Ring::handle(mem.ptr(), cap, 8);
             for pos in [
                 0,
                 1,
@@ -2018,9 +1996,9 @@ mod tests {
         assert_eq!(Ring::bytes_for(0, 8), None);
         assert_eq!(Ring::bytes_for(4, 12), None);
         assert_eq!(Ring::bytes_for(4, 8), Some(CONTROL_OFFSET + 128 + 32));
-        let mem = Mem::new(1024);
+        let mem = HeapMemory::new(1024).unwrap();
         // SAFETY: the memory is ours; the call fails before touching it.
-        let err = unsafe { Ring::init(mem.ptr, 100, 4, 8) }.unwrap_err();
+        let err = unsafe { Ring::init(mem.ptr(), 100, 4, 8) }.unwrap_err();
         assert_eq!(
             err,
             LayoutError::TooSmall {

@@ -415,33 +415,13 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::alloc::{Layout, alloc_zeroed, dealloc};
+    use crate::ring::HeapMemory;
 
-    struct Mem(NonNull<u8>, Layout);
-
-    impl Mem {
-        fn new(len: usize) -> Mem {
-            let layout = Layout::from_size_align(len, 128).unwrap();
-            // SAFETY: non-zero size.
-            Mem(
-                NonNull::new(unsafe { alloc_zeroed(layout) }).unwrap(),
-                layout,
-            )
-        }
-    }
-
-    impl Drop for Mem {
-        fn drop(&mut self) {
-            // SAFETY: allocated with this layout.
-            unsafe { dealloc(self.0.as_ptr(), self.1) };
-        }
-    }
-
-    fn ring(cap: u64) -> (Mem, Spsc) {
+    fn ring(cap: u64) -> (HeapMemory, Spsc) {
         let len = Spsc::bytes_for(cap).unwrap();
-        let m = Mem::new(len);
+        let m = HeapMemory::new(len).unwrap();
         // SAFETY: fresh zeroed memory used only through this ring.
-        let r = unsafe { Spsc::attach(m.0, len, cap) }.unwrap();
+        let r = unsafe { Spsc::attach(m.ptr(), len, cap) }.unwrap();
         (m, r)
     }
 
