@@ -649,6 +649,116 @@ fn a_condition_lock_holder_killed_while_others_wait() {
     assert!(cond.try_acquire().is_ok());
 }
 
+/// The owner word a lock would hold for the live process `pid`: its pid and the low
+/// 32 bits of its start time (`/proc/PID/stat` field 22), as `owner.rs` packs them.
+fn owner_word_of(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 1..];
+    let start: u64 = rest
+        .split_ascii_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    (u64::from(start as u32) << 32) | u64::from(pid)
+}
+
+/// A child that sleeps until killed, and the owner word naming it.
+fn live_sleeper() -> (Children, u64) {
+    let sleeper = Process::spawn(|| sleep_forever()).unwrap();
+    let word = owner_word_of(sleeper.pid());
+    (Children(vec![sleeper]), word)
+}
+
+/// A timed condition wait whose lock word is scribbled, mid-wait, to name a live
+/// process: the wait returns after its timeout (plus the grace) with NotReacquired,
+/// leaving the guard released, for a Condition over `$lock`.
+macro_rules! retake_test {
+    ($name:ident, $lock:ty) => {
+        #[test]
+        fn $name() {
+            let name = TestName::new("retake");
+            let cond = Condition::<$lock>::create(&name).unwrap();
+            let (mut sleeper, word) = live_sleeper();
+            let timeout = Duration::from_millis(200);
+            let mut child = Process::spawn_returning(|| -> i32 {
+                let Ok(mut guard) = cond.acquire() else {
+                    return 2;
+                };
+                let start = Instant::now();
+                let r = cond.wait_timeout(&mut guard, timeout);
+                if r != Err(WaitError::NotReacquired { notified: false }) {
+                    return 3;
+                }
+                if start.elapsed() < timeout + shmproc::sync::RELOCK_GRACE {
+                    return 4;
+                }
+                if guard.is_held() {
+                    return 5;
+                }
+                // A released guard cannot be waited with.
+                if cond.wait_timeout(&mut guard, timeout) != Err(WaitError::NotOwner) {
+                    return 6;
+                }
+                drop(guard); // releases nothing
+                0
+            })
+            .unwrap();
+            wait_for("the child to wait", || cond.n_waiting() == 1);
+            assert!(!cond.get_lock().locked(), "the wait released the lock");
+            scribble(&name, 0, word);
+            // Returning at all (within join_or_kill's 60 s) is the fix.
+            assert_eq!(join_or_kill(&mut child), 0);
+            // The released guard's drop left the word alone.
+            assert_eq!(cond.get_lock().owner(), Some(sleeper.0[0].pid()));
+            // Once the process it names dies, the word is a dead holder's.
+            sleeper.0[0].kill().unwrap();
+            assert_eq!(sleeper.join_all(), vec![-9]);
+            assert!(cond.acquire_timeout(LONG).is_err_and(|e| e.is_owner_died()));
+        }
+    };
+}
+
+retake_test!(
+    a_timed_lock_condition_wait_returns_when_a_live_process_keeps_the_lock,
+    Lock
+);
+retake_test!(
+    a_timed_rlock_condition_wait_returns_when_a_live_process_keeps_the_lock,
+    RLock
+);
+
+#[test]
+fn a_timed_acquire_of_a_word_no_holder_can_have_is_owner_died() {
+    let (mut sleeper, live) = live_sleeper();
+    let words = [
+        ("pid 0 with start bits", 0xdead_beef_0000_0000),
+        ("pid 0 with the flag and start bits", 0x1234_5678_8000_0000),
+        ("a pid above PID_MAX_LIMIT", (1 << 22) + 1),
+        ("the largest id", 0x7fff_ffff),
+        ("all bits", u64::MAX),
+        ("a live pid with another start time", live ^ (0x5a5a << 32)),
+    ];
+    let lock_name = TestName::new("impossible-lock");
+    let lock = Lock::create(&lock_name).unwrap();
+    let rlock_name = TestName::new("impossible-rlock");
+    let rlock = RLock::create(&rlock_name).unwrap();
+    for (what, word) in words {
+        scribble(&lock_name, 0, word);
+        let r = lock.acquire_timeout(Duration::from_millis(100));
+        assert!(r.is_err_and(|e| e.is_owner_died()), "Lock, {what}");
+        scribble(&rlock_name, 0, word);
+        let r = rlock.acquire_timeout(Duration::from_millis(100));
+        assert!(r.is_err_and(|e| e.is_owner_died()), "RLock, {what}");
+    }
+    // The live process's own word is a real holder: a timeout, not a takeover.
+    scribble(&lock_name, 0, live);
+    let r = lock.acquire_timeout(Duration::from_millis(50));
+    assert!(matches!(r, Err(AcquireError::Timeout)), "{r:?}");
+    sleeper.0[0].kill().unwrap();
+    assert_eq!(sleeper.join_all(), vec![-9]);
+}
+
 // ---------------------------------------------------------------------------------
 // Barrier
 

@@ -251,6 +251,7 @@ impl RLock {
         RLockGuard {
             lock: self,
             me,
+            held: true,
             _not_send: PhantomData,
         }
     }
@@ -399,10 +400,23 @@ impl RLock {
 
 /// Proof that the calling thread holds an [`RLock`] (one level of it); releases that
 /// level when dropped. Not `Send`: the owning thread must release it.
+///
+/// A timed [`Condition`](super::Condition) wait that could not take the lock back by
+/// its deadline (plus [`RELOCK_GRACE`](super::RELOCK_GRACE)) returns
+/// [`WaitError::NotReacquired`](super::WaitError::NotReacquired) and leaves the guard
+/// it was given *released*: [`is_held`](RLockGuard::is_held) is `false`, dropping it
+/// does nothing, and a wait with it is
+/// [`WaitError::NotOwner`](super::WaitError::NotOwner). The wait had given up every
+/// level of the thread's hold, so the thread's other guards of this lock (outer
+/// levels) hold nothing either: drop them before acquiring the lock again — dropped
+/// while the thread holds it anew, each would release one level of the new hold.
 #[must_use = "the level is released as soon as the guard is dropped"]
 pub struct RLockGuard<'a> {
     lock: &'a RLock,
     me: u64,
+    /// `false` once a condition wait failed to take the lock back (see the type
+    /// docs): the guard holds nothing and must not release.
+    held: bool,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -412,14 +426,25 @@ impl<'a> RLockGuard<'a> {
         self.lock
     }
 
+    /// Whether this guard still stands for a level of the thread's hold: `false`
+    /// only after a [`Condition`](super::Condition) wait with it returned
+    /// [`WaitError::NotReacquired`](super::WaitError::NotReacquired).
+    pub fn is_held(&self) -> bool {
+        self.held
+    }
+
     /// Whether the protected state is known to be consistent: `false` after
     /// [`AcquireError::OwnerDied`] until [`mark_consistent`](RLockGuard::mark_consistent).
     pub fn is_consistent(&self) -> bool {
         self.lock.is_consistent()
     }
 
-    /// Declares the protected state repaired after [`AcquireError::OwnerDied`].
+    /// Declares the protected state repaired after [`AcquireError::OwnerDied`]. Does
+    /// nothing if the guard no longer holds the lock ([`is_held`](RLockGuard::is_held)).
     pub fn mark_consistent(&mut self) {
+        if !self.held {
+            return;
+        }
         let _ = self.lock.word().compare_exchange(
             self.me | INCONSISTENT,
             self.me,
@@ -429,8 +454,11 @@ impl<'a> RLockGuard<'a> {
     }
 
     /// Gives the lock up entirely for a condition wait and returns the recursion
-    /// count to restore; `None` if this thread does not hold it.
+    /// count to restore; `None` if this guard or thread does not hold it.
     pub(crate) fn unlock_for_wait(&mut self) -> Option<u64> {
+        if !self.held {
+            return None;
+        }
         let cur = self.lock.word().load(Ordering::Relaxed);
         if owner::id_of(cur) == 0 || cur & !INCONSISTENT != self.me {
             return None;
@@ -440,21 +468,32 @@ impl<'a> RLockGuard<'a> {
         Some(count)
     }
 
-    /// Takes the lock back with recursion count `count` after a condition wait;
-    /// `true` if it was taken over from a dead owner.
-    pub(crate) fn relock_after_wait(&mut self, count: u64) -> bool {
+    /// Takes the lock back with recursion count `count` after a condition wait,
+    /// waiting until `deadline` (`None`: as long as it takes). On a timeout the
+    /// guard is left released ([`is_held`](RLockGuard::is_held) is `false`).
+    pub(crate) fn relock_after_wait(
+        &mut self,
+        count: u64,
+        deadline: Option<Deadline>,
+    ) -> Result<Taken, TimedOut> {
         let taken = match self.lock.attempt(self.me) {
             Some(t) => Ok(t),
-            None => self.lock.wait_for_lock(self.me, None),
+            None => self.lock.wait_for_lock(self.me, deadline),
         };
-        self.lock.count_word().store(count, Ordering::Relaxed);
-        matches!(taken, Ok(Taken::Recovered))
+        if taken.is_ok() {
+            // Only the owner writes the count, and we own it again.
+            self.lock.count_word().store(count, Ordering::Relaxed);
+        }
+        self.held = taken.is_ok();
+        taken
     }
 }
 
 impl Drop for RLockGuard<'_> {
     fn drop(&mut self) {
-        let _ = self.lock.release_as(self.me);
+        if self.held {
+            let _ = self.lock.release_as(self.me);
+        }
     }
 }
 
@@ -462,6 +501,7 @@ impl fmt::Debug for RLockGuard<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RLockGuard")
             .field("lock", self.lock)
+            .field("held", &self.held)
             .field("consistent", &self.is_consistent())
             .finish()
     }
