@@ -89,9 +89,20 @@ fn create_segment<T: Pod>(
     init: impl FnOnce(*mut T),
 ) -> Result<Arc<Segment>, CreateError> {
     const { check_align::<T>() };
-    let layout = layout_of::<T>(kind, offset, len as u64).ok_or(CreateError::TooLarge {
-        payload_size: u64::MAX,
-    })?;
+    // The data is handed out as a slice, so it may span at most isize::MAX bytes.
+    let max_len = (isize::MAX as usize - offset)
+        .checked_div(size_of::<T>())
+        .unwrap_or(usize::MAX);
+    let layout = layout_of::<T>(kind, offset, len as u64)
+        .filter(|_| len <= max_len)
+        .ok_or_else(|| {
+            CreateError::InvalidArgument(format!(
+                "{len} elements of {} ({} bytes each) do not fit in memory: \
+                 the length must be at most {max_len}",
+                std::any::type_name::<T>(),
+                size_of::<T>()
+            ))
+        })?;
     object::create(name, &layout, |payload, _| {
         // SAFETY: the payload holds offset + len * size_of::<T>() bytes (the layout),
         // 128-aligned, zero-filled, and nobody else sees it before it is published.
@@ -679,7 +690,9 @@ impl<T: Pod> Array<T> {
     ///
     /// # Errors
     ///
-    /// [`CreateError::TooLarge`] if the size overflows, or another [`CreateError`].
+    /// [`CreateError::InvalidArgument`] if `len` elements would span more than
+    /// `isize::MAX` bytes (the message gives the largest length); another
+    /// [`CreateError`] if the segment cannot be created (e.g. out of memory).
     pub fn new(len: usize) -> Result<Array<T>, CreateError> {
         Array::make(None, Fill::Zeros(len))
     }
@@ -1122,7 +1135,9 @@ impl<T: Pod> RawArray<T> {
     ///
     /// # Errors
     ///
-    /// [`CreateError::TooLarge`] if the size overflows, or another [`CreateError`].
+    /// [`CreateError::InvalidArgument`] if `len` elements would span more than
+    /// `isize::MAX` bytes (the message gives the largest length); another
+    /// [`CreateError`] if the segment cannot be created (e.g. out of memory).
     pub fn new(len: usize) -> Result<RawArray<T>, CreateError> {
         RawArray::make(None, Fill::Zeros(len))
     }

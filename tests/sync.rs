@@ -912,6 +912,38 @@ fn a_panicking_action_breaks_the_barrier() {
     assert!(barrier.broken());
 }
 
+#[test]
+fn a_barrier_of_zero_or_too_many_parties_is_an_error_not_a_panic() {
+    use shmproc::segment::CreateError;
+    use shmproc::sync::MAX_PARTIES;
+    // In a child, so a panic (or an abort) would show as its exit code.
+    let mut child = Process::spawn_returning(|| -> i32 {
+        for parties in [0, MAX_PARTIES + 1, usize::MAX] {
+            let Err(CreateError::InvalidArgument(why)) = Barrier::new(parties) else {
+                return 1;
+            };
+            if !why.contains(&format!("1 to {MAX_PARTIES}")) || !why.contains(&parties.to_string())
+            {
+                return 2;
+            }
+        }
+        if !matches!(
+            Barrier::create("shmproc-test-never-made", 0),
+            Err(CreateError::InvalidArgument(_))
+        ) {
+            return 3;
+        }
+        match (Barrier::new(1), Barrier::new(MAX_PARTIES)) {
+            (Ok(one), Ok(_)) if one.wait() == Ok(0) => 0,
+            _ => 4,
+        }
+    })
+    .unwrap();
+    assert_eq!(join_or_kill(&mut child), 0);
+    let e = Barrier::new(0).unwrap_err();
+    assert!(e.to_string().contains("not 0"), "{e}");
+}
+
 // ---------------------------------------------------------------------------------
 // Names, kinds, layouts
 

@@ -296,3 +296,37 @@ fn a_value_lock_is_a_lock() {
     drop(g);
     assert!(v.try_lock().is_ok());
 }
+
+#[test]
+fn absurd_lengths_are_invalid_arguments_not_panics() {
+    use shmproc::segment::CreateError;
+    // In a child, so a panic (or an abort) would show as its exit code.
+    let mut child = Process::spawn_returning(|| -> i32 {
+        let max = isize::MAX as usize / 8 - 32; // u64s after a 256-byte lock
+        for len in [usize::MAX, usize::MAX / 8 + 1, max + 1] {
+            match Array::<u64>::new(len) {
+                Err(CreateError::InvalidArgument(why)) if why.contains(&max.to_string()) => {}
+                _ => return 1,
+            }
+        }
+        if !matches!(
+            RawArray::<[u64; 4]>::new(usize::MAX / 16),
+            Err(CreateError::InvalidArgument(_))
+        ) {
+            return 2;
+        }
+        let Err(e) = Array::<u8>::create("shmproc-test-never-made", usize::MAX) else {
+            return 3;
+        };
+        if !e.to_string().contains("at most") {
+            return 4;
+        }
+        // Zero elements are fine (Python's Array('i', 0)).
+        match (Array::<u64>::new(0), RawArray::<u64>::new(0)) {
+            (Ok(a), Ok(r)) if a.is_empty() && r.is_empty() => 0,
+            _ => 5,
+        }
+    })
+    .unwrap();
+    assert_eq!(join_or_kill(&mut child), 0);
+}

@@ -182,11 +182,9 @@ impl Barrier {
     ///
     /// # Errors
     ///
-    /// [`CreateError`] if the segment cannot be created.
-    ///
-    /// # Panics
-    ///
-    /// If `parties` is 0 or more than [`MAX_PARTIES`] (Python raises `ValueError`).
+    /// [`CreateError::InvalidArgument`] if `parties` is 0 or more than
+    /// [`MAX_PARTIES`] (Python raises `ValueError`); another [`CreateError`] if the
+    /// segment cannot be created.
     pub fn new(parties: usize) -> Result<Barrier, CreateError> {
         Barrier::make(None, parties)
     }
@@ -195,20 +193,18 @@ impl Barrier {
     ///
     /// # Errors
     ///
+    /// [`CreateError::InvalidArgument`] as for [`new`](Barrier::new); another
     /// [`CreateError`]: an invalid or taken name, permissions.
-    ///
-    /// # Panics
-    ///
-    /// As for [`new`](Barrier::new).
     pub fn create(name: &str, parties: usize) -> Result<Barrier, CreateError> {
         Barrier::make(Some(name), parties)
     }
 
     fn make(name: Option<&str>, parties: usize) -> Result<Barrier, CreateError> {
-        assert!(
-            (1..=MAX_PARTIES).contains(&parties),
-            "a barrier needs 1 to {MAX_PARTIES} parties, not {parties}"
-        );
+        if !(1..=MAX_PARTIES).contains(&parties) {
+            return Err(CreateError::InvalidArgument(format!(
+                "a Barrier needs 1 to {MAX_PARTIES} parties, not {parties}"
+            )));
+        }
         let segment = object::create(name, &layout(parties), |_, _| {})?;
         // SAFETY: a zero-filled STATE_SIZE-byte payload used only as a BarrierState.
         Ok(unsafe { Barrier::from_segment(segment, parties as u64) })
