@@ -398,8 +398,8 @@ fn an_event_set_by_a_child_100ms_later_wakes_the_parent() {
     assert!(start.elapsed() >= Duration::from_millis(100));
     assert!(event.is_set());
     assert_eq!(join_or_kill(&mut child), 0);
-    // Set: waits return at once.
-    event.wait();
+    // Set: waits return at once, and say it is set (Python's `wait()` is `True`).
+    assert!(event.wait());
     assert!(event.wait_timeout(Duration::ZERO));
     event.clear();
     let timeout = Duration::from_millis(50);
@@ -426,6 +426,25 @@ fn a_set_and_clear_pulse_still_wakes_every_waiter() {
     event.clear();
     assert_eq!(kids.join_all(), vec![0; 3]);
     assert!(!event.is_set());
+}
+
+#[test]
+fn an_event_wait_returns_true_once_set_as_in_python() {
+    let event = Event::new().unwrap();
+    let mut kids = Children(
+        (0..2)
+            .map(|_| {
+                Process::spawn_returning(|| -> i32 {
+                    if event.wait() { 0 } else { 1 }
+                })
+                .unwrap()
+            })
+            .collect(),
+    );
+    wait_for("two sleepers", || event.waiters() == 2);
+    event.set();
+    assert_eq!(kids.join_all(), vec![0; 2]);
+    assert!(event.wait());
 }
 
 // ---------------------------------------------------------------------------------
