@@ -140,7 +140,7 @@ fn uncontended_acquire_and_release_make_no_syscall() {
                 return 4;
             }
             sem.acquire();
-            if sem.release(1).is_err() {
+            if sem.release().is_err() {
                 return 5;
             }
             event.set();
@@ -321,7 +321,7 @@ fn a_semaphore_counts_across_processes() {
             .collect(),
     );
     wait_for("four sleepers", || sem.waiters() == 4);
-    sem.release(2).unwrap();
+    sem.release_n(2).unwrap();
     wait_for("two to pass", || passed.load(Ordering::SeqCst) == 2);
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(
@@ -330,14 +330,43 @@ fn a_semaphore_counts_across_processes() {
         "a third passed a count of 2"
     );
     assert_eq!(sem.value(), 0);
-    sem.release(3).unwrap();
+    sem.release_n(3).unwrap();
     assert_eq!(kids.join_all(), vec![0; 4]);
     assert_eq!(sem.value(), 1);
     // The count cannot overflow.
     let big = Semaphore::new(u32::MAX - 1).unwrap();
-    let e = big.release(2).unwrap_err();
+    let e = big.release_n(2).unwrap_err();
     assert_eq!((e.value, e.n, e.max), (u32::MAX - 1, 2, u32::MAX));
     assert_eq!(big.value(), u32::MAX - 1);
+}
+
+#[test]
+fn release_without_a_count_gives_back_one_unit_as_in_python() {
+    let sem = Semaphore::new(0).unwrap();
+    let bounded = BoundedSemaphore::new(3).unwrap();
+    let mut kids = Children(
+        (0..3)
+            .map(|_| {
+                Process::spawn_returning(|| -> i32 {
+                    if bounded.acquire_timeout(LONG).is_err() {
+                        return 1;
+                    }
+                    match (sem.release(), bounded.release()) {
+                        (Ok(()), Ok(())) => 0,
+                        _ => 2,
+                    }
+                })
+                .unwrap()
+            })
+            .collect(),
+    );
+    assert_eq!(kids.join_all(), vec![0; 3]);
+    assert_eq!(sem.value(), 3, "three releases of one unit each");
+    assert_eq!(bounded.value(), 3);
+    let e = bounded.release().unwrap_err();
+    assert_eq!((e.value, e.n, e.max), (3, 1, 3));
+    sem.release_n(0).unwrap();
+    assert_eq!(sem.value(), 3);
 }
 
 #[test]
@@ -359,12 +388,12 @@ fn a_bounded_semaphore_refuses_releases_above_its_initial_value() {
     .unwrap();
     assert_eq!(join_or_kill(&mut child), 0);
     assert_eq!(sem.value(), 1);
-    let e = sem.release(3).unwrap_err();
+    let e = sem.release_n(3).unwrap_err();
     assert_eq!((e.value, e.n, e.max), (1, 3, 3));
     assert_eq!(sem.value(), 1);
-    sem.release(2).unwrap();
+    sem.release_n(2).unwrap();
     assert_eq!(sem.value(), 3);
-    assert!(sem.release(1).is_err());
+    assert!(sem.release().is_err());
     assert!(e.to_string().contains("released too many times"));
     assert!(matches!(
         Semaphore::open(&name),
@@ -1059,7 +1088,7 @@ fn scribbled_state_is_an_error_or_a_wrong_value_never_a_hang() {
     let sem = Semaphore::create(&name, 0).unwrap();
     scribble(&name, 0, u64::from(u32::MAX));
     assert_eq!(sem.value(), u32::MAX);
-    assert!(sem.release(1).is_err());
+    assert!(sem.release().is_err());
     assert!(sem.try_acquire().is_ok());
 
     // Every condition slot claimed by dead processes and marked waiting.
