@@ -912,6 +912,48 @@ fn a_timeout_breaks_the_barrier_for_every_waiter_until_reset() {
 }
 
 #[test]
+fn a_default_timeout_bounds_wait_and_breaks_the_barrier() {
+    let timeout = Duration::from_millis(100);
+    let barrier = Barrier::new(3).unwrap().with_timeout(timeout);
+    assert_eq!(barrier.timeout(), Some(timeout));
+    // The child inherits the handle and its default timeout; only two of three
+    // parties ever come.
+    let mut child = Process::spawn_returning(|| -> i32 {
+        let start = Instant::now();
+        match barrier.wait() {
+            Err(BrokenBarrier) if start.elapsed() >= timeout => 0,
+            Err(BrokenBarrier) => 1,
+            Ok(_) => 2,
+        }
+    })
+    .unwrap();
+    wait_for("the child to wait", || barrier.n_waiting() == 1);
+    // A plain wait with a long default: broken by the child's timeout meanwhile.
+    let patient = barrier.clone().with_timeout(LONG);
+    assert_eq!(patient.wait(), Err(BrokenBarrier));
+    assert_eq!(join_or_kill(&mut child), 0);
+    // wait_timeout uses its own timeout, not the default.
+    barrier.reset();
+    let start = Instant::now();
+    assert_eq!(
+        patient.wait_timeout(Duration::from_millis(20)),
+        Err(BrokenBarrier)
+    );
+    assert!(start.elapsed() >= Duration::from_millis(20));
+    barrier.reset();
+    // A full pass under the default timeout.
+    let mut kids = Children(
+        (0..2)
+            .map(|_| {
+                Process::spawn_returning(|| -> i32 { patient.wait().map_or(1, |_| 0) }).unwrap()
+            })
+            .collect(),
+    );
+    assert!(patient.wait().is_ok());
+    assert_eq!(kids.join_all(), vec![0; 2]);
+}
+
+#[test]
 fn abort_and_reset_break_every_waiter() {
     let barrier = Barrier::create(&TestName::new("barrier"), 4).unwrap();
     let broken = |b: &Barrier| -> i32 {
