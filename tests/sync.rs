@@ -122,7 +122,7 @@ fn uncontended_acquire_and_release_make_no_syscall() {
     let rlock = RLock::new().unwrap();
     let sem = Semaphore::new(1).unwrap();
     let event = Event::new().unwrap();
-    let cond = Condition::<Lock>::new().unwrap();
+    let cond = Condition::<Lock>::anonymous().unwrap();
     // Counted in a child: its counters are its own, untouched by the other tests
     // running as threads of this process.
     let mut child = Process::spawn_returning(|| -> i32 {
@@ -500,7 +500,7 @@ fn waiter<'a>(cond: &'a Condition, words: &'a Words, i: usize) -> impl FnOnce() 
 
 #[test]
 fn notify_wakes_exactly_one_of_two_waiters() {
-    let cond: Condition = Condition::new().unwrap();
+    let cond = Condition::new().unwrap();
     let words = Words::new(2);
     let mut kids = Children(
         (0..2)
@@ -538,7 +538,7 @@ fn notify_wakes_exactly_one_of_two_waiters() {
 
 #[test]
 fn notify_all_wakes_all_six_waiters() {
-    let cond: Condition = Condition::new().unwrap();
+    let cond = Condition::new().unwrap();
     let words = Words::new(6);
     let mut kids = Children(
         (0..6)
@@ -559,7 +559,7 @@ fn notify_all_wakes_all_six_waiters() {
 
 #[test]
 fn condition_waits_time_out_no_earlier_than_asked() {
-    let cond = Condition::<Lock>::new().unwrap();
+    let cond = Condition::<Lock>::anonymous().unwrap();
     let mut guard = cond.acquire().unwrap();
     let timeout = Duration::from_millis(100);
     let start = Instant::now();
@@ -581,7 +581,7 @@ fn condition_waits_time_out_no_earlier_than_asked() {
 
 #[test]
 fn wait_for_sees_a_predicate_made_true_by_a_child() {
-    let cond: Condition = Condition::new().unwrap();
+    let cond = Condition::new().unwrap();
     let flag = RawValue::new(0u32).unwrap();
     let mut guard = cond.acquire().unwrap();
     let mut child = Process::spawn_returning(|| -> i32 {
@@ -603,7 +603,7 @@ fn wait_for_sees_a_predicate_made_true_by_a_child() {
 
 #[test]
 fn an_rlock_condition_restores_the_recursion_count() {
-    let cond: Condition = Condition::new().unwrap();
+    let cond = Condition::new().unwrap();
     let outer = cond.acquire().unwrap();
     let mut inner = cond.acquire().unwrap();
     assert_eq!(cond.get_lock().count(), 2);
@@ -625,8 +625,8 @@ fn an_rlock_condition_restores_the_recursion_count() {
 
 #[test]
 fn waiting_with_another_locks_guard_is_an_error() {
-    let a = Condition::<Lock>::new().unwrap();
-    let b = Condition::<Lock>::new().unwrap();
+    let a = Condition::<Lock>::anonymous().unwrap();
+    let b = Condition::<Lock>::anonymous().unwrap();
     let mut guard = b.acquire().unwrap();
     assert_eq!(
         a.wait_timeout(&mut guard, Duration::from_secs(1)),
@@ -645,7 +645,7 @@ fn waiting_with_another_locks_guard_is_an_error() {
 
 #[test]
 fn notify_skips_a_waiter_that_was_killed() {
-    let cond: Condition = Condition::new().unwrap();
+    let cond = Condition::new().unwrap();
     let words = Words::new(2);
     let mut first = Process::spawn_returning(waiter(&cond, &words, 0)).unwrap();
     wait_for("the first waiter", || cond.n_waiting() == 1);
@@ -665,7 +665,7 @@ fn notify_skips_a_waiter_that_was_killed() {
 
 #[test]
 fn a_condition_lock_holder_killed_while_others_wait() {
-    let cond = Condition::<Lock>::new().unwrap();
+    let cond = Condition::<Lock>::anonymous().unwrap();
     let words = Words::new(1);
     let mut guard = cond.acquire().unwrap();
     let mut child = Process::spawn(|| {

@@ -306,7 +306,9 @@ impl std::error::Error for WaitError {}
 /// until another one [`notify`](Condition::notify)s them.
 ///
 /// The lock is part of the condition (in the same segment): an [`RLock`] by default,
-/// as in Python, or a [`Lock`] with `Condition::<Lock>::new()`. Acquire it with
+/// as in Python ([`Condition::new`]), or a [`Lock`] with
+/// `Condition::<Lock>::anonymous()` (`create` and `open` take the lock type the same
+/// way: `Condition::<Lock>::create(name)`). Acquire it with
 /// [`acquire`](Condition::acquire) and pass the guard to `wait`, which releases the
 /// lock while waiting and takes it back before returning.
 ///
@@ -326,7 +328,7 @@ impl std::error::Error for WaitError {}
 /// use std::sync::atomic::{AtomicBool, Ordering};
 /// use std::time::Duration;
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let cond = Condition::<Lock>::new()?;
+/// let cond = Condition::<Lock>::anonymous()?;
 /// let mut guard = cond.acquire().map_err(|e| e.without_guard())?;
 /// let mut child = Process::spawn_returning(|| -> i32 {
 ///     let Ok(_guard) = cond.acquire() else { return 1 };
@@ -373,14 +375,42 @@ impl<L: ConditionLock> fmt::Debug for Condition<L> {
     }
 }
 
-impl<L: ConditionLock> Condition<L> {
-    /// Creates a condition and its unlocked lock in an anonymous segment, shared with
-    /// children started with [`Process`](crate::Process) afterwards.
+impl Condition<RLock> {
+    /// Creates a condition over an [`RLock`] (Python's default) and the unlocked
+    /// lock, in an anonymous segment shared with children started with
+    /// [`Process`](crate::Process) afterwards. Needs no type annotation; for a
+    /// condition over a [`Lock`], use `Condition::<Lock>::anonymous()`.
     ///
     /// # Errors
     ///
     /// [`CreateError`] if the segment cannot be created.
-    pub fn new() -> Result<Condition<L>, CreateError> {
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmproc::sync::Condition;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cond = Condition::new()?;
+    /// let guard = cond.acquire().map_err(|e| e.without_guard())?;
+    /// assert_eq!(cond.get_lock().count(), 1);
+    /// drop(guard);
+    /// # Ok(()) }
+    /// ```
+    pub fn new() -> Result<Condition<RLock>, CreateError> {
+        Condition::anonymous()
+    }
+}
+
+impl<L: ConditionLock> Condition<L> {
+    /// Creates a condition over a lock of type `L` ([`Lock`] or [`RLock`]) and the
+    /// unlocked lock, in an anonymous segment shared with children started with
+    /// [`Process`](crate::Process) afterwards: `Condition::<Lock>::anonymous()`.
+    /// ([`Condition::new`] is the same over an `RLock`.)
+    ///
+    /// # Errors
+    ///
+    /// [`CreateError`] if the segment cannot be created.
+    pub fn anonymous() -> Result<Condition<L>, CreateError> {
         let segment = object::create(None, &layout::<L>(), |_, _| {})?;
         // SAFETY: a zero-filled PAYLOAD_SIZE-byte payload used only in this layout.
         Ok(unsafe { Condition::from_segment(segment) })
