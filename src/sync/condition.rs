@@ -173,7 +173,7 @@ impl ConditionLock for Lock {
     }
 
     fn guard_is_of(&self, guard: &LockGuard<'_>) -> bool {
-        guard.lock().same_state(self)
+        guard.lock().same_lock(self)
     }
 
     fn unlock_for_wait(guard: &mut LockGuard<'_>) -> Option<u64> {

@@ -459,8 +459,11 @@ impl Lock {
         self.wake().waiters()
     }
 
-    /// Whether `other` is a handle to this very lock state (in the same mapping).
-    pub(crate) fn same_state(&self, other: &Lock) -> bool {
+    /// Whether `other` is a handle to this very lock in this process's mappings: a
+    /// clone, a handle inherited from the same parent handle, the lock a
+    /// [`Value::with_lock`](crate::Value::with_lock) keeps. (Two separate
+    /// [`open`](Lock::open)s of one name map it twice and compare unequal.)
+    pub fn same_lock(&self, other: &Lock) -> bool {
         self.state.same(&other.state)
     }
 }
