@@ -8,10 +8,10 @@ use shmproc::Process;
 use shmproc::layout::header::ObjectKind;
 use shmproc::segment::{OpenError, OpenOptions, Segment};
 use shmproc::sync::{
-    AcquireError, Barrier, BoundedSemaphore, BrokenBarrier, Condition, Event, Lock, RLock,
-    ReleaseError, Semaphore, WaitError,
+    AcquireError, Barrier, BoundedSemaphore, BrokenBarrier, Condition, Event, Lock, LockGuard,
+    RLock, RLockGuard, ReleaseError, Semaphore, WaitError,
 };
-use shmproc::value::{RawArray, RawValue};
+use shmproc::value::{AccessError, RawArray, RawValue, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -722,7 +722,7 @@ fn live_sleeper() -> (Children, u64) {
 /// process: the wait returns after its timeout (plus the grace) with NotReacquired,
 /// leaving the guard released, for a Condition over `$lock`.
 macro_rules! retake_test {
-    ($name:ident, $lock:ty) => {
+    ($name:ident, $lock:ty, $released:expr) => {
         #[test]
         fn $name() {
             let name = TestName::new("retake");
@@ -741,7 +741,7 @@ macro_rules! retake_test {
                 if start.elapsed() < timeout + shmproc::sync::RELOCK_GRACE {
                     return 4;
                 }
-                if guard.is_held() {
+                if guard.is_held() || !($released)(&cond, &guard) {
                     return 5;
                 }
                 // A released guard cannot be waited with.
@@ -769,11 +769,17 @@ macro_rules! retake_test {
 
 retake_test!(
     a_timed_lock_condition_wait_returns_when_a_live_process_keeps_the_lock,
-    Lock
+    Lock,
+    // Data guarded by the lock refuses the released guard.
+    |cond: &Condition<Lock>, guard: &LockGuard<'_>| {
+        Value::with_lock(0u32, cond.get_lock())
+            .is_ok_and(|v| v.get_with(guard) == Err(AccessError::NotHeld))
+    }
 );
 retake_test!(
     a_timed_rlock_condition_wait_returns_when_a_live_process_keeps_the_lock,
-    RLock
+    RLock,
+    |_: &Condition<RLock>, _: &RLockGuard<'_>| true
 );
 
 #[test]
