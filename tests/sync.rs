@@ -805,6 +805,10 @@ fn a_timed_acquire_of_a_word_no_holder_can_have_is_owner_died() {
         let r = rlock.acquire_timeout(Duration::from_millis(100));
         assert!(r.is_err_and(|e| e.is_owner_died()), "RLock, {what}");
     }
+    scribble(&lock_name, 0, (1 << 22) + 1);
+    let e = lock.acquire_timeout(Duration::ZERO).map(drop).unwrap_err();
+    assert!(e.to_string().contains("named no running process"), "{e}");
+    drop(e);
     // The live process's own word is a real holder: a timeout, not a takeover.
     scribble(&lock_name, 0, live);
     let r = lock.acquire_timeout(Duration::from_millis(50));

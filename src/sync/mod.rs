@@ -97,8 +97,10 @@ pub enum AcquireError<G = ()> {
     /// The lock is held by someone else (`try_` forms only).
     WouldBlock,
     /// The lock was acquired, but its previous holder died holding it (or released
-    /// it without repairing after such a death): the state it protects may be
-    /// half-updated. Carries the guard: the caller holds the lock, must repair the
+    /// it without repairing after such a death), or the lock word named no holder
+    /// that can be running (pid 0 with other bits set, an impossible pid, a start
+    /// time no process of that pid has: a peer scribbled on it): the state it
+    /// protects may be half-updated. Carries the guard: the caller holds the lock, must repair the
     /// state and call `mark_consistent` on the guard (see [`Lock`]).
     OwnerDied(G),
 }
@@ -145,8 +147,8 @@ impl<G> fmt::Display for AcquireError<G> {
             AcquireError::Timeout => f.write_str("timed out waiting to acquire"),
             AcquireError::WouldBlock => f.write_str("held by another owner"),
             AcquireError::OwnerDied(_) => f.write_str(
-                "acquired after its previous holder died holding it: \
-                 the protected state may be inconsistent",
+                "acquired after its previous holder died holding it (or the lock word \
+                 named no running process): the protected state may be inconsistent",
             ),
         }
     }
