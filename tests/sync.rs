@@ -783,6 +783,54 @@ retake_test!(
 );
 
 #[test]
+fn outer_rlock_guards_of_a_hold_a_wait_lost_release_nothing_later() {
+    let name = TestName::new("retake-outer");
+    let cond = Condition::<RLock>::create(&name).unwrap();
+    let (mut sleeper, word) = live_sleeper();
+    let words = Words::new(2); // 0: the child lost its hold; 1: the lock is free again
+    let mut child = Process::spawn_returning(|| -> i32 {
+        let (Ok(outer), Ok(mut inner)) = (cond.acquire(), cond.acquire()) else {
+            return 2;
+        };
+        let r = cond.wait_timeout(&mut inner, Duration::from_millis(100));
+        if r != Err(WaitError::NotReacquired { notified: false }) {
+            return 3;
+        }
+        // Both levels belonged to the lost hold.
+        if inner.is_held() || outer.is_held() {
+            return 4;
+        }
+        words.at(0).store(1, Ordering::SeqCst);
+        wait_for("the parent to free the lock", || {
+            words.at(1).load(Ordering::SeqCst) == 1
+        });
+        let Ok(again) = cond.acquire_timeout(LONG) else {
+            return 5;
+        };
+        // The stale guards' drops leave the new hold alone.
+        drop(outer);
+        drop(inner);
+        let lock = cond.get_lock();
+        if !again.is_held() || !lock.is_owned() || lock.count() != 1 {
+            return 6;
+        }
+        drop(again);
+        if lock.locked() { 7 } else { 0 }
+    })
+    .unwrap();
+    wait_for("the child to wait", || cond.n_waiting() == 1);
+    scribble(&name, 0, word);
+    wait_for("the child to lose its hold", || {
+        words.at(0).load(Ordering::SeqCst) == 1
+    });
+    scribble(&name, 0, 0);
+    words.at(1).store(1, Ordering::SeqCst);
+    assert_eq!(join_or_kill(&mut child), 0);
+    sleeper.0[0].kill().unwrap();
+    assert_eq!(sleeper.join_all(), vec![-9]);
+}
+
+#[test]
 fn a_timed_acquire_of_a_word_no_holder_can_have_is_owner_died() {
     let (mut sleeper, live) = live_sleeper();
     let words = [
