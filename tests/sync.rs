@@ -783,6 +783,40 @@ retake_test!(
 );
 
 #[test]
+fn a_notifier_that_keeps_the_lock_cannot_stall_a_timed_wait() {
+    let cond = Condition::<Lock>::anonymous().unwrap();
+    let mut guard = cond.acquire().unwrap();
+    // The child takes the lock our wait releases, notifies, and never lets go.
+    let mut child = Children(vec![
+        Process::spawn(|| {
+            let guard = cond.acquire();
+            cond.notify(1);
+            let _keep = guard;
+            sleep_forever();
+        })
+        .unwrap(),
+    ]);
+    let start = Instant::now();
+    let r = cond.wait_timeout(&mut guard, Duration::from_millis(100));
+    assert_eq!(r, Err(WaitError::NotReacquired { notified: true }));
+    assert!(start.elapsed() >= shmproc::sync::RELOCK_GRACE);
+    assert!(
+        r.unwrap_err()
+            .to_string()
+            .contains("could not be taken back")
+    );
+    assert!(!guard.is_held());
+    assert_eq!(cond.get_lock().owner(), Some(child.0[0].pid()));
+    drop(guard);
+    assert!(
+        cond.get_lock().locked(),
+        "the released guard's drop released nothing"
+    );
+    child.0[0].kill().unwrap();
+    assert_eq!(child.join_all(), vec![-9]);
+}
+
+#[test]
 fn outer_rlock_guards_of_a_hold_a_wait_lost_release_nothing_later() {
     let name = TestName::new("retake-outer");
     let cond = Condition::<RLock>::create(&name).unwrap();
