@@ -22,7 +22,10 @@
 //! # Two ways to share, never mixed
 //!
 //! The locked types hand out references to the data only while their [`Lock`] is
-//! held (through [`ValueGuard`] / [`ArrayGuard`]); `get`/`set` take the lock too. The
+//! held (through [`ValueGuard`] / [`ArrayGuard`]); `get`/`set` take the lock too, and
+//! the `_with` forms ([`Value::get_with`], …) copy under a hold the caller proves with
+//! its [`LockGuard`] — how several values sharing one lock
+//! ([`Value::with_lock`]) are read and written together. The
 //! raw types never form a reference to the data: they copy it with relaxed atomic
 //! loads and stores and offer atomic read-modify-write operations on integers
 //! ([`AtomicInteger`]). A racing write leaves a mix of old and new bytes — a valid
