@@ -50,7 +50,7 @@ fn uncontended(c: &mut Criterion) {
     g.bench_function("Semaphore acquire+release", |b| {
         b.iter(|| {
             black_box(&sem).acquire();
-            let _ = sem.release(1);
+            let _ = sem.release();
         })
     });
     g.bench_function("Value<u64> lock+increment", |b| {

@@ -10,6 +10,7 @@
 //! ```text
 //! Value<T>, Array<T>:        [0, 256) a Lock's state | [256, ..) the data
 //! RawValue<T>, RawArray<T>:  [0, ..) the data
+//! with_lock(.., &lock):      [0, ..) the data (the lock lives in its own segment)
 //! ```
 //!
 //! The header records the element type (name, size, alignment), the data offset (as
@@ -21,7 +22,10 @@
 //! # Two ways to share, never mixed
 //!
 //! The locked types hand out references to the data only while their [`Lock`] is
-//! held (through [`ValueGuard`] / [`ArrayGuard`]); `get`/`set` take the lock too. The
+//! held (through [`ValueGuard`] / [`ArrayGuard`]); `get`/`set` take the lock too, and
+//! the `_with` forms ([`Value::get_with`], …) copy under a hold the caller proves with
+//! its [`LockGuard`] — how several values sharing one lock
+//! ([`Value::with_lock`]) are read and written together. The
 //! raw types never form a reference to the data: they copy it with relaxed atomic
 //! loads and stores and offer atomic read-modify-write operations on integers
 //! ([`AtomicInteger`]). A racing write leaves a mix of old and new bytes — a valid
@@ -89,9 +93,20 @@ fn create_segment<T: Pod>(
     init: impl FnOnce(*mut T),
 ) -> Result<Arc<Segment>, CreateError> {
     const { check_align::<T>() };
-    let layout = layout_of::<T>(kind, offset, len as u64).ok_or(CreateError::TooLarge {
-        payload_size: u64::MAX,
-    })?;
+    // The data is handed out as a slice, so it may span at most isize::MAX bytes.
+    let max_len = (isize::MAX as usize - offset)
+        .checked_div(size_of::<T>())
+        .unwrap_or(usize::MAX);
+    let layout = layout_of::<T>(kind, offset, len as u64)
+        .filter(|_| len <= max_len)
+        .ok_or_else(|| {
+            CreateError::InvalidArgument(format!(
+                "{len} elements of {} ({} bytes each) do not fit in memory: \
+                 the length must be at most {max_len}",
+                std::any::type_name::<T>(),
+                size_of::<T>()
+            ))
+        })?;
     object::create(name, &layout, |payload, _| {
         // SAFETY: the payload holds offset + len * size_of::<T>() bytes (the layout),
         // 128-aligned, zero-filled, and nobody else sees it before it is published.
@@ -350,6 +365,52 @@ atomic_integer!(
     i8 => AtomicI8, i16 => AtomicI16, i32 => AtomicI32, i64 => AtomicI64, isize => AtomicIsize,
 );
 
+/// Why an access under a caller's guard ([`Value::get_with`], [`Value::set_with`],
+/// [`Array::to_vec_with`], [`Array::copy_from_slice_with`]) was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AccessError {
+    /// The guard is of another lock than the one guarding this value or array.
+    OtherLock,
+    /// The guard no longer holds its lock (a condition wait could not take it
+    /// back; see [`LockGuard::is_held`]).
+    NotHeld,
+    /// A slice of the wrong length was given.
+    Length {
+        /// The array's length.
+        expected: usize,
+        /// The slice's.
+        found: usize,
+    },
+}
+
+impl fmt::Display for AccessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AccessError::OtherLock => {
+                f.write_str("the guard is of another lock than the one guarding this value")
+            }
+            AccessError::NotHeld => f.write_str("the guard no longer holds its lock"),
+            AccessError::Length { expected, found } => {
+                write!(f, "a slice of {found} elements for an array of {expected}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for AccessError {}
+
+/// Checks that `guard` holds `lock` (any handle of the same lock state).
+fn check_guard(lock: &Lock, guard: &LockGuard<'_>) -> Result<(), AccessError> {
+    if !guard.lock().same_lock(lock) {
+        return Err(AccessError::OtherLock);
+    }
+    if !guard.is_held() {
+        return Err(AccessError::NotHeld);
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------
 // Value
 
@@ -358,7 +419,9 @@ atomic_integer!(
 ///
 /// [`lock`](Value::lock) returns a [`ValueGuard`] that dereferences to `&mut T` while
 /// the lock is held; [`get`](Value::get) and [`set`](Value::set) copy the value under
-/// the lock. For lock-free atomic integers, use [`RawValue`].
+/// the lock. Each value has a lock of its own, or shares one with other values and
+/// arrays ([`with_lock`](Value::with_lock), Python's `lock=` argument). For lock-free
+/// atomic integers, use [`RawValue`].
 ///
 /// The guard's `&mut T` is the one place shmproc hands out a reference into shared
 /// memory: it is exclusive only among processes that take the lock. A process that
@@ -392,13 +455,18 @@ atomic_integer!(
 /// # Ok(()) }
 /// ```
 pub struct Value<T: Pod> {
+    /// The lock: in `segment` (at offset 0), or its own segment for a value made
+    /// with [`with_lock`](Value::with_lock), which the handle keeps alive.
     lock: Lock,
+    /// The segment holding the data.
+    segment: Arc<Segment>,
+    /// One `T` in `segment`.
     data: NonNull<T>,
 }
 
-// SAFETY: the data pointer points into the mapping the lock's segment keeps alive;
-// it is dereferenced only while the lock is held (or copied out under it). Pod types
-// are plain data, safe to move between and share across threads.
+// SAFETY: the data pointer points into the mapping `segment` keeps alive; it is
+// dereferenced only while the lock is held (or copied out under it). Pod types are
+// plain data, safe to move between and share across threads.
 unsafe impl<T: Pod> Send for Value<T> {}
 // SAFETY: as for Send.
 unsafe impl<T: Pod> Sync for Value<T> {}
@@ -407,6 +475,7 @@ impl<T: Pod> Clone for Value<T> {
     fn clone(&self) -> Value<T> {
         Value {
             lock: self.lock.clone(),
+            segment: Arc::clone(&self.segment),
             data: self.data,
         }
     }
@@ -475,22 +544,107 @@ impl<T: Pod> Value<T> {
         let data = unsafe { data_ptr(&segment, LOCKED_DATA_OFFSET) };
         Value {
             // SAFETY: the lock state is at offset 0 (caller's contract).
-            lock: unsafe { Lock::from_state(segment, 0) },
+            lock: unsafe { Lock::from_state(Arc::clone(&segment), 0) },
+            segment,
             data,
         }
     }
 
-    /// The segment's name, `None` if anonymous.
-    pub fn name(&self) -> Option<&str> {
-        self.lock.name()
+    /// Creates a value holding `value`, guarded by an existing `lock` (Python's
+    /// `Value(typecode, value, lock=lock)`), in an anonymous segment shared with
+    /// children started with [`Process`](crate::Process) afterwards. Several values
+    /// and arrays made with one lock are guarded together: locking any of them
+    /// locks them all, and [`get_with`](Value::get_with) /
+    /// [`set_with`](Value::set_with) read and write each under one hold of it. The
+    /// handle keeps the lock's segment alive; [`get_lock`](Value::get_lock) returns
+    /// it.
+    ///
+    /// # Errors
+    ///
+    /// [`CreateError`] if the segment cannot be created.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmproc::sync::Lock;
+    /// use shmproc::value::Value;
+    /// use shmproc::Process;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let lock = Lock::new()?;
+    /// let (from, to) = (Value::with_lock(100i64, &lock)?, Value::with_lock(0i64, &lock)?);
+    /// let mut child = Process::spawn(|| {
+    ///     // A transfer no process can see half done.
+    ///     if let Ok(guard) = lock.acquire() {
+    ///         let (Ok(a), Ok(b)) = (from.get_with(&guard), to.get_with(&guard)) else { return };
+    ///         let _ = (from.set_with(&guard, a - 30), to.set_with(&guard, b + 30));
+    ///     }
+    /// })?;
+    /// child.join()?;
+    /// assert_eq!((from.get()?, to.get()?), (70, 30));
+    /// assert!(from.get_lock().same_lock(&lock));
+    /// # Ok(()) }
+    /// ```
+    pub fn with_lock(value: T, lock: &Lock) -> Result<Value<T>, CreateError> {
+        let segment = create_segment::<T>(None, ObjectKind::Value, 0, 1, |data| {
+            // SAFETY: valid and aligned for one T, unpublished.
+            unsafe { data.write(value) }
+        })?;
+        // SAFETY: created with one T at offset 0.
+        let data = unsafe { data_ptr(&segment, 0) };
+        Ok(Value {
+            lock: lock.clone(),
+            segment,
+            data,
+        })
     }
 
-    /// The lock that guards the value (Python's `get_lock()`). Holding it through
-    /// this handle does not give access to the value; use [`lock`](Value::lock) for
-    /// that. `get`/`set` while this process holds it wait (the lock is not
-    /// recursive).
+    /// The segment's name, `None` if anonymous.
+    pub fn name(&self) -> Option<&str> {
+        self.segment.name()
+    }
+
+    /// The lock that guards the value (Python's `get_lock()`): its own, or the one
+    /// given to [`with_lock`](Value::with_lock). Holding it through this handle does
+    /// not give access to the value through [`lock`](Value::lock) (which would wait:
+    /// the lock is not recursive); use [`get_with`](Value::get_with) and
+    /// [`set_with`](Value::set_with) with that guard.
     pub fn get_lock(&self) -> &Lock {
         &self.lock
+    }
+
+    /// A copy of the value, read under a hold of its lock that the caller already
+    /// has (`guard`, from [`get_lock`](Value::get_lock)`().acquire()` or any handle
+    /// of the same lock) — how several values sharing one lock are read together.
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError`] if `guard` is not a held guard of this value's lock.
+    pub fn get_with(&self, guard: &LockGuard<'_>) -> Result<T, AccessError> {
+        self.check_guard(guard)?;
+        let mut out = T::zeroed();
+        // SAFETY: the lock is held (checked), so processes that respect it do not
+        // write the value; data is valid and aligned for one T in the live mapping,
+        // and copy_out touches it only through atomics; `out` is local.
+        unsafe { copy_out(self.data.as_ptr(), &mut out, 1) };
+        Ok(out)
+    }
+
+    /// Stores `value` under a hold of its lock that the caller already has (see
+    /// [`get_with`](Value::get_with)).
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError`] if `guard` is not a held guard of this value's lock; the value
+    /// is not stored.
+    pub fn set_with(&self, guard: &LockGuard<'_>, value: T) -> Result<(), AccessError> {
+        self.check_guard(guard)?;
+        // SAFETY: as for get_with, the roles of the copy swapped.
+        unsafe { copy_in(&value, self.data.as_ptr(), 1) };
+        Ok(())
+    }
+
+    fn check_guard(&self, guard: &LockGuard<'_>) -> Result<(), AccessError> {
+        check_guard(&self.lock, guard)
     }
 
     fn guard<'a>(
@@ -620,7 +774,9 @@ impl<T: Pod + fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
 ///
 /// [`lock`](Array::lock) returns an [`ArrayGuard`] that dereferences to `&mut [T]`
 /// while the lock is held (the same caveat as [`Value`]: exclusive only among
-/// processes that take the lock). For lock-free access, use [`RawArray`].
+/// processes that take the lock). The lock is the array's own, or one shared with
+/// other values and arrays ([`with_lock`](Array::with_lock)). For lock-free access,
+/// use [`RawArray`].
 ///
 /// # Examples
 ///
@@ -640,7 +796,12 @@ impl<T: Pod + fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
 /// # Ok(()) }
 /// ```
 pub struct Array<T: Pod> {
+    /// The lock: in `segment` (at offset 0), or its own segment for an array made
+    /// with [`with_lock`](Array::with_lock), which the handle keeps alive.
     lock: Lock,
+    /// The segment holding the data.
+    segment: Arc<Segment>,
+    /// `len` `T`s in `segment`.
     data: NonNull<T>,
     /// From the validated header; `len * size_of::<T>()` fits the payload.
     len: usize,
@@ -655,6 +816,7 @@ impl<T: Pod> Clone for Array<T> {
     fn clone(&self) -> Array<T> {
         Array {
             lock: self.lock.clone(),
+            segment: Arc::clone(&self.segment),
             data: self.data,
             len: self.len,
         }
@@ -679,7 +841,9 @@ impl<T: Pod> Array<T> {
     ///
     /// # Errors
     ///
-    /// [`CreateError::TooLarge`] if the size overflows, or another [`CreateError`].
+    /// [`CreateError::InvalidArgument`] if `len` elements would span more than
+    /// `isize::MAX` bytes (the message gives the largest length); another
+    /// [`CreateError`] if the segment cannot be created (e.g. out of memory).
     pub fn new(len: usize) -> Result<Array<T>, CreateError> {
         Array::make(None, Fill::Zeros(len))
     }
@@ -743,15 +907,94 @@ impl<T: Pod> Array<T> {
         let data = unsafe { data_ptr(&segment, LOCKED_DATA_OFFSET) };
         Array {
             // SAFETY: the lock state is at offset 0 (caller's contract).
-            lock: unsafe { Lock::from_state(segment, 0) },
+            lock: unsafe { Lock::from_state(Arc::clone(&segment), 0) },
+            segment,
             data,
             len,
         }
     }
 
+    /// Creates a zero-filled array of `len` elements guarded by an existing `lock`
+    /// (Python's `Array(typecode, size, lock=lock)`), in an anonymous segment shared
+    /// with children started with [`Process`](crate::Process) afterwards; see
+    /// [`Value::with_lock`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`new`](Array::new).
+    pub fn with_lock(len: usize, lock: &Lock) -> Result<Array<T>, CreateError> {
+        Array::make_with_lock(Fill::Zeros(len), lock)
+    }
+
+    /// Creates an array holding a copy of `values`, guarded by an existing `lock`
+    /// (see [`with_lock`](Array::with_lock)).
+    ///
+    /// # Errors
+    ///
+    /// As for [`new`](Array::new).
+    pub fn from_slice_with_lock(values: &[T], lock: &Lock) -> Result<Array<T>, CreateError> {
+        Array::make_with_lock(Fill::Copy(values), lock)
+    }
+
+    fn make_with_lock(fill: Fill<'_, T>, lock: &Lock) -> Result<Array<T>, CreateError> {
+        let len = fill.len();
+        let segment = create_segment::<T>(None, ObjectKind::Array, 0, len, |data| {
+            // SAFETY: create_segment hands over room for len Ts, aligned, unpublished.
+            unsafe { fill.write(data) }
+        })?;
+        // SAFETY: created with len Ts at offset 0.
+        let data = unsafe { data_ptr(&segment, 0) };
+        Ok(Array {
+            lock: lock.clone(),
+            segment,
+            data,
+            len,
+        })
+    }
+
     /// The segment's name, `None` if anonymous.
     pub fn name(&self) -> Option<&str> {
-        self.lock.name()
+        self.segment.name()
+    }
+
+    /// A copy of the elements, read under a hold of the array's lock that the
+    /// caller already has (see [`Value::get_with`]).
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError`] if `guard` is not a held guard of this array's lock.
+    pub fn to_vec_with(&self, guard: &LockGuard<'_>) -> Result<Vec<T>, AccessError> {
+        check_guard(&self.lock, guard)?;
+        let mut out = vec![T::zeroed(); self.len];
+        // SAFETY: the lock is held (checked); len elements are valid and aligned in
+        // the live mapping, touched by copy_out only through atomics; `out` is local
+        // and as long.
+        unsafe { copy_out(self.data.as_ptr(), out.as_mut_ptr(), self.len) };
+        Ok(out)
+    }
+
+    /// Overwrites the elements with `values` under a hold of the array's lock that
+    /// the caller already has (see [`Value::get_with`]).
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError`] if `guard` is not a held guard of this array's lock, or
+    /// `values` is not exactly [`len`](Array::len) long; nothing is stored.
+    pub fn copy_from_slice_with(
+        &self,
+        guard: &LockGuard<'_>,
+        values: &[T],
+    ) -> Result<(), AccessError> {
+        check_guard(&self.lock, guard)?;
+        if values.len() != self.len {
+            return Err(AccessError::Length {
+                expected: self.len,
+                found: values.len(),
+            });
+        }
+        // SAFETY: as for to_vec_with, the roles of the copy swapped.
+        unsafe { copy_in(values.as_ptr(), self.data.as_ptr(), self.len) };
+        Ok(())
     }
 
     /// The number of elements (Python's `len(arr)`).
@@ -764,8 +1007,8 @@ impl<T: Pod> Array<T> {
         self.len == 0
     }
 
-    /// The lock that guards the array (Python's `get_lock()`); see
-    /// [`Value::get_lock`].
+    /// The lock that guards the array (Python's `get_lock()`): its own, or the one
+    /// given to [`with_lock`](Array::with_lock); see [`Value::get_lock`].
     pub fn get_lock(&self) -> &Lock {
         &self.lock
     }
@@ -1122,7 +1365,9 @@ impl<T: Pod> RawArray<T> {
     ///
     /// # Errors
     ///
-    /// [`CreateError::TooLarge`] if the size overflows, or another [`CreateError`].
+    /// [`CreateError::InvalidArgument`] if `len` elements would span more than
+    /// `isize::MAX` bytes (the message gives the largest length); another
+    /// [`CreateError`] if the segment cannot be created (e.g. out of memory).
     pub fn new(len: usize) -> Result<RawArray<T>, CreateError> {
         RawArray::make(None, Fill::Zeros(len))
     }

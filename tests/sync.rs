@@ -8,10 +8,10 @@ use shmproc::Process;
 use shmproc::layout::header::ObjectKind;
 use shmproc::segment::{OpenError, OpenOptions, Segment};
 use shmproc::sync::{
-    AcquireError, Barrier, BoundedSemaphore, BrokenBarrier, Condition, Event, Lock, RLock,
-    ReleaseError, Semaphore, WaitError,
+    AcquireError, Barrier, BoundedSemaphore, BrokenBarrier, Condition, Event, Lock, LockGuard,
+    RLock, RLockGuard, ReleaseError, Semaphore, WaitError,
 };
-use shmproc::value::{RawArray, RawValue};
+use shmproc::value::{AccessError, RawArray, RawValue, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -122,7 +122,7 @@ fn uncontended_acquire_and_release_make_no_syscall() {
     let rlock = RLock::new().unwrap();
     let sem = Semaphore::new(1).unwrap();
     let event = Event::new().unwrap();
-    let cond = Condition::<Lock>::new().unwrap();
+    let cond = Condition::<Lock>::anonymous().unwrap();
     // Counted in a child: its counters are its own, untouched by the other tests
     // running as threads of this process.
     let mut child = Process::spawn_returning(|| -> i32 {
@@ -140,7 +140,7 @@ fn uncontended_acquire_and_release_make_no_syscall() {
                 return 4;
             }
             sem.acquire();
-            if sem.release(1).is_err() {
+            if sem.release().is_err() {
                 return 5;
             }
             event.set();
@@ -321,7 +321,7 @@ fn a_semaphore_counts_across_processes() {
             .collect(),
     );
     wait_for("four sleepers", || sem.waiters() == 4);
-    sem.release(2).unwrap();
+    sem.release_n(2).unwrap();
     wait_for("two to pass", || passed.load(Ordering::SeqCst) == 2);
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(
@@ -330,14 +330,43 @@ fn a_semaphore_counts_across_processes() {
         "a third passed a count of 2"
     );
     assert_eq!(sem.value(), 0);
-    sem.release(3).unwrap();
+    sem.release_n(3).unwrap();
     assert_eq!(kids.join_all(), vec![0; 4]);
     assert_eq!(sem.value(), 1);
     // The count cannot overflow.
     let big = Semaphore::new(u32::MAX - 1).unwrap();
-    let e = big.release(2).unwrap_err();
+    let e = big.release_n(2).unwrap_err();
     assert_eq!((e.value, e.n, e.max), (u32::MAX - 1, 2, u32::MAX));
     assert_eq!(big.value(), u32::MAX - 1);
+}
+
+#[test]
+fn release_without_a_count_gives_back_one_unit_as_in_python() {
+    let sem = Semaphore::new(0).unwrap();
+    let bounded = BoundedSemaphore::new(3).unwrap();
+    let mut kids = Children(
+        (0..3)
+            .map(|_| {
+                Process::spawn_returning(|| -> i32 {
+                    if bounded.acquire_timeout(LONG).is_err() {
+                        return 1;
+                    }
+                    match (sem.release(), bounded.release()) {
+                        (Ok(()), Ok(())) => 0,
+                        _ => 2,
+                    }
+                })
+                .unwrap()
+            })
+            .collect(),
+    );
+    assert_eq!(kids.join_all(), vec![0; 3]);
+    assert_eq!(sem.value(), 3, "three releases of one unit each");
+    assert_eq!(bounded.value(), 3);
+    let e = bounded.release().unwrap_err();
+    assert_eq!((e.value, e.n, e.max), (3, 1, 3));
+    sem.release_n(0).unwrap();
+    assert_eq!(sem.value(), 3);
 }
 
 #[test]
@@ -359,12 +388,12 @@ fn a_bounded_semaphore_refuses_releases_above_its_initial_value() {
     .unwrap();
     assert_eq!(join_or_kill(&mut child), 0);
     assert_eq!(sem.value(), 1);
-    let e = sem.release(3).unwrap_err();
+    let e = sem.release_n(3).unwrap_err();
     assert_eq!((e.value, e.n, e.max), (1, 3, 3));
     assert_eq!(sem.value(), 1);
-    sem.release(2).unwrap();
+    sem.release_n(2).unwrap();
     assert_eq!(sem.value(), 3);
-    assert!(sem.release(1).is_err());
+    assert!(sem.release().is_err());
     assert!(e.to_string().contains("released too many times"));
     assert!(matches!(
         Semaphore::open(&name),
@@ -398,8 +427,8 @@ fn an_event_set_by_a_child_100ms_later_wakes_the_parent() {
     assert!(start.elapsed() >= Duration::from_millis(100));
     assert!(event.is_set());
     assert_eq!(join_or_kill(&mut child), 0);
-    // Set: waits return at once.
-    event.wait();
+    // Set: waits return at once, and say it is set (Python's `wait()` is `True`).
+    assert!(event.wait());
     assert!(event.wait_timeout(Duration::ZERO));
     event.clear();
     let timeout = Duration::from_millis(50);
@@ -428,6 +457,25 @@ fn a_set_and_clear_pulse_still_wakes_every_waiter() {
     assert!(!event.is_set());
 }
 
+#[test]
+fn an_event_wait_returns_true_once_set_as_in_python() {
+    let event = Event::new().unwrap();
+    let mut kids = Children(
+        (0..2)
+            .map(|_| {
+                Process::spawn_returning(|| -> i32 {
+                    if event.wait() { 0 } else { 1 }
+                })
+                .unwrap()
+            })
+            .collect(),
+    );
+    wait_for("two sleepers", || event.waiters() == 2);
+    event.set();
+    assert_eq!(kids.join_all(), vec![0; 2]);
+    assert!(event.wait());
+}
+
 // ---------------------------------------------------------------------------------
 // Condition
 
@@ -452,7 +500,7 @@ fn waiter<'a>(cond: &'a Condition, words: &'a Words, i: usize) -> impl FnOnce() 
 
 #[test]
 fn notify_wakes_exactly_one_of_two_waiters() {
-    let cond: Condition = Condition::new().unwrap();
+    let cond = Condition::new().unwrap();
     let words = Words::new(2);
     let mut kids = Children(
         (0..2)
@@ -490,7 +538,7 @@ fn notify_wakes_exactly_one_of_two_waiters() {
 
 #[test]
 fn notify_all_wakes_all_six_waiters() {
-    let cond: Condition = Condition::new().unwrap();
+    let cond = Condition::new().unwrap();
     let words = Words::new(6);
     let mut kids = Children(
         (0..6)
@@ -511,7 +559,7 @@ fn notify_all_wakes_all_six_waiters() {
 
 #[test]
 fn condition_waits_time_out_no_earlier_than_asked() {
-    let cond = Condition::<Lock>::new().unwrap();
+    let cond = Condition::<Lock>::anonymous().unwrap();
     let mut guard = cond.acquire().unwrap();
     let timeout = Duration::from_millis(100);
     let start = Instant::now();
@@ -533,7 +581,7 @@ fn condition_waits_time_out_no_earlier_than_asked() {
 
 #[test]
 fn wait_for_sees_a_predicate_made_true_by_a_child() {
-    let cond: Condition = Condition::new().unwrap();
+    let cond = Condition::new().unwrap();
     let flag = RawValue::new(0u32).unwrap();
     let mut guard = cond.acquire().unwrap();
     let mut child = Process::spawn_returning(|| -> i32 {
@@ -555,7 +603,7 @@ fn wait_for_sees_a_predicate_made_true_by_a_child() {
 
 #[test]
 fn an_rlock_condition_restores_the_recursion_count() {
-    let cond: Condition = Condition::new().unwrap();
+    let cond = Condition::new().unwrap();
     let outer = cond.acquire().unwrap();
     let mut inner = cond.acquire().unwrap();
     assert_eq!(cond.get_lock().count(), 2);
@@ -577,8 +625,8 @@ fn an_rlock_condition_restores_the_recursion_count() {
 
 #[test]
 fn waiting_with_another_locks_guard_is_an_error() {
-    let a = Condition::<Lock>::new().unwrap();
-    let b = Condition::<Lock>::new().unwrap();
+    let a = Condition::<Lock>::anonymous().unwrap();
+    let b = Condition::<Lock>::anonymous().unwrap();
     let mut guard = b.acquire().unwrap();
     assert_eq!(
         a.wait_timeout(&mut guard, Duration::from_secs(1)),
@@ -597,7 +645,7 @@ fn waiting_with_another_locks_guard_is_an_error() {
 
 #[test]
 fn notify_skips_a_waiter_that_was_killed() {
-    let cond: Condition = Condition::new().unwrap();
+    let cond = Condition::new().unwrap();
     let words = Words::new(2);
     let mut first = Process::spawn_returning(waiter(&cond, &words, 0)).unwrap();
     wait_for("the first waiter", || cond.n_waiting() == 1);
@@ -617,7 +665,7 @@ fn notify_skips_a_waiter_that_was_killed() {
 
 #[test]
 fn a_condition_lock_holder_killed_while_others_wait() {
-    let cond = Condition::<Lock>::new().unwrap();
+    let cond = Condition::<Lock>::anonymous().unwrap();
     let words = Words::new(1);
     let mut guard = cond.acquire().unwrap();
     let mut child = Process::spawn(|| {
@@ -647,6 +695,208 @@ fn a_condition_lock_holder_killed_while_others_wait() {
     drop(guard);
     assert_eq!(join_or_kill(&mut child), -9);
     assert!(cond.try_acquire().is_ok());
+}
+
+/// The owner word a lock would hold for the live process `pid`: its pid and the low
+/// 32 bits of its start time (`/proc/PID/stat` field 22), as `owner.rs` packs them.
+fn owner_word_of(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 1..];
+    let start: u64 = rest
+        .split_ascii_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    (u64::from(start as u32) << 32) | u64::from(pid)
+}
+
+/// A child that sleeps until killed, and the owner word naming it.
+fn live_sleeper() -> (Children, u64) {
+    let sleeper = Process::spawn(|| sleep_forever()).unwrap();
+    let word = owner_word_of(sleeper.pid());
+    (Children(vec![sleeper]), word)
+}
+
+/// A timed condition wait whose lock word is scribbled, mid-wait, to name a live
+/// process: the wait returns after its timeout (plus the grace) with NotReacquired,
+/// leaving the guard released, for a Condition over `$lock`.
+macro_rules! retake_test {
+    ($name:ident, $lock:ty, $released:expr) => {
+        #[test]
+        fn $name() {
+            let name = TestName::new("retake");
+            let cond = Condition::<$lock>::create(&name).unwrap();
+            let (mut sleeper, word) = live_sleeper();
+            let timeout = Duration::from_millis(200);
+            let mut child = Process::spawn_returning(|| -> i32 {
+                let Ok(mut guard) = cond.acquire() else {
+                    return 2;
+                };
+                let start = Instant::now();
+                let r = cond.wait_timeout(&mut guard, timeout);
+                if r != Err(WaitError::NotReacquired { notified: false }) {
+                    return 3;
+                }
+                if start.elapsed() < timeout + shmproc::sync::RELOCK_GRACE {
+                    return 4;
+                }
+                if guard.is_held() || !($released)(&cond, &guard) {
+                    return 5;
+                }
+                // A released guard cannot be waited with.
+                if cond.wait_timeout(&mut guard, timeout) != Err(WaitError::NotOwner) {
+                    return 6;
+                }
+                drop(guard); // releases nothing
+                0
+            })
+            .unwrap();
+            wait_for("the child to wait", || cond.n_waiting() == 1);
+            assert!(!cond.get_lock().locked(), "the wait released the lock");
+            scribble(&name, 0, word);
+            // Returning at all (within join_or_kill's 60 s) is the fix.
+            assert_eq!(join_or_kill(&mut child), 0);
+            // The released guard's drop left the word alone.
+            assert_eq!(cond.get_lock().owner(), Some(sleeper.0[0].pid()));
+            // Once the process it names dies, the word is a dead holder's.
+            sleeper.0[0].kill().unwrap();
+            assert_eq!(sleeper.join_all(), vec![-9]);
+            assert!(cond.acquire_timeout(LONG).is_err_and(|e| e.is_owner_died()));
+        }
+    };
+}
+
+retake_test!(
+    a_timed_lock_condition_wait_returns_when_a_live_process_keeps_the_lock,
+    Lock,
+    // Data guarded by the lock refuses the released guard.
+    |cond: &Condition<Lock>, guard: &LockGuard<'_>| {
+        Value::with_lock(0u32, cond.get_lock())
+            .is_ok_and(|v| v.get_with(guard) == Err(AccessError::NotHeld))
+    }
+);
+retake_test!(
+    a_timed_rlock_condition_wait_returns_when_a_live_process_keeps_the_lock,
+    RLock,
+    |_: &Condition<RLock>, _: &RLockGuard<'_>| true
+);
+
+#[test]
+fn a_notifier_that_keeps_the_lock_cannot_stall_a_timed_wait() {
+    let cond = Condition::<Lock>::anonymous().unwrap();
+    let mut guard = cond.acquire().unwrap();
+    // The child takes the lock our wait releases, notifies, and never lets go.
+    let mut child = Children(vec![
+        Process::spawn(|| {
+            let guard = cond.acquire();
+            cond.notify(1);
+            let _keep = guard;
+            sleep_forever();
+        })
+        .unwrap(),
+    ]);
+    let start = Instant::now();
+    let r = cond.wait_timeout(&mut guard, Duration::from_millis(100));
+    assert_eq!(r, Err(WaitError::NotReacquired { notified: true }));
+    assert!(start.elapsed() >= shmproc::sync::RELOCK_GRACE);
+    assert!(
+        r.unwrap_err()
+            .to_string()
+            .contains("could not be taken back")
+    );
+    assert!(!guard.is_held());
+    assert_eq!(cond.get_lock().owner(), Some(child.0[0].pid()));
+    drop(guard);
+    assert!(
+        cond.get_lock().locked(),
+        "the released guard's drop released nothing"
+    );
+    child.0[0].kill().unwrap();
+    assert_eq!(child.join_all(), vec![-9]);
+}
+
+#[test]
+fn outer_rlock_guards_of_a_hold_a_wait_lost_release_nothing_later() {
+    let name = TestName::new("retake-outer");
+    let cond = Condition::<RLock>::create(&name).unwrap();
+    let (mut sleeper, word) = live_sleeper();
+    let words = Words::new(2); // 0: the child lost its hold; 1: the lock is free again
+    let mut child = Process::spawn_returning(|| -> i32 {
+        let (Ok(outer), Ok(mut inner)) = (cond.acquire(), cond.acquire()) else {
+            return 2;
+        };
+        let r = cond.wait_timeout(&mut inner, Duration::from_millis(100));
+        if r != Err(WaitError::NotReacquired { notified: false }) {
+            return 3;
+        }
+        // Both levels belonged to the lost hold.
+        if inner.is_held() || outer.is_held() {
+            return 4;
+        }
+        words.at(0).store(1, Ordering::SeqCst);
+        wait_for("the parent to free the lock", || {
+            words.at(1).load(Ordering::SeqCst) == 1
+        });
+        let Ok(again) = cond.acquire_timeout(LONG) else {
+            return 5;
+        };
+        // The stale guards' drops leave the new hold alone.
+        drop(outer);
+        drop(inner);
+        let lock = cond.get_lock();
+        if !again.is_held() || !lock.is_owned() || lock.count() != 1 {
+            return 6;
+        }
+        drop(again);
+        if lock.locked() { 7 } else { 0 }
+    })
+    .unwrap();
+    wait_for("the child to wait", || cond.n_waiting() == 1);
+    scribble(&name, 0, word);
+    wait_for("the child to lose its hold", || {
+        words.at(0).load(Ordering::SeqCst) == 1
+    });
+    scribble(&name, 0, 0);
+    words.at(1).store(1, Ordering::SeqCst);
+    assert_eq!(join_or_kill(&mut child), 0);
+    sleeper.0[0].kill().unwrap();
+    assert_eq!(sleeper.join_all(), vec![-9]);
+}
+
+#[test]
+fn a_timed_acquire_of_a_word_no_holder_can_have_is_owner_died() {
+    let (mut sleeper, live) = live_sleeper();
+    let words = [
+        ("pid 0 with start bits", 0xdead_beef_0000_0000),
+        ("pid 0 with the flag and start bits", 0x1234_5678_8000_0000),
+        ("a pid above PID_MAX_LIMIT", (1 << 22) + 1),
+        ("the largest id", 0x7fff_ffff),
+        ("all bits", u64::MAX),
+        ("a live pid with another start time", live ^ (0x5a5a << 32)),
+    ];
+    let lock_name = TestName::new("impossible-lock");
+    let lock = Lock::create(&lock_name).unwrap();
+    let rlock_name = TestName::new("impossible-rlock");
+    let rlock = RLock::create(&rlock_name).unwrap();
+    for (what, word) in words {
+        scribble(&lock_name, 0, word);
+        let r = lock.acquire_timeout(Duration::from_millis(100));
+        assert!(r.is_err_and(|e| e.is_owner_died()), "Lock, {what}");
+        scribble(&rlock_name, 0, word);
+        let r = rlock.acquire_timeout(Duration::from_millis(100));
+        assert!(r.is_err_and(|e| e.is_owner_died()), "RLock, {what}");
+    }
+    scribble(&lock_name, 0, (1 << 22) + 1);
+    let e = lock.acquire_timeout(Duration::ZERO).map(drop).unwrap_err();
+    assert!(e.to_string().contains("named no running process"), "{e}");
+    drop(e);
+    // The live process's own word is a real holder: a timeout, not a takeover.
+    scribble(&lock_name, 0, live);
+    let r = lock.acquire_timeout(Duration::from_millis(50));
+    assert!(matches!(r, Err(AcquireError::Timeout)), "{r:?}");
+    sleeper.0[0].kill().unwrap();
+    assert_eq!(sleeper.join_all(), vec![-9]);
 }
 
 // ---------------------------------------------------------------------------------
@@ -754,6 +1004,48 @@ fn a_timeout_breaks_the_barrier_for_every_waiter_until_reset() {
 }
 
 #[test]
+fn a_default_timeout_bounds_wait_and_breaks_the_barrier() {
+    let timeout = Duration::from_millis(100);
+    let barrier = Barrier::new(3).unwrap().with_timeout(timeout);
+    assert_eq!(barrier.timeout(), Some(timeout));
+    // The child inherits the handle and its default timeout; only two of three
+    // parties ever come.
+    let mut child = Process::spawn_returning(|| -> i32 {
+        let start = Instant::now();
+        match barrier.wait() {
+            Err(BrokenBarrier) if start.elapsed() >= timeout => 0,
+            Err(BrokenBarrier) => 1,
+            Ok(_) => 2,
+        }
+    })
+    .unwrap();
+    wait_for("the child to wait", || barrier.n_waiting() == 1);
+    // A plain wait with a long default: broken by the child's timeout meanwhile.
+    let patient = barrier.clone().with_timeout(LONG);
+    assert_eq!(patient.wait(), Err(BrokenBarrier));
+    assert_eq!(join_or_kill(&mut child), 0);
+    // wait_timeout uses its own timeout, not the default.
+    barrier.reset();
+    let start = Instant::now();
+    assert_eq!(
+        patient.wait_timeout(Duration::from_millis(20)),
+        Err(BrokenBarrier)
+    );
+    assert!(start.elapsed() >= Duration::from_millis(20));
+    barrier.reset();
+    // A full pass under the default timeout.
+    let mut kids = Children(
+        (0..2)
+            .map(|_| {
+                Process::spawn_returning(|| -> i32 { patient.wait().map_or(1, |_| 0) }).unwrap()
+            })
+            .collect(),
+    );
+    assert!(patient.wait().is_ok());
+    assert_eq!(kids.join_all(), vec![0; 2]);
+}
+
+#[test]
 fn abort_and_reset_break_every_waiter() {
     let barrier = Barrier::create(&TestName::new("barrier"), 4).unwrap();
     let broken = |b: &Barrier| -> i32 {
@@ -800,6 +1092,38 @@ fn a_panicking_action_breaks_the_barrier() {
     assert!(r.is_err(), "the action's panic goes on");
     assert_eq!(join_or_kill(&mut child), 0);
     assert!(barrier.broken());
+}
+
+#[test]
+fn a_barrier_of_zero_or_too_many_parties_is_an_error_not_a_panic() {
+    use shmproc::segment::CreateError;
+    use shmproc::sync::MAX_PARTIES;
+    // In a child, so a panic (or an abort) would show as its exit code.
+    let mut child = Process::spawn_returning(|| -> i32 {
+        for parties in [0, MAX_PARTIES + 1, usize::MAX] {
+            let Err(CreateError::InvalidArgument(why)) = Barrier::new(parties) else {
+                return 1;
+            };
+            if !why.contains(&format!("1 to {MAX_PARTIES}")) || !why.contains(&parties.to_string())
+            {
+                return 2;
+            }
+        }
+        if !matches!(
+            Barrier::create("shmproc-test-never-made", 0),
+            Err(CreateError::InvalidArgument(_))
+        ) {
+            return 3;
+        }
+        match (Barrier::new(1), Barrier::new(MAX_PARTIES)) {
+            (Ok(one), Ok(_)) if one.wait() == Ok(0) => 0,
+            _ => 4,
+        }
+    })
+    .unwrap();
+    assert_eq!(join_or_kill(&mut child), 0);
+    let e = Barrier::new(0).unwrap_err();
+    assert!(e.to_string().contains("not 0"), "{e}");
 }
 
 // ---------------------------------------------------------------------------------
@@ -898,7 +1222,7 @@ fn scribbled_state_is_an_error_or_a_wrong_value_never_a_hang() {
     let sem = Semaphore::create(&name, 0).unwrap();
     scribble(&name, 0, u64::from(u32::MAX));
     assert_eq!(sem.value(), u32::MAX);
-    assert!(sem.release(1).is_err());
+    assert!(sem.release().is_err());
     assert!(sem.try_acquire().is_ok());
 
     // Every condition slot claimed by dead processes and marked waiting.

@@ -296,3 +296,130 @@ fn a_value_lock_is_a_lock() {
     drop(g);
     assert!(v.try_lock().is_ok());
 }
+
+#[test]
+fn absurd_lengths_are_invalid_arguments_not_panics() {
+    use shmproc::segment::CreateError;
+    // In a child, so a panic (or an abort) would show as its exit code.
+    let mut child = Process::spawn_returning(|| -> i32 {
+        let max = isize::MAX as usize / 8 - 32; // u64s after a 256-byte lock
+        for len in [usize::MAX, usize::MAX / 8 + 1, max + 1] {
+            match Array::<u64>::new(len) {
+                Err(CreateError::InvalidArgument(why)) if why.contains(&max.to_string()) => {}
+                _ => return 1,
+            }
+        }
+        if !matches!(
+            RawArray::<[u64; 4]>::new(usize::MAX / 16),
+            Err(CreateError::InvalidArgument(_))
+        ) {
+            return 2;
+        }
+        let Err(e) = Array::<u8>::create("shmproc-test-never-made", usize::MAX) else {
+            return 3;
+        };
+        if !e.to_string().contains("at most") {
+            return 4;
+        }
+        // Zero elements are fine (Python's Array('i', 0)).
+        match (Array::<u64>::new(0), RawArray::<u64>::new(0)) {
+            (Ok(a), Ok(r)) if a.is_empty() && r.is_empty() => 0,
+            _ => 5,
+        }
+    })
+    .unwrap();
+    assert_eq!(join_or_kill(&mut child), 0);
+}
+
+#[test]
+fn values_and_arrays_on_one_lock_are_updated_together_across_processes() {
+    use shmproc::sync::Lock;
+    use shmproc::value::AccessError;
+    const KIDS: usize = 4;
+    const ROUNDS: i64 = 500;
+    let lock = Lock::new().unwrap();
+    let (from, to) = (
+        Value::with_lock(10_000i64, &lock).unwrap(),
+        Value::with_lock(0i64, &lock).unwrap(),
+    );
+    let moves = Array::<i64>::with_lock(KIDS, &lock).unwrap();
+    let seen = Array::from_slice_with_lock(&[1u8, 2, 3], &lock).unwrap();
+    assert_eq!(seen.to_vec().unwrap(), [1, 2, 3]);
+    for l in [
+        from.get_lock(),
+        to.get_lock(),
+        moves.get_lock(),
+        seen.get_lock(),
+    ] {
+        assert!(l.same_lock(&lock));
+    }
+    assert_eq!(from.name(), None);
+    // Holding one value's lock holds them all.
+    {
+        let _guard = from.lock().unwrap();
+        assert!(lock.locked());
+        assert!(matches!(to.try_lock(), Err(AcquireError::WouldBlock)));
+        assert!(matches!(moves.try_lock(), Err(AcquireError::WouldBlock)));
+    }
+    let mut kids = Children(
+        (0..KIDS)
+            .map(|me| {
+                let (lock, from, to, moves) = (&lock, &from, &to, &moves);
+                Process::spawn_returning(move || -> i32 {
+                    for _ in 0..ROUNDS {
+                        let Ok(guard) = lock.acquire_timeout(LONG) else {
+                            return 1;
+                        };
+                        // Three objects, one hold: no process sees a move half done.
+                        let (Ok(a), Ok(b), Ok(mut m)) = (
+                            from.get_with(&guard),
+                            to.get_with(&guard),
+                            moves.to_vec_with(&guard),
+                        ) else {
+                            return 2;
+                        };
+                        if a + b != 10_000 || m.iter().sum::<i64>() != b {
+                            return 3;
+                        }
+                        m[me] += 1;
+                        let done = (
+                            from.set_with(&guard, a - 1),
+                            to.set_with(&guard, b + 1),
+                            moves.copy_from_slice_with(&guard, &m),
+                        );
+                        if done != (Ok(()), Ok(()), Ok(())) {
+                            return 4;
+                        }
+                    }
+                    0
+                })
+                .unwrap()
+            })
+            .collect(),
+    );
+    assert_eq!(kids.join_all(), vec![0; KIDS]);
+    let total = KIDS as i64 * ROUNDS;
+    assert_eq!(
+        (from.get().unwrap(), to.get().unwrap()),
+        (10_000 - total, total)
+    );
+    assert_eq!(moves.to_vec().unwrap(), vec![ROUNDS; KIDS]);
+    // A guard of another lock is refused, and so is a slice of the wrong length.
+    let other = Lock::new().unwrap();
+    let guard = other.acquire().unwrap();
+    assert_eq!(from.get_with(&guard), Err(AccessError::OtherLock));
+    drop(guard);
+    let guard = lock.acquire().unwrap();
+    assert_eq!(
+        moves.copy_from_slice_with(&guard, &[1]),
+        Err(AccessError::Length {
+            expected: KIDS,
+            found: 1
+        })
+    );
+    drop(guard);
+    // The values keep the lock's segment alive after the last Lock handle is gone.
+    drop(lock);
+    assert_eq!(to.get().unwrap(), total);
+    assert!(!to.get_lock().locked());
+}

@@ -153,6 +153,8 @@ pub struct Barrier {
     parties: u64,
     /// Run by this handle's process when it is the last to arrive.
     action: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// What [`wait`](Barrier::wait) waits at most; `None`: as long as it takes.
+    timeout: Option<Duration>,
 }
 
 impl fmt::Debug for Barrier {
@@ -160,6 +162,7 @@ impl fmt::Debug for Barrier {
         f.debug_struct("Barrier")
             .field("name", &self.name())
             .field("parties", &self.parties)
+            .field("timeout", &self.timeout)
             .field("n_waiting", &self.n_waiting())
             .field("broken", &self.broken())
             .finish()
@@ -182,11 +185,9 @@ impl Barrier {
     ///
     /// # Errors
     ///
-    /// [`CreateError`] if the segment cannot be created.
-    ///
-    /// # Panics
-    ///
-    /// If `parties` is 0 or more than [`MAX_PARTIES`] (Python raises `ValueError`).
+    /// [`CreateError::InvalidArgument`] if `parties` is 0 or more than
+    /// [`MAX_PARTIES`] (Python raises `ValueError`); another [`CreateError`] if the
+    /// segment cannot be created.
     pub fn new(parties: usize) -> Result<Barrier, CreateError> {
         Barrier::make(None, parties)
     }
@@ -195,20 +196,18 @@ impl Barrier {
     ///
     /// # Errors
     ///
+    /// [`CreateError::InvalidArgument`] as for [`new`](Barrier::new); another
     /// [`CreateError`]: an invalid or taken name, permissions.
-    ///
-    /// # Panics
-    ///
-    /// As for [`new`](Barrier::new).
     pub fn create(name: &str, parties: usize) -> Result<Barrier, CreateError> {
         Barrier::make(Some(name), parties)
     }
 
     fn make(name: Option<&str>, parties: usize) -> Result<Barrier, CreateError> {
-        assert!(
-            (1..=MAX_PARTIES).contains(&parties),
-            "a barrier needs 1 to {MAX_PARTIES} parties, not {parties}"
-        );
+        if !(1..=MAX_PARTIES).contains(&parties) {
+            return Err(CreateError::InvalidArgument(format!(
+                "a Barrier needs 1 to {MAX_PARTIES} parties, not {parties}"
+            )));
+        }
         let segment = object::create(name, &layout(parties), |_, _| {})?;
         // SAFETY: a zero-filled STATE_SIZE-byte payload used only as a BarrierState.
         Ok(unsafe { Barrier::from_segment(segment, parties as u64) })
@@ -246,6 +245,7 @@ impl Barrier {
             state: unsafe { Shared::at(segment, 0) },
             parties,
             action: None,
+            timeout: None,
         }
     }
 
@@ -257,6 +257,36 @@ impl Barrier {
     pub fn with_action(mut self, action: impl Fn() + Send + Sync + 'static) -> Barrier {
         self.action = Some(Arc::new(action));
         self
+    }
+
+    /// This handle with a default timeout for [`wait`](Barrier::wait) (Python's
+    /// `Barrier(parties, action, timeout)`): a `wait` that has not passed within
+    /// `timeout` breaks the barrier, as [`wait_timeout`](Barrier::wait_timeout)
+    /// does. `wait_timeout` still uses its own timeout. Like the action, the default
+    /// belongs to this handle (and the clones and children that inherit it), not to
+    /// the shared barrier: a process that opens the barrier by name sets its own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmproc::sync::{Barrier, BrokenBarrier};
+    /// use std::time::Duration;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let barrier = Barrier::new(2)?.with_timeout(Duration::from_millis(10));
+    /// // Nobody else comes: the default timeout breaks the barrier.
+    /// assert_eq!(barrier.wait(), Err(BrokenBarrier));
+    /// assert!(barrier.broken());
+    /// # Ok(()) }
+    /// ```
+    pub fn with_timeout(mut self, timeout: Duration) -> Barrier {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The default timeout of [`wait`](Barrier::wait), if one was set with
+    /// [`with_timeout`](Barrier::with_timeout).
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
     }
 
     #[inline]
@@ -308,17 +338,21 @@ impl Barrier {
     }
 
     /// Waits until all parties have called `wait` (Python's `wait()`), and returns
-    /// this party's arrival index in `0..parties`.
+    /// this party's arrival index in `0..parties`. Waits at most the handle's
+    /// default timeout ([`with_timeout`](Barrier::with_timeout)), if it has one, and
+    /// then breaks the barrier; otherwise as long as it takes.
     ///
     /// # Errors
     ///
-    /// [`BrokenBarrier`] if the barrier is or becomes broken.
+    /// [`BrokenBarrier`] if the barrier is or becomes broken, including by this
+    /// party's own default timeout (never before it has passed).
     pub fn wait(&self) -> Result<usize, BrokenBarrier> {
-        self.wait_within(None)
+        self.wait_within(self.timeout.map(Deadline::after))
     }
 
     /// As [`wait`](Barrier::wait), waiting at most `timeout` (Python's
-    /// `wait(timeout)`); if it passes first, this party breaks the barrier.
+    /// `wait(timeout)`) instead of the default; if it passes first, this party
+    /// breaks the barrier.
     ///
     /// # Errors
     ///

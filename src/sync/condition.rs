@@ -22,7 +22,7 @@
 //! waiters skips (and frees) slots of dead processes, and a waiter that finds every
 //! slot taken reclaims those of dead processes.
 
-use super::lock::{self as lock_mod, Lock, LockGuard};
+use super::lock::{self as lock_mod, Lock, LockGuard, Taken};
 use super::object;
 use super::owner;
 use super::rlock::{self as rlock_mod, RLock, RLockGuard};
@@ -41,6 +41,11 @@ use std::time::Duration;
 
 /// How many threads (of all processes together) can wait on one condition at once.
 pub const MAX_WAITERS: usize = 64;
+
+/// How long after its deadline a timed [`Condition`] wait may still spend taking its
+/// lock back (for a notifier that is still finishing its critical section) before it
+/// gives up with [`WaitError::NotReacquired`].
+pub const RELOCK_GRACE: Duration = Duration::from_secs(1);
 
 /// The condition's own counters, on one line after the lock.
 #[repr(C)]
@@ -135,9 +140,15 @@ pub trait ConditionLock: Clone + Send + Sync + Sized + private::Sealed {
     #[doc(hidden)]
     fn unlock_for_wait(guard: &mut Self::Guard<'_>) -> Option<u64>;
 
-    /// Re-acquires after a wait; `true` if taken over from a dead holder.
+    /// Re-acquires after a wait, until `deadline` (`None`: as long as it takes);
+    /// `Ok(true)` if taken over from a dead holder. On `Err` the guard is left
+    /// released.
     #[doc(hidden)]
-    fn relock_after_wait(guard: &mut Self::Guard<'_>, saved: u64) -> bool;
+    fn relock_after_wait(
+        guard: &mut Self::Guard<'_>,
+        saved: u64,
+        deadline: Option<Deadline>,
+    ) -> Result<bool, TimedOut>;
 }
 
 impl ConditionLock for Lock {
@@ -162,15 +173,21 @@ impl ConditionLock for Lock {
     }
 
     fn guard_is_of(&self, guard: &LockGuard<'_>) -> bool {
-        guard.lock().same_state(self)
+        guard.lock().same_lock(self)
     }
 
     fn unlock_for_wait(guard: &mut LockGuard<'_>) -> Option<u64> {
         guard.unlock_for_wait().then_some(1)
     }
 
-    fn relock_after_wait(guard: &mut LockGuard<'_>, _saved: u64) -> bool {
-        guard.relock_after_wait()
+    fn relock_after_wait(
+        guard: &mut LockGuard<'_>,
+        _saved: u64,
+        deadline: Option<Deadline>,
+    ) -> Result<bool, TimedOut> {
+        guard
+            .relock_after_wait(deadline)
+            .map(|taken| taken == Taken::Recovered)
     }
 }
 
@@ -203,8 +220,14 @@ impl ConditionLock for RLock {
         guard.unlock_for_wait()
     }
 
-    fn relock_after_wait(guard: &mut RLockGuard<'_>, saved: u64) -> bool {
-        guard.relock_after_wait(saved)
+    fn relock_after_wait(
+        guard: &mut RLockGuard<'_>,
+        saved: u64,
+        deadline: Option<Deadline>,
+    ) -> Result<bool, TimedOut> {
+        guard
+            .relock_after_wait(saved, deadline)
+            .map(|taken| taken == Taken::Recovered)
     }
 }
 
@@ -240,6 +263,16 @@ pub enum WaitError {
         /// Whether the wait was ended by a notify (else by its timeout).
         notified: bool,
     },
+    /// The wait ended (`notified` says how), but the lock could not be taken back
+    /// by the wait's deadline plus [`RELOCK_GRACE`]: another live process (or a
+    /// word scribbled to name one) kept holding it. Timed waits only. **The guard no
+    /// longer holds the lock**: its `is_held()` is `false`, dropping it releases
+    /// nothing, and waiting with it again is [`NotOwner`](WaitError::NotOwner) —
+    /// drop it and acquire the lock anew.
+    NotReacquired {
+        /// Whether the wait was ended by a notify (else by its timeout).
+        notified: bool,
+    },
 }
 
 impl fmt::Display for WaitError {
@@ -254,6 +287,14 @@ impl fmt::Display for WaitError {
                 "the condition's lock was re-acquired after its holder died: \
                  the protected state may be inconsistent",
             ),
+            WaitError::NotReacquired { notified } => write!(
+                f,
+                "the condition wait ended ({}) but its lock could not be taken back \
+                 within {} ms after the deadline: another process holds it; \
+                 the guard no longer holds the lock",
+                if *notified { "notified" } else { "timed out" },
+                RELOCK_GRACE.as_millis()
+            ),
         }
     }
 }
@@ -265,7 +306,9 @@ impl std::error::Error for WaitError {}
 /// until another one [`notify`](Condition::notify)s them.
 ///
 /// The lock is part of the condition (in the same segment): an [`RLock`] by default,
-/// as in Python, or a [`Lock`] with `Condition::<Lock>::new()`. Acquire it with
+/// as in Python ([`Condition::new`]), or a [`Lock`] with
+/// `Condition::<Lock>::anonymous()` (`create` and `open` take the lock type the same
+/// way: `Condition::<Lock>::create(name)`). Acquire it with
 /// [`acquire`](Condition::acquire) and pass the guard to `wait`, which releases the
 /// lock while waiting and takes it back before returning.
 ///
@@ -285,7 +328,7 @@ impl std::error::Error for WaitError {}
 /// use std::sync::atomic::{AtomicBool, Ordering};
 /// use std::time::Duration;
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let cond = Condition::<Lock>::new()?;
+/// let cond = Condition::<Lock>::anonymous()?;
 /// let mut guard = cond.acquire().map_err(|e| e.without_guard())?;
 /// let mut child = Process::spawn_returning(|| -> i32 {
 ///     let Ok(_guard) = cond.acquire() else { return 1 };
@@ -332,14 +375,42 @@ impl<L: ConditionLock> fmt::Debug for Condition<L> {
     }
 }
 
-impl<L: ConditionLock> Condition<L> {
-    /// Creates a condition and its unlocked lock in an anonymous segment, shared with
-    /// children started with [`Process`](crate::Process) afterwards.
+impl Condition<RLock> {
+    /// Creates a condition over an [`RLock`] (Python's default) and the unlocked
+    /// lock, in an anonymous segment shared with children started with
+    /// [`Process`](crate::Process) afterwards. Needs no type annotation; for a
+    /// condition over a [`Lock`], use `Condition::<Lock>::anonymous()`.
     ///
     /// # Errors
     ///
     /// [`CreateError`] if the segment cannot be created.
-    pub fn new() -> Result<Condition<L>, CreateError> {
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmproc::sync::Condition;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cond = Condition::new()?;
+    /// let guard = cond.acquire().map_err(|e| e.without_guard())?;
+    /// assert_eq!(cond.get_lock().count(), 1);
+    /// drop(guard);
+    /// # Ok(()) }
+    /// ```
+    pub fn new() -> Result<Condition<RLock>, CreateError> {
+        Condition::anonymous()
+    }
+}
+
+impl<L: ConditionLock> Condition<L> {
+    /// Creates a condition over a lock of type `L` ([`Lock`] or [`RLock`]) and the
+    /// unlocked lock, in an anonymous segment shared with children started with
+    /// [`Process`](crate::Process) afterwards: `Condition::<Lock>::anonymous()`.
+    /// ([`Condition::new`] is the same over an `RLock`.)
+    ///
+    /// # Errors
+    ///
+    /// [`CreateError`] if the segment cannot be created.
+    pub fn anonymous() -> Result<Condition<L>, CreateError> {
         let segment = object::create(None, &layout::<L>(), |_, _| {})?;
         // SAFETY: a zero-filled PAYLOAD_SIZE-byte payload used only in this layout.
         Ok(unsafe { Condition::from_segment(segment) })
@@ -450,24 +521,31 @@ impl<L: ConditionLock> Condition<L> {
     /// `wait()`). An `RLock` held several times is released entirely and re-acquired
     /// as many times.
     ///
+    /// Taking the lock back has no deadline (as in Python): it waits while the
+    /// lock word names a live process; use [`wait_timeout`](Condition::wait_timeout)
+    /// for a bounded wait.
+    ///
     /// # Errors
     ///
-    /// [`WaitError`]: `guard` is not of this condition's lock, too many waiters, or
-    /// the lock was re-acquired from a holder that died.
+    /// [`WaitError`]: `guard` is not of this condition's lock (or no longer holds
+    /// it), too many waiters, or the lock was re-acquired from a holder that died.
     pub fn wait(&self, guard: &mut L::Guard<'_>) -> Result<(), WaitError> {
         self.wait_within(guard, None).map(|_| ())
     }
 
     /// As [`wait`](Condition::wait), for at most `timeout` (Python's
     /// `wait(timeout)`): `true` if notified, `false` if the timeout passed first
-    /// (never before it has). Re-acquiring the lock afterwards is not bounded by the
-    /// timeout (as in Python): it waits for the holder, or finds it dead. A zero
+    /// (never before it has). Taking the lock back afterwards may take until the
+    /// deadline plus [`RELOCK_GRACE`] (Python's is unbounded; here a timed call
+    /// always returns): a notifier usually still holds the lock for a moment. A zero
     /// timeout releases and re-acquires the lock and returns `false` unless notified
     /// meanwhile.
     ///
     /// # Errors
     ///
-    /// As for [`wait`](Condition::wait).
+    /// As for [`wait`](Condition::wait), and [`WaitError::NotReacquired`] if the lock
+    /// could not be taken back by the deadline plus [`RELOCK_GRACE`] — then `guard`
+    /// no longer holds the lock (see the variant).
     pub fn wait_timeout(
         &self,
         guard: &mut L::Guard<'_>,
@@ -498,7 +576,7 @@ impl<L: ConditionLock> Condition<L> {
     ///
     /// # Errors
     ///
-    /// As for [`wait`](Condition::wait).
+    /// As for [`wait_timeout`](Condition::wait_timeout).
     pub fn wait_for_timeout(
         &self,
         guard: &mut L::Guard<'_>,
@@ -570,10 +648,16 @@ impl<L: ConditionLock> Condition<L> {
             }
         };
         self.free_slot(slot);
-        if L::relock_after_wait(guard, saved) {
-            return Err(WaitError::OwnerDied { notified });
+        // A timed wait returns by its deadline plus a bounded grace, re-take
+        // included: a holder that stays alive (or a scribbled word naming a live
+        // process) must not turn it into a wait without end.
+        let relock_deadline =
+            deadline.map(|d| Deadline::after(d.remaining().saturating_add(RELOCK_GRACE)));
+        match L::relock_after_wait(guard, saved, relock_deadline) {
+            Ok(false) => Ok(notified),
+            Ok(true) => Err(WaitError::OwnerDied { notified }),
+            Err(TimedOut) => Err(WaitError::NotReacquired { notified }),
         }
-        Ok(notified)
     }
 
     /// Claims a free slot for process `me`, reclaiming slots of dead processes if all

@@ -168,10 +168,23 @@ impl Event {
         (v & FLAG != 0 || (v >> 1) != (start >> 1)).then_some(())
     }
 
-    /// Waits until the flag is set (Python's `wait()`).
-    pub fn wait(&self) {
+    /// Waits until the flag is set (Python's `wait()`), and returns whether it was
+    /// set — always `true`, as Python's `wait()` without a timeout returns `True`
+    /// (also when it was set and cleared again meanwhile).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmproc::sync::Event;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let event = Event::new()?;
+    /// event.set();
+    /// assert!(event.wait());
+    /// # Ok(()) }
+    /// ```
+    pub fn wait(&self) -> bool {
         let start = self.word().load(Ordering::Acquire);
-        let _ = self.wake().wait_until(None, || self.seen(start));
+        self.wake().wait_until(None, || self.seen(start)).is_ok()
     }
 
     /// Waits until the flag is set, at most `timeout` (Python's `wait(timeout)`).

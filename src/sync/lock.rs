@@ -287,7 +287,11 @@ impl Lock {
             .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
-            return Ok(LockGuard { lock: self, me });
+            return Ok(LockGuard {
+                lock: self,
+                me,
+                held: true,
+            });
         }
         self.acquire_slow(me, timeout)
     }
@@ -319,7 +323,11 @@ impl Lock {
     }
 
     fn guard(&self, taken: Taken, me: u64) -> Result<LockGuard<'_>, AcquireError<LockGuard<'_>>> {
-        let guard = LockGuard { lock: self, me };
+        let guard = LockGuard {
+            lock: self,
+            me,
+            held: true,
+        };
         match taken {
             Taken::Clean => Ok(guard),
             Taken::Recovered => Err(AcquireError::OwnerDied(guard)),
@@ -451,8 +459,11 @@ impl Lock {
         self.wake().waiters()
     }
 
-    /// Whether `other` is a handle to this very lock state (in the same mapping).
-    pub(crate) fn same_state(&self, other: &Lock) -> bool {
+    /// Whether `other` is a handle to this very lock in this process's mappings: a
+    /// clone, a handle inherited from the same parent handle, the lock a
+    /// [`Value::with_lock`](crate::Value::with_lock) keeps. (Two separate
+    /// [`open`](Lock::open)s of one name map it twice and compare unequal.)
+    pub fn same_lock(&self, other: &Lock) -> bool {
         self.state.same(&other.state)
     }
 }
@@ -462,17 +473,38 @@ impl Lock {
 /// A guard may be sent to another thread of the process and dropped there (the lock
 /// belongs to the process). After [`Lock::release`] was called on the lock by
 /// someone else, dropping the guard does nothing.
+///
+/// A guard can also lose the lock in one way of its own: a timed
+/// [`Condition`](super::Condition) wait that could not take the lock back by its
+/// deadline (plus [`RELOCK_GRACE`](super::RELOCK_GRACE)) returns
+/// [`WaitError::NotReacquired`](super::WaitError::NotReacquired) and leaves the guard
+/// *released*: [`is_held`](LockGuard::is_held) is `false`, dropping it does nothing
+/// (it cannot release a later hold of the same process), `mark_consistent` does
+/// nothing, and a wait with it is [`WaitError::NotOwner`](super::WaitError::NotOwner).
+/// Drop it and acquire the lock anew.
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard<'a> {
     lock: &'a Lock,
     /// The holder's owner word, without the flag.
     me: u64,
+    /// `false` once a condition wait failed to take the lock back: the guard holds
+    /// nothing, and must not release (the word `me` names this process, which may
+    /// hold the lock again through another guard).
+    held: bool,
 }
 
 impl<'a> LockGuard<'a> {
     /// The lock this guard holds.
     pub fn lock(&self) -> &'a Lock {
         self.lock
+    }
+
+    /// Whether this guard still stands for a hold of the lock: `true` from the
+    /// acquire on, `false` only after a [`Condition`](super::Condition) wait with it
+    /// returned [`WaitError::NotReacquired`](super::WaitError::NotReacquired).
+    /// (A [`Lock::release`] by someone else is not seen here.)
+    pub fn is_held(&self) -> bool {
+        self.held
     }
 
     /// Whether the state the lock protects is known to be consistent: `false` after
@@ -482,8 +514,12 @@ impl<'a> LockGuard<'a> {
     }
 
     /// Declares the protected state repaired after [`AcquireError::OwnerDied`]: later
-    /// acquirers get the lock normally again. Does nothing on a consistent lock.
+    /// acquirers get the lock normally again. Does nothing on a consistent lock, or
+    /// if the guard no longer holds the lock ([`is_held`](LockGuard::is_held)).
     pub fn mark_consistent(&mut self) {
+        if !self.held {
+            return;
+        }
         // Only from our own flagged word: nobody else writes the word while we hold
         // it, except a `release` on our behalf (then there is nothing to mark).
         let _ = self.lock.word().compare_exchange(
@@ -495,26 +531,33 @@ impl<'a> LockGuard<'a> {
     }
 
     /// Gives the lock up for a [`Condition`](super::Condition) wait; `false` if this
-    /// process no longer holds it.
+    /// guard or this process no longer holds it.
     pub(crate) fn unlock_for_wait(&mut self) -> bool {
-        self.lock.unlock_as(self.me)
+        self.held && self.lock.unlock_as(self.me)
     }
 
-    /// Takes the lock back after a condition wait (waiting as long as it takes);
-    /// `true` if it was taken over from a dead holder.
-    pub(crate) fn relock_after_wait(&mut self) -> bool {
+    /// Takes the lock back after a condition wait, waiting until `deadline` (`None`:
+    /// as long as it takes). On a timeout the guard is left released
+    /// ([`is_held`](LockGuard::is_held) is `false`).
+    pub(crate) fn relock_after_wait(
+        &mut self,
+        deadline: Option<Deadline>,
+    ) -> Result<Taken, TimedOut> {
         let taken = match self.lock.attempt(self.me) {
             Some(taken) => Ok(taken),
-            None => self.lock.wait_for_lock(self.me, None),
+            None => self.lock.wait_for_lock(self.me, deadline),
         };
-        matches!(taken, Ok(Taken::Recovered))
+        self.held = taken.is_ok();
+        taken
     }
 }
 
 impl Drop for LockGuard<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.lock.unlock_as(self.me);
+        if self.held {
+            self.lock.unlock_as(self.me);
+        }
     }
 }
 
@@ -522,6 +565,7 @@ impl fmt::Debug for LockGuard<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LockGuard")
             .field("lock", self.lock)
+            .field("held", &self.held)
             .field("consistent", &self.is_consistent())
             .finish()
     }

@@ -28,9 +28,13 @@
 //! # Trust model
 //!
 //! Another process may write anything into the segment. Every word read from it is
-//! checked: a scribbled lock word reads as a dead holder (`OwnerDied`), a scribbled
-//! barrier as broken, a scribbled count as a wrong count — never undefined behavior,
-//! a panic or an endless wait.
+//! checked: a scribbled lock word that cannot name a running holder (pid 0 with
+//! other bits set, an impossible pid, a start time no process has) reads as a dead
+//! holder (`OwnerDied`), a scribbled barrier as broken, a scribbled count as a wrong
+//! count — never undefined behavior or a panic. A word scribbled to name a live
+//! process looks like a real holder: the blocking forms wait for it, every timed
+//! form returns by its deadline (a [`Condition`] wait's re-take by the deadline plus
+//! [`RELOCK_GRACE`], with [`WaitError::NotReacquired`]).
 //!
 //! # Examples
 //!
@@ -64,7 +68,7 @@ mod rlock;
 mod semaphore;
 
 pub use barrier::{Barrier, BrokenBarrier, MAX_PARTIES};
-pub use condition::{Condition, ConditionLock, MAX_WAITERS, WaitError};
+pub use condition::{Condition, ConditionLock, MAX_WAITERS, RELOCK_GRACE, WaitError};
 pub use event::Event;
 pub use lock::{Lock, LockGuard};
 pub use rlock::{RLock, RLockGuard};
@@ -93,8 +97,10 @@ pub enum AcquireError<G = ()> {
     /// The lock is held by someone else (`try_` forms only).
     WouldBlock,
     /// The lock was acquired, but its previous holder died holding it (or released
-    /// it without repairing after such a death): the state it protects may be
-    /// half-updated. Carries the guard: the caller holds the lock, must repair the
+    /// it without repairing after such a death), or the lock word named no holder
+    /// that can be running (pid 0 with other bits set, an impossible pid, a start
+    /// time no process of that pid has: a peer scribbled on it): the state it
+    /// protects may be half-updated. Carries the guard: the caller holds the lock, must repair the
     /// state and call `mark_consistent` on the guard (see [`Lock`]).
     OwnerDied(G),
 }
@@ -141,8 +147,8 @@ impl<G> fmt::Display for AcquireError<G> {
             AcquireError::Timeout => f.write_str("timed out waiting to acquire"),
             AcquireError::WouldBlock => f.write_str("held by another owner"),
             AcquireError::OwnerDied(_) => f.write_str(
-                "acquired after its previous holder died holding it: \
-                 the protected state may be inconsistent",
+                "acquired after its previous holder died holding it (or the lock word \
+                 named no running process): the protected state may be inconsistent",
             ),
         }
     }

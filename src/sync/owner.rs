@@ -40,11 +40,16 @@ pub(crate) fn id_of(word: u64) -> u32 {
     (word & ID_MASK) as u32
 }
 
-/// Whether the owner named by `word` is still running. A word whose id is 0 names
-/// nobody and counts as dead (a peer may have scribbled on it).
+/// Linux's `PID_MAX_LIMIT` on 64-bit: no pid or tid is above it.
+const PID_MAX_LIMIT: u32 = 1 << 22;
+
+/// Whether the owner named by `word` is still running. A word that cannot name a
+/// running owner counts as dead (a peer may have scribbled on it): id 0 (nobody), an
+/// id above `PID_MAX_LIMIT`, or a live id whose start time differs from the word's
+/// (a reused pid, or scribbled start bits).
 pub(crate) fn holder_alive(word: u64) -> bool {
     let id = id_of(word);
-    id != 0 && proc::is_alive_low32(id, (word >> 32) as u32)
+    id != 0 && id <= PID_MAX_LIMIT && proc::is_alive_low32(id, (word >> 32) as u32)
 }
 
 /// This process's owner word, 0 until computed (and again in a forked child).

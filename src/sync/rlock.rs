@@ -11,6 +11,14 @@
 //! | `0`/`INCONSISTENT`| 0     | unlocked (flag: a holder died unrepaired)         |
 //! | `T`               | n ≥ 1 | held n times by thread `T`                        |
 //! | `T\|INCONSISTENT` | n ≥ 1 | held by `T`, which took it over from a dead holder|
+//!
+//! A third word, the *hold number*, names the owner's current hold: a number the
+//! owner draws when it takes the lock (from a process-wide counter, never repeated),
+//! and which every guard of that hold carries. A condition wait gives the hold up
+//! and, taking the lock back, restores its number, so the thread's outer guards stay
+//! valid; a wait that could not take it back leaves the number retired, so every
+//! guard of the lost hold knows it holds nothing — even once the thread takes the
+//! lock anew.
 
 use super::lock::Taken;
 use super::object::{self, Shared};
@@ -36,6 +44,19 @@ struct RLockOwner {
     /// How many times the owner holds it; 0 when unlocked. Any value is safe: a
     /// scribbled count only makes the owner release too early or too late.
     count: AtomicU64,
+    /// The owner's hold number (see the module docs); written only by the owner.
+    /// Any value is safe: a scribbled one makes the owner's guards release nothing
+    /// (the lock then stays held until the owner exits, as with a scribbled word).
+    hold: AtomicU64,
+}
+
+/// The hold numbers drawn so far in this process (0 is never drawn).
+static HOLDS: AtomicU64 = AtomicU64::new(0);
+
+/// A hold number no earlier hold of this process had.
+#[inline]
+fn new_hold() -> u64 {
+    HOLDS.fetch_add(1, Ordering::Relaxed).wrapping_add(1)
 }
 
 /// The shared state of an `RLock`. All-zero bytes are an unlocked lock.
@@ -50,10 +71,12 @@ pub(crate) struct RLockState {
 pub(crate) const STATE_SIZE: usize = size_of::<RLockState>();
 const WORD_OFFSET: usize = offset_of!(RLockState, owner) + offset_of!(RLockOwner, word);
 const COUNT_OFFSET: usize = offset_of!(RLockState, owner) + offset_of!(RLockOwner, count);
+const HOLD_OFFSET: usize = offset_of!(RLockState, owner) + offset_of!(RLockOwner, hold);
 const WAKE_OFFSET: usize = offset_of!(RLockState, wake);
 const _: () = {
     assert!(WORD_OFFSET == 0);
     assert!(COUNT_OFFSET == 8);
+    assert!(HOLD_OFFSET == 16);
     assert!(WAKE_OFFSET == 128);
     assert!(STATE_SIZE == 256);
 };
@@ -166,6 +189,20 @@ impl RLock {
     }
 
     #[inline]
+    fn hold_word(&self) -> &AtomicU64 {
+        &self.state.state().owner.hold
+    }
+
+    /// Starts a hold of `me`, which has just taken the lock: count 1, a new number.
+    #[inline]
+    fn begin_hold(&self) {
+        // Only the owner writes these; the next owner's Acquire CAS on the word sees
+        // them through our Release CAS at the final release.
+        self.count_word().store(1, Ordering::Relaxed);
+        self.hold_word().store(new_hold(), Ordering::Relaxed);
+    }
+
+    #[inline]
     fn wake(&self) -> &EventCount {
         &self.state.state().wake
     }
@@ -223,7 +260,7 @@ impl RLock {
         // Acquire: pairs with the Release CAS of the final release before.
         match word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
             Ok(_) => {
-                self.count_word().store(1, Ordering::Relaxed);
+                self.begin_hold();
                 return Ok(self.guard(me));
             }
             Err(cur) if cur & !INCONSISTENT == me => {
@@ -247,10 +284,13 @@ impl RLock {
         }
     }
 
+    /// A guard of `me`'s current hold (`me` owns the lock).
     fn guard(&self, me: u64) -> RLockGuard<'_> {
         RLockGuard {
             lock: self,
             me,
+            hold: self.hold_word().load(Ordering::Relaxed),
+            held: true,
             _not_send: PhantomData,
         }
     }
@@ -280,7 +320,7 @@ impl RLock {
         // Acquire: pairs with the Release CAS of the final release before.
         word.compare_exchange(cur, new, Ordering::Acquire, Ordering::Relaxed)
             .ok()?;
-        self.count_word().store(1, Ordering::Relaxed);
+        self.begin_hold();
         Some(taken)
     }
 
@@ -297,18 +337,22 @@ impl RLock {
         // From the exact dead word: one of several racing waiters wins.
         word.compare_exchange(cur, me | INCONSISTENT, Ordering::AcqRel, Ordering::Relaxed)
             .ok()?;
-        self.count_word().store(1, Ordering::Relaxed);
+        self.begin_hold();
         Some(Taken::Recovered)
     }
 
-    /// Releases one level for `me`.
-    fn release_as(&self, me: u64) -> Result<(), ReleaseError> {
+    /// Releases one level for `me`; for a guard, only of hold number `hold`.
+    fn release_as(&self, me: u64, hold: Option<u64>) -> Result<(), ReleaseError> {
         let word = self.word();
         let cur = word.load(Ordering::Relaxed);
         if owner::id_of(cur) == 0 {
             return Err(ReleaseError::NotLocked);
         }
         if cur & !INCONSISTENT != me {
+            return Err(ReleaseError::NotOwner);
+        }
+        if hold.is_some_and(|h| h != self.hold_word().load(Ordering::Relaxed)) {
+            // A guard of a hold a condition wait lost: it holds nothing.
             return Err(ReleaseError::NotOwner);
         }
         let n = self.count_word().load(Ordering::Relaxed);
@@ -350,7 +394,7 @@ impl RLock {
     /// [`ReleaseError::NotLocked`] if nobody holds it, [`ReleaseError::NotOwner`] if
     /// another thread (of this or another process) does.
     pub fn release(&self) -> Result<(), ReleaseError> {
-        self.release_as(owner::thread_word())
+        self.release_as(owner::thread_word(), None)
     }
 
     /// Whether any thread of any process holds the lock. A snapshot.
@@ -399,10 +443,26 @@ impl RLock {
 
 /// Proof that the calling thread holds an [`RLock`] (one level of it); releases that
 /// level when dropped. Not `Send`: the owning thread must release it.
+///
+/// A timed [`Condition`](super::Condition) wait that could not take the lock back by
+/// its deadline (plus [`RELOCK_GRACE`](super::RELOCK_GRACE)) returns
+/// [`WaitError::NotReacquired`](super::WaitError::NotReacquired) and leaves the guard
+/// it was given *released*: [`is_held`](RLockGuard::is_held) is `false`, dropping it
+/// does nothing, and a wait with it is
+/// [`WaitError::NotOwner`](super::WaitError::NotOwner). The wait had given up every
+/// level of the thread's hold, so the thread's other guards of that hold (outer
+/// levels) hold nothing either: their `is_held` is `false` too, and their drops
+/// release nothing — also after the thread has taken the lock anew (each guard
+/// carries the number of its hold, and a new hold gets a new number).
 #[must_use = "the level is released as soon as the guard is dropped"]
 pub struct RLockGuard<'a> {
     lock: &'a RLock,
     me: u64,
+    /// The number of the hold this guard is a level of.
+    hold: u64,
+    /// `false` once a condition wait with this guard failed to take the lock back
+    /// (see the type docs): the guard holds nothing and must not release.
+    held: bool,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -412,14 +472,29 @@ impl<'a> RLockGuard<'a> {
         self.lock
     }
 
+    /// Whether this guard still stands for a level of the thread's hold: `false`
+    /// after a [`Condition`](super::Condition) wait with it, or with another guard
+    /// of the same hold, returned
+    /// [`WaitError::NotReacquired`](super::WaitError::NotReacquired) (or after
+    /// [`RLock::release`] gave the hold up behind the guard's back).
+    pub fn is_held(&self) -> bool {
+        self.held
+            && self.lock.word().load(Ordering::Relaxed) & !INCONSISTENT == self.me
+            && self.lock.hold_word().load(Ordering::Relaxed) == self.hold
+    }
+
     /// Whether the protected state is known to be consistent: `false` after
     /// [`AcquireError::OwnerDied`] until [`mark_consistent`](RLockGuard::mark_consistent).
     pub fn is_consistent(&self) -> bool {
         self.lock.is_consistent()
     }
 
-    /// Declares the protected state repaired after [`AcquireError::OwnerDied`].
+    /// Declares the protected state repaired after [`AcquireError::OwnerDied`]. Does
+    /// nothing if the guard no longer holds the lock ([`is_held`](RLockGuard::is_held)).
     pub fn mark_consistent(&mut self) {
+        if !self.is_held() {
+            return;
+        }
         let _ = self.lock.word().compare_exchange(
             self.me | INCONSISTENT,
             self.me,
@@ -429,10 +504,9 @@ impl<'a> RLockGuard<'a> {
     }
 
     /// Gives the lock up entirely for a condition wait and returns the recursion
-    /// count to restore; `None` if this thread does not hold it.
+    /// count to restore; `None` if this guard or thread does not hold it.
     pub(crate) fn unlock_for_wait(&mut self) -> Option<u64> {
-        let cur = self.lock.word().load(Ordering::Relaxed);
-        if owner::id_of(cur) == 0 || cur & !INCONSISTENT != self.me {
+        if !self.is_held() {
             return None;
         }
         let count = self.lock.count_word().load(Ordering::Relaxed).max(1);
@@ -440,21 +514,34 @@ impl<'a> RLockGuard<'a> {
         Some(count)
     }
 
-    /// Takes the lock back with recursion count `count` after a condition wait;
-    /// `true` if it was taken over from a dead owner.
-    pub(crate) fn relock_after_wait(&mut self, count: u64) -> bool {
+    /// Takes the lock back with recursion count `count` after a condition wait,
+    /// waiting until `deadline` (`None`: as long as it takes). On a timeout the
+    /// guard is left released ([`is_held`](RLockGuard::is_held) is `false`).
+    pub(crate) fn relock_after_wait(
+        &mut self,
+        count: u64,
+        deadline: Option<Deadline>,
+    ) -> Result<Taken, TimedOut> {
         let taken = match self.lock.attempt(self.me) {
             Some(t) => Ok(t),
-            None => self.lock.wait_for_lock(self.me, None),
+            None => self.lock.wait_for_lock(self.me, deadline),
         };
-        self.lock.count_word().store(count, Ordering::Relaxed);
-        matches!(taken, Ok(Taken::Recovered))
+        if taken.is_ok() {
+            // Only the owner writes these, and we own it again: the same hold as
+            // before the wait, so its outer guards are valid again.
+            self.lock.count_word().store(count, Ordering::Relaxed);
+            self.lock.hold_word().store(self.hold, Ordering::Relaxed);
+        }
+        self.held = taken.is_ok();
+        taken
     }
 }
 
 impl Drop for RLockGuard<'_> {
     fn drop(&mut self) {
-        let _ = self.lock.release_as(self.me);
+        if self.held {
+            let _ = self.lock.release_as(self.me, Some(self.hold));
+        }
     }
 }
 
@@ -462,6 +549,7 @@ impl fmt::Debug for RLockGuard<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RLockGuard")
             .field("lock", self.lock)
+            .field("held", &self.held)
             .field("consistent", &self.is_consistent())
             .finish()
     }

@@ -94,7 +94,7 @@ impl std::error::Error for SemaphoreReleaseError {}
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let sem = Semaphore::new(0)?;
 /// let mut child = Process::spawn(|| {
-///     let _ = sem.release(2);
+///     let _ = sem.release_n(2);
 /// })?;
 /// sem.acquire(); // waits for the child's release
 /// sem.acquire();
@@ -119,8 +119,9 @@ pub struct Semaphore {
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let sem = BoundedSemaphore::new(2)?;
 /// sem.acquire();
-/// sem.release(1)?;
-/// assert!(sem.release(1).is_err()); // would exceed the initial value
+/// sem.release()?;
+/// assert!(sem.release().is_err()); // would exceed the initial value
+/// assert!(sem.release_n(0).is_ok());
 /// assert_eq!(sem.value(), 2);
 /// # Ok(()) }
 /// ```
@@ -286,13 +287,24 @@ macro_rules! semaphore_api {
                 self.core.take().ok_or(AcquireError::WouldBlock)
             }
 
-            /// Gives back `n` units, waking up to `n` waiters (Python's
-            /// `release(n)`). Any process may release.
+            /// Gives back one unit, waking one waiter (Python's `release()`). Any
+            /// process may release.
             ///
             /// # Errors
             ///
             #[doc = $release_error]
-            pub fn release(&self, n: u32) -> Result<(), SemaphoreReleaseError> {
+            #[inline]
+            pub fn release(&self) -> Result<(), SemaphoreReleaseError> {
+                self.core.release(1)
+            }
+
+            /// Gives back `n` units, waking up to `n` waiters (Python's
+            /// `release(n)`); `n == 0` does nothing. Any process may release.
+            ///
+            /// # Errors
+            ///
+            #[doc = $release_error]
+            pub fn release_n(&self, n: u32) -> Result<(), SemaphoreReleaseError> {
                 self.core.release(n)
             }
 
