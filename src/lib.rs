@@ -78,8 +78,8 @@
 
 #![cfg(target_os = "linux")]
 
-pub mod inspect;
 pub mod layout;
+pub mod object;
 mod os;
 pub mod pipe;
 pub mod process;
@@ -91,6 +91,7 @@ pub mod sync;
 pub mod value;
 pub mod wait;
 
+pub use object::{Object, inspect};
 pub use os::clock::Deadline;
 pub use pipe::{Connection, pipe};
 pub use process::{ExitStatus, Process};

@@ -18,7 +18,7 @@ use rustix::fd::OwnedFd;
 use std::fmt;
 use std::io;
 use std::ptr::NonNull;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Longest segment name accepted, in bytes (Linux allows 255 for a file name; the rest
@@ -548,6 +548,8 @@ pub struct Segment {
     info: HeaderInfo,
     /// Pid of the process that unlinks the name on drop (the creator), if any.
     unlink_by: Option<u32>,
+    /// Set by [`persist`](Segment::persist): nobody unlinks the name on drop.
+    persisted: AtomicBool,
     /// (slot, entry) this process holds in the attach registry.
     attach: Option<(usize, u64)>,
 }
@@ -735,6 +737,7 @@ impl Segment {
             name: owned_name,
             info,
             unlink_by: name.map(|_| creator.pid),
+            persisted: AtomicBool::new(false),
             attach: None,
         };
         segment.register();
@@ -838,6 +841,7 @@ impl Segment {
                             name: Some(name.to_string()),
                             info,
                             unlink_by: None,
+                            persisted: AtomicBool::new(false),
                             attach: None,
                         };
                         if writable {
@@ -955,7 +959,13 @@ impl Segment {
     /// `SharedMemory(track=False)`); remove it later with [`Segment::remove`] or
     /// `shmproc rm`.
     pub fn persist(&mut self) {
-        self.unlink_by = None;
+        self.keep_name();
+    }
+
+    /// [`persist`](Segment::persist) through a shared handle: objects share their
+    /// segment among clones, and persisting through any of them keeps the name.
+    pub(crate) fn keep_name(&self) {
+        self.persisted.store(true, Ordering::Relaxed);
     }
 
     /// The segment's name, `None` if anonymous.
@@ -1091,7 +1101,7 @@ impl Drop for Segment {
             let _ = slot.compare_exchange(entry, 0, Ordering::AcqRel, Ordering::Relaxed);
         }
         if let (Some(pid), Some(name)) = (self.unlink_by, &self.name) {
-            if pid == proc::current_pid() {
+            if pid == proc::current_pid() && !self.persisted.load(Ordering::Relaxed) {
                 let ours = shm::file_stat(&self.fd).ok().map(|(_, id)| id);
                 if ours.is_some() && shm::name_identity(name).ok() == ours {
                     let _ = shm::unlink_named(name);

@@ -32,8 +32,8 @@
 //! `T`, perhaps not a meaningful one — never undefined behavior.
 
 use crate::layout::header::{ElemType, ObjectKind, ObjectLayout};
-use crate::segment::{CreateError, OpenError, Segment};
-use crate::sync::object::{self, Mismatch};
+use crate::object::{self, Mismatch, Object, Payload};
+use crate::segment::{CreateError, CreateOptions, OpenError, OpenOptions, Segment};
 use crate::sync::{AcquireError, LOCK_STATE_SIZE, Lock, LockGuard};
 use std::fmt;
 use std::marker::PhantomData;
@@ -84,20 +84,22 @@ fn describe_offset(offset: u32) -> String {
     }
 }
 
-/// Creates the segment for `len` elements at `offset` and lets `init` fill the data.
-fn create_segment<T: Pod>(
-    name: Option<&str>,
+/// The layout of a new value or array of `len` `T`s with the data at `offset`.
+///
+/// # Errors
+///
+/// [`CreateError::InvalidArgument`] if the data would span more than `isize::MAX`
+/// bytes (it is handed out as a slice), naming the largest length.
+fn data_layout<T: Pod>(
     kind: ObjectKind,
     offset: usize,
     len: usize,
-    init: impl FnOnce(*mut T),
-) -> Result<Arc<Segment>, CreateError> {
+) -> Result<ObjectLayout, CreateError> {
     const { check_align::<T>() };
-    // The data is handed out as a slice, so it may span at most isize::MAX bytes.
     let max_len = (isize::MAX as usize - offset)
         .checked_div(size_of::<T>())
         .unwrap_or(usize::MAX);
-    let layout = layout_of::<T>(kind, offset, len as u64)
+    layout_of::<T>(kind, offset, len as u64)
         .filter(|_| len <= max_len)
         .ok_or_else(|| {
             CreateError::InvalidArgument(format!(
@@ -106,71 +108,67 @@ fn create_segment<T: Pod>(
                 std::any::type_name::<T>(),
                 size_of::<T>()
             ))
-        })?;
-    object::create(name, &layout, |payload, _| {
-        // SAFETY: the payload holds offset + len * size_of::<T>() bytes (the layout),
-        // 128-aligned, zero-filled, and nobody else sees it before it is published.
-        init(unsafe { payload.as_ptr().add(offset) }.cast::<T>());
-    })
+        })
 }
 
-/// Opens a segment of `kind` holding `T`s at `offset`; returns it and the length.
-fn open_segment<T: Pod>(
-    name: &str,
+/// Checks that `segment` holds `T`s of `kind` at `offset` (the lock, or none, as
+/// the handle needs) and returns the data pointer and the length.
+fn attach_data<T: Pod>(
+    segment: &Segment,
     kind: ObjectKind,
     offset: usize,
-) -> Result<(Arc<Segment>, usize), OpenError> {
+) -> Result<(NonNull<T>, usize), Mismatch> {
     const { check_align::<T>() };
-    let mut len = 0;
-    let segment = object::open(name, kind, |found| {
-        if found.slot_size as usize != offset {
-            return Err(Mismatch::new(
-                "lock",
-                describe_offset(offset as u32),
-                describe_offset(found.slot_size),
-            ));
-        }
-        if kind == ObjectKind::Value && found.capacity != 1 {
-            return Err(Mismatch::new("length", 1, found.capacity));
-        }
-        let expected = usize::try_from(found.capacity)
-            .ok()
-            .and_then(|n| {
-                len = n;
-                layout_of::<T>(kind, offset, found.capacity)
-            })
-            .filter(|l| usize::try_from(l.payload_size).is_ok());
-        object::check_layout(found, expected)
-    })?;
-    Ok((segment, len))
+    let found = segment.info().layout;
+    if found.slot_size as usize != offset {
+        return Err(Mismatch::new(
+            "lock",
+            describe_offset(offset as u32),
+            describe_offset(found.slot_size),
+        ));
+    }
+    if kind == ObjectKind::Value && found.capacity != 1 {
+        return Err(Mismatch::new("length", 1, found.capacity));
+    }
+    let len = usize::try_from(found.capacity).ok();
+    let expected = len
+        .and_then(|n| data_layout::<T>(kind, offset, n).ok())
+        .filter(|l| usize::try_from(l.payload_size).is_ok());
+    object::check_layout(&found, expected)?;
+    // SAFETY: the layout check (payload size = offset + len * size_of::<T>(), within
+    // the mapping by the header's validation) covers offset.
+    let data = unsafe { data_ptr(segment, offset) };
+    Ok((data, len.unwrap_or(0)))
 }
 
-/// What a new array starts with.
-enum Fill<'a, T> {
+/// What a new [`Array`] or [`RawArray`] starts with (Python's `size_or_initializer`).
+#[derive(Clone, Copy, Debug)]
+pub enum ArrayInit<'a, T> {
     /// This many zero elements.
     Zeros(usize),
     /// A copy of these.
     Copy(&'a [T]),
 }
 
-impl<T: Pod> Fill<'_, T> {
-    fn len(&self) -> usize {
+impl<T: Pod> ArrayInit<'_, T> {
+    /// The number of elements.
+    pub fn len(&self) -> usize {
         match self {
-            Fill::Zeros(len) => *len,
-            Fill::Copy(values) => values.len(),
+            ArrayInit::Zeros(len) => *len,
+            ArrayInit::Copy(values) => values.len(),
         }
     }
 
-    /// Writes the contents into fresh, zero-filled data.
-    ///
-    /// # Safety
-    ///
-    /// `data` must be valid for writes of `self.len()` `T`s, aligned, and not yet
-    /// visible to anyone else.
-    unsafe fn write(self, data: *mut T) {
-        if let Fill::Copy(values) = self {
-            // SAFETY: the caller's contract, for values.len() == self.len() Ts.
-            unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), data, values.len()) }
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes the contents into fresh, zero-filled data at `offset` of `payload`.
+    fn write(self, payload: &mut Payload<'_>, offset: usize) {
+        if let ArrayInit::Copy(values) = self {
+            let written = payload.write(offset, values);
+            debug_assert!(written, "the layout holds the values");
         }
     }
 }
@@ -481,6 +479,37 @@ impl<T: Pod> Clone for Value<T> {
     }
 }
 
+impl<T: Pod> Object for Value<T> {
+    const KIND: ObjectKind = ObjectKind::Value;
+    /// The initial value.
+    type Args<'a> = T;
+
+    fn layout(_: &T) -> Result<ObjectLayout, CreateError> {
+        data_layout::<T>(ObjectKind::Value, LOCKED_DATA_OFFSET, 1)
+    }
+
+    fn init(value: T, payload: &mut Payload<'_>) {
+        ArrayInit::Copy(&[value]).write(payload, LOCKED_DATA_OFFSET);
+    }
+
+    fn attach(segment: Arc<Segment>) -> Result<Value<T>, Mismatch> {
+        let (data, _) = attach_data::<T>(&segment, ObjectKind::Value, LOCKED_DATA_OFFSET)?;
+        Ok(Value {
+            lock: Lock::from_state(Arc::clone(&segment), 0)?,
+            segment,
+            data,
+        })
+    }
+
+    fn segment(&self) -> &Arc<Segment> {
+        &self.segment
+    }
+
+    fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
+        inspect(segment)
+    }
+}
+
 impl<T: Pod> fmt::Debug for Value<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Value")
@@ -499,7 +528,7 @@ impl<T: Pod> Value<T> {
     ///
     /// [`CreateError`] if the segment cannot be created.
     pub fn new(value: T) -> Result<Value<T>, CreateError> {
-        Value::make(None, value)
+        Value::create_anonymous(value)
     }
 
     /// Creates a value named `name` holding `value`.
@@ -508,20 +537,7 @@ impl<T: Pod> Value<T> {
     ///
     /// [`CreateError`]: an invalid or taken name, permissions.
     pub fn create(name: &str, value: T) -> Result<Value<T>, CreateError> {
-        Value::make(Some(name), value)
-    }
-
-    fn make(name: Option<&str>, value: T) -> Result<Value<T>, CreateError> {
-        let segment = create_segment::<T>(
-            name,
-            ObjectKind::Value,
-            LOCKED_DATA_OFFSET,
-            1,
-            // SAFETY: the data pointer is valid and aligned for one T, unpublished.
-            |data| unsafe { data.write(value) },
-        )?;
-        // SAFETY: created with one T at LOCKED_DATA_OFFSET.
-        Ok(unsafe { Value::from_segment(segment) })
+        Value::create_with(name, value, CreateOptions::new())
     }
 
     /// Opens the value named `name`, which must hold a `T` with a lock.
@@ -531,23 +547,7 @@ impl<T: Pod> Value<T> {
     /// [`OpenError`]: not found, not a `Value`, another element type or no lock
     /// (`IncompatibleLayout`, naming both), a corrupt header.
     pub fn open(name: &str) -> Result<Value<T>, OpenError> {
-        let (segment, _) = open_segment::<T>(name, ObjectKind::Value, LOCKED_DATA_OFFSET)?;
-        // SAFETY: checked for one T at LOCKED_DATA_OFFSET.
-        Ok(unsafe { Value::from_segment(segment) })
-    }
-
-    /// # Safety
-    ///
-    /// The segment must hold a lock state and one `T` at LOCKED_DATA_OFFSET.
-    unsafe fn from_segment(segment: Arc<Segment>) -> Value<T> {
-        // SAFETY: the caller's contract.
-        let data = unsafe { data_ptr(&segment, LOCKED_DATA_OFFSET) };
-        Value {
-            // SAFETY: the lock state is at offset 0 (caller's contract).
-            lock: unsafe { Lock::from_state(Arc::clone(&segment), 0) },
-            segment,
-            data,
-        }
+        Value::open_with(name, OpenOptions::new())
     }
 
     /// Creates a value holding `value`, guarded by an existing `lock` (Python's
@@ -585,12 +585,8 @@ impl<T: Pod> Value<T> {
     /// # Ok(()) }
     /// ```
     pub fn with_lock(value: T, lock: &Lock) -> Result<Value<T>, CreateError> {
-        let segment = create_segment::<T>(None, ObjectKind::Value, 0, 1, |data| {
-            // SAFETY: valid and aligned for one T, unpublished.
-            unsafe { data.write(value) }
-        })?;
-        // SAFETY: created with one T at offset 0.
-        let data = unsafe { data_ptr(&segment, 0) };
+        // The data alone, as a raw value has it; the lock is the caller's.
+        let RawValue { segment, data } = RawValue::new(value)?;
         Ok(Value {
             lock: lock.clone(),
             segment,
@@ -823,6 +819,37 @@ impl<T: Pod> Clone for Array<T> {
     }
 }
 
+impl<T: Pod> Object for Array<T> {
+    const KIND: ObjectKind = ObjectKind::Array;
+    type Args<'a> = ArrayInit<'a, T>;
+
+    fn layout(init: &ArrayInit<'_, T>) -> Result<ObjectLayout, CreateError> {
+        data_layout::<T>(ObjectKind::Array, LOCKED_DATA_OFFSET, init.len())
+    }
+
+    fn init(init: ArrayInit<'_, T>, payload: &mut Payload<'_>) {
+        init.write(payload, LOCKED_DATA_OFFSET);
+    }
+
+    fn attach(segment: Arc<Segment>) -> Result<Array<T>, Mismatch> {
+        let (data, len) = attach_data::<T>(&segment, ObjectKind::Array, LOCKED_DATA_OFFSET)?;
+        Ok(Array {
+            lock: Lock::from_state(Arc::clone(&segment), 0)?,
+            segment,
+            data,
+            len,
+        })
+    }
+
+    fn segment(&self) -> &Arc<Segment> {
+        &self.segment
+    }
+
+    fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
+        inspect(segment)
+    }
+}
+
 impl<T: Pod> fmt::Debug for Array<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Array")
@@ -845,7 +872,7 @@ impl<T: Pod> Array<T> {
     /// `isize::MAX` bytes (the message gives the largest length); another
     /// [`CreateError`] if the segment cannot be created (e.g. out of memory).
     pub fn new(len: usize) -> Result<Array<T>, CreateError> {
-        Array::make(None, Fill::Zeros(len))
+        Array::create_anonymous(ArrayInit::Zeros(len))
     }
 
     /// Creates an array holding a copy of `values`.
@@ -854,7 +881,7 @@ impl<T: Pod> Array<T> {
     ///
     /// As for [`new`](Array::new).
     pub fn from_slice(values: &[T]) -> Result<Array<T>, CreateError> {
-        Array::make(None, Fill::Copy(values))
+        Array::create_anonymous(ArrayInit::Copy(values))
     }
 
     /// Creates a zero-filled array of `len` elements named `name`.
@@ -863,7 +890,7 @@ impl<T: Pod> Array<T> {
     ///
     /// [`CreateError`]: an invalid or taken name, permissions, size.
     pub fn create(name: &str, len: usize) -> Result<Array<T>, CreateError> {
-        Array::make(Some(name), Fill::Zeros(len))
+        Array::create_with(name, ArrayInit::Zeros(len), CreateOptions::new())
     }
 
     /// Creates an array named `name` holding a copy of `values`.
@@ -872,18 +899,7 @@ impl<T: Pod> Array<T> {
     ///
     /// As for [`create`](Array::create).
     pub fn create_from_slice(name: &str, values: &[T]) -> Result<Array<T>, CreateError> {
-        Array::make(Some(name), Fill::Copy(values))
-    }
-
-    fn make(name: Option<&str>, fill: Fill<'_, T>) -> Result<Array<T>, CreateError> {
-        let len = fill.len();
-        let segment =
-            create_segment::<T>(name, ObjectKind::Array, LOCKED_DATA_OFFSET, len, |data| {
-                // SAFETY: create_segment hands over room for len Ts, aligned, unpublished.
-                unsafe { fill.write(data) }
-            })?;
-        // SAFETY: created with len Ts at LOCKED_DATA_OFFSET.
-        Ok(unsafe { Array::from_segment(segment, len) })
+        Array::create_with(name, ArrayInit::Copy(values), CreateOptions::new())
     }
 
     /// Opens the array named `name`, which must hold `T`s with a lock; its length
@@ -894,24 +910,7 @@ impl<T: Pod> Array<T> {
     /// [`OpenError`]: not found, not an `Array`, another element type or no lock
     /// (`IncompatibleLayout`), a corrupt header.
     pub fn open(name: &str) -> Result<Array<T>, OpenError> {
-        let (segment, len) = open_segment::<T>(name, ObjectKind::Array, LOCKED_DATA_OFFSET)?;
-        // SAFETY: checked for len Ts at LOCKED_DATA_OFFSET.
-        Ok(unsafe { Array::from_segment(segment, len) })
-    }
-
-    /// # Safety
-    ///
-    /// The segment must hold a lock state and `len` `T`s at LOCKED_DATA_OFFSET.
-    unsafe fn from_segment(segment: Arc<Segment>, len: usize) -> Array<T> {
-        // SAFETY: the caller's contract.
-        let data = unsafe { data_ptr(&segment, LOCKED_DATA_OFFSET) };
-        Array {
-            // SAFETY: the lock state is at offset 0 (caller's contract).
-            lock: unsafe { Lock::from_state(Arc::clone(&segment), 0) },
-            segment,
-            data,
-            len,
-        }
+        Array::open_with(name, OpenOptions::new())
     }
 
     /// Creates a zero-filled array of `len` elements guarded by an existing `lock`
@@ -923,7 +922,7 @@ impl<T: Pod> Array<T> {
     ///
     /// As for [`new`](Array::new).
     pub fn with_lock(len: usize, lock: &Lock) -> Result<Array<T>, CreateError> {
-        Array::make_with_lock(Fill::Zeros(len), lock)
+        Array::make_with_lock(ArrayInit::Zeros(len), lock)
     }
 
     /// Creates an array holding a copy of `values`, guarded by an existing `lock`
@@ -933,17 +932,14 @@ impl<T: Pod> Array<T> {
     ///
     /// As for [`new`](Array::new).
     pub fn from_slice_with_lock(values: &[T], lock: &Lock) -> Result<Array<T>, CreateError> {
-        Array::make_with_lock(Fill::Copy(values), lock)
+        Array::make_with_lock(ArrayInit::Copy(values), lock)
     }
 
-    fn make_with_lock(fill: Fill<'_, T>, lock: &Lock) -> Result<Array<T>, CreateError> {
-        let len = fill.len();
-        let segment = create_segment::<T>(None, ObjectKind::Array, 0, len, |data| {
-            // SAFETY: create_segment hands over room for len Ts, aligned, unpublished.
-            unsafe { fill.write(data) }
-        })?;
-        // SAFETY: created with len Ts at offset 0.
-        let data = unsafe { data_ptr(&segment, 0) };
+    fn make_with_lock(init: ArrayInit<'_, T>, lock: &Lock) -> Result<Array<T>, CreateError> {
+        // The data alone, as a raw array has it; the lock is the caller's.
+        let RawArray {
+            segment, data, len, ..
+        } = RawArray::create_anonymous(init)?;
         Ok(Array {
             lock: lock.clone(),
             segment,
@@ -1171,6 +1167,33 @@ impl<T: Pod> Clone for RawValue<T> {
     }
 }
 
+impl<T: Pod> Object for RawValue<T> {
+    const KIND: ObjectKind = ObjectKind::Value;
+    /// The initial value.
+    type Args<'a> = T;
+
+    fn layout(_: &T) -> Result<ObjectLayout, CreateError> {
+        data_layout::<T>(ObjectKind::Value, 0, 1)
+    }
+
+    fn init(value: T, payload: &mut Payload<'_>) {
+        ArrayInit::Copy(&[value]).write(payload, 0);
+    }
+
+    fn attach(segment: Arc<Segment>) -> Result<RawValue<T>, Mismatch> {
+        let (data, _) = attach_data::<T>(&segment, ObjectKind::Value, 0)?;
+        Ok(RawValue { segment, data })
+    }
+
+    fn segment(&self) -> &Arc<Segment> {
+        &self.segment
+    }
+
+    fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
+        inspect(segment)
+    }
+}
+
 impl<T: Pod + fmt::Debug> fmt::Debug for RawValue<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RawValue")
@@ -1188,7 +1211,7 @@ impl<T: Pod> RawValue<T> {
     ///
     /// [`CreateError`] if the segment cannot be created.
     pub fn new(value: T) -> Result<RawValue<T>, CreateError> {
-        RawValue::make(None, value)
+        RawValue::create_anonymous(value)
     }
 
     /// Creates a raw value named `name` holding `value`.
@@ -1197,17 +1220,7 @@ impl<T: Pod> RawValue<T> {
     ///
     /// [`CreateError`]: an invalid or taken name, permissions.
     pub fn create(name: &str, value: T) -> Result<RawValue<T>, CreateError> {
-        RawValue::make(Some(name), value)
-    }
-
-    fn make(name: Option<&str>, value: T) -> Result<RawValue<T>, CreateError> {
-        let segment = create_segment::<T>(name, ObjectKind::Value, 0, 1, |data| {
-            // SAFETY: valid and aligned for one T, unpublished.
-            unsafe { data.write(value) }
-        })?;
-        // SAFETY: created with one T at offset 0.
-        let data = unsafe { data_ptr(&segment, 0) };
-        Ok(RawValue { segment, data })
+        RawValue::create_with(name, value, CreateOptions::new())
     }
 
     /// Opens the raw value named `name`, which must hold a `T` without a lock.
@@ -1217,10 +1230,7 @@ impl<T: Pod> RawValue<T> {
     /// [`OpenError`]: not found, not a `Value`, another element type or a lock
     /// (`IncompatibleLayout`), a corrupt header.
     pub fn open(name: &str) -> Result<RawValue<T>, OpenError> {
-        let (segment, _) = open_segment::<T>(name, ObjectKind::Value, 0)?;
-        // SAFETY: checked for one T at offset 0.
-        let data = unsafe { data_ptr(&segment, 0) };
-        Ok(RawValue { segment, data })
+        RawValue::open_with(name, OpenOptions::new())
     }
 
     /// The segment's name, `None` if anonymous.
@@ -1369,7 +1379,7 @@ impl<T: Pod> RawArray<T> {
     /// `isize::MAX` bytes (the message gives the largest length); another
     /// [`CreateError`] if the segment cannot be created (e.g. out of memory).
     pub fn new(len: usize) -> Result<RawArray<T>, CreateError> {
-        RawArray::make(None, Fill::Zeros(len))
+        RawArray::create_anonymous(ArrayInit::Zeros(len))
     }
 
     /// Creates a raw array holding a copy of `values`.
@@ -1378,7 +1388,7 @@ impl<T: Pod> RawArray<T> {
     ///
     /// As for [`new`](RawArray::new).
     pub fn from_slice(values: &[T]) -> Result<RawArray<T>, CreateError> {
-        RawArray::make(None, Fill::Copy(values))
+        RawArray::create_anonymous(ArrayInit::Copy(values))
     }
 
     /// Creates a zero-filled raw array of `len` elements named `name`.
@@ -1387,7 +1397,7 @@ impl<T: Pod> RawArray<T> {
     ///
     /// [`CreateError`]: an invalid or taken name, permissions, size.
     pub fn create(name: &str, len: usize) -> Result<RawArray<T>, CreateError> {
-        RawArray::make(Some(name), Fill::Zeros(len))
+        RawArray::create_with(name, ArrayInit::Zeros(len), CreateOptions::new())
     }
 
     /// Creates a raw array named `name` holding a copy of `values`.
@@ -1396,23 +1406,7 @@ impl<T: Pod> RawArray<T> {
     ///
     /// As for [`create`](RawArray::create).
     pub fn create_from_slice(name: &str, values: &[T]) -> Result<RawArray<T>, CreateError> {
-        RawArray::make(Some(name), Fill::Copy(values))
-    }
-
-    fn make(name: Option<&str>, fill: Fill<'_, T>) -> Result<RawArray<T>, CreateError> {
-        let len = fill.len();
-        let segment = create_segment::<T>(name, ObjectKind::Array, 0, len, |data| {
-            // SAFETY: create_segment hands over room for len Ts, aligned, unpublished.
-            unsafe { fill.write(data) }
-        })?;
-        // SAFETY: created with len Ts at offset 0.
-        let data = unsafe { data_ptr(&segment, 0) };
-        Ok(RawArray {
-            segment,
-            data,
-            len,
-            _type: PhantomData,
-        })
+        RawArray::create_with(name, ArrayInit::Copy(values), CreateOptions::new())
     }
 
     /// Opens the raw array named `name`, which must hold `T`s without a lock; its
@@ -1423,15 +1417,7 @@ impl<T: Pod> RawArray<T> {
     /// [`OpenError`]: not found, not an `Array`, another element type or a lock
     /// (`IncompatibleLayout`), a corrupt header.
     pub fn open(name: &str) -> Result<RawArray<T>, OpenError> {
-        let (segment, len) = open_segment::<T>(name, ObjectKind::Array, 0)?;
-        // SAFETY: checked for len Ts at offset 0.
-        let data = unsafe { data_ptr(&segment, 0) };
-        Ok(RawArray {
-            segment,
-            data,
-            len,
-            _type: PhantomData,
-        })
+        RawArray::open_with(name, OpenOptions::new())
     }
 
     /// The segment's name, `None` if anonymous.
@@ -1599,6 +1585,37 @@ impl<T: AtomicInteger> RawArray<T> {
     }
 }
 
+impl<T: Pod> Object for RawArray<T> {
+    const KIND: ObjectKind = ObjectKind::Array;
+    type Args<'a> = ArrayInit<'a, T>;
+
+    fn layout(init: &ArrayInit<'_, T>) -> Result<ObjectLayout, CreateError> {
+        data_layout::<T>(ObjectKind::Array, 0, init.len())
+    }
+
+    fn init(init: ArrayInit<'_, T>, payload: &mut Payload<'_>) {
+        init.write(payload, 0);
+    }
+
+    fn attach(segment: Arc<Segment>) -> Result<RawArray<T>, Mismatch> {
+        let (data, len) = attach_data::<T>(&segment, ObjectKind::Array, 0)?;
+        Ok(RawArray {
+            segment,
+            data,
+            len,
+            _type: PhantomData,
+        })
+    }
+
+    fn segment(&self) -> &Arc<Segment> {
+        &self.segment
+    }
+
+    fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
+        inspect(segment)
+    }
+}
+
 /// `shmproc inspect` rows for a `Value` or `Array` segment.
 pub(crate) fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
     let layout = segment.info().layout;
@@ -1607,7 +1624,7 @@ pub(crate) fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
         ("length", layout.capacity.to_string()),
     ];
     if layout.slot_size as usize == LOCKED_DATA_OFFSET {
-        rows.extend(crate::sync::inspect_lock(segment, 0));
+        rows.extend(Lock::inspect(segment));
     } else {
         rows.push(("lock", describe_offset(layout.slot_size)));
     }

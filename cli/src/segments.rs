@@ -304,7 +304,7 @@ pub fn inspect(name: &str) -> io::Result<ExitCode> {
     // Object state, read through a read-only mapping validated like any open.
     match Segment::open_any(bare, OpenOptions::new().read_only(true)) {
         Ok(seg) => {
-            for (key, value) in shmproc::inspect::object_state(&seg) {
+            for (key, value) in shmproc::object::inspect::object_state(&seg) {
                 println!("{key:<16}{value}");
             }
         }

@@ -20,11 +20,11 @@
 //!
 //! The parties count lives in the checksummed header, where a peer cannot change it.
 
-use super::object::{self, Shared};
-use crate::Deadline;
 use crate::layout::header::{ElemType, ObjectKind, ObjectLayout};
 use crate::layout::padded::CachePadded;
-use crate::segment::{CreateError, OpenError, Segment};
+use crate::object::{self, Mismatch, Object, Shared, SharedState};
+use crate::os::clock::Deadline;
+use crate::segment::{CreateError, CreateOptions, OpenError, OpenOptions, Segment};
 use crate::wait::{EventCount, TimedOut};
 use std::fmt;
 use std::mem::offset_of;
@@ -40,6 +40,11 @@ struct BarrierState {
     /// Waiters sleep here; notified by every pass, abort and reset.
     wake: CachePadded<EventCount>,
 }
+
+// SAFETY: repr(C), an atomic state word and an eventcount (atomics) on padded lines:
+// any bytes are a valid state (a scribbled word reads as broken or a wrong count), zero
+// is a fresh barrier, no pointers, alignment 128.
+unsafe impl SharedState for BarrierState {}
 
 const STATE_SIZE: usize = size_of::<BarrierState>();
 const WORD_OFFSET: usize = offset_of!(BarrierState, word);
@@ -157,6 +162,43 @@ pub struct Barrier {
     timeout: Option<Duration>,
 }
 
+impl Object for Barrier {
+    const KIND: ObjectKind = ObjectKind::Barrier;
+    /// The number of parties, 1 to [`MAX_PARTIES`].
+    type Args<'a> = usize;
+
+    fn layout(parties: &usize) -> Result<ObjectLayout, CreateError> {
+        if !(1..=MAX_PARTIES).contains(parties) {
+            return Err(CreateError::InvalidArgument(format!(
+                "a Barrier needs 1 to {MAX_PARTIES} parties, not {parties}"
+            )));
+        }
+        Ok(layout(*parties))
+    }
+
+    fn attach(segment: Arc<Segment>) -> Result<Barrier, Mismatch> {
+        let found = segment.info().layout;
+        let parties = usize::try_from(found.capacity)
+            .ok()
+            .filter(|p| (1..=MAX_PARTIES).contains(p));
+        object::check_layout(&found, parties.map(layout))?;
+        Ok(Barrier {
+            state: Shared::at(segment, 0)?,
+            parties: found.capacity,
+            action: None,
+            timeout: None,
+        })
+    }
+
+    fn segment(&self) -> &Arc<Segment> {
+        self.state.segment()
+    }
+
+    fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
+        inspect(segment)
+    }
+}
+
 impl fmt::Debug for Barrier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Barrier")
@@ -189,7 +231,7 @@ impl Barrier {
     /// [`MAX_PARTIES`] (Python raises `ValueError`); another [`CreateError`] if the
     /// segment cannot be created.
     pub fn new(parties: usize) -> Result<Barrier, CreateError> {
-        Barrier::make(None, parties)
+        Barrier::create_anonymous(parties)
     }
 
     /// Creates a barrier for `parties` parties named `name`.
@@ -199,18 +241,7 @@ impl Barrier {
     /// [`CreateError::InvalidArgument`] as for [`new`](Barrier::new); another
     /// [`CreateError`]: an invalid or taken name, permissions.
     pub fn create(name: &str, parties: usize) -> Result<Barrier, CreateError> {
-        Barrier::make(Some(name), parties)
-    }
-
-    fn make(name: Option<&str>, parties: usize) -> Result<Barrier, CreateError> {
-        if !(1..=MAX_PARTIES).contains(&parties) {
-            return Err(CreateError::InvalidArgument(format!(
-                "a Barrier needs 1 to {MAX_PARTIES} parties, not {parties}"
-            )));
-        }
-        let segment = object::create(name, &layout(parties), |_, _| {})?;
-        // SAFETY: a zero-filled STATE_SIZE-byte payload used only as a BarrierState.
-        Ok(unsafe { Barrier::from_segment(segment, parties as u64) })
+        Barrier::create_with(name, parties, CreateOptions::new())
     }
 
     /// Opens the barrier named `name`; its number of parties comes from the segment.
@@ -220,33 +251,7 @@ impl Barrier {
     /// [`OpenError`]: not found, not a `Barrier`, an incompatible layout (including a
     /// parties count outside `1..=MAX_PARTIES`), a corrupt header.
     pub fn open(name: &str) -> Result<Barrier, OpenError> {
-        let mut parties = 0;
-        let segment = object::open(name, ObjectKind::Barrier, |found| {
-            let expected = usize::try_from(found.capacity)
-                .ok()
-                .filter(|p| (1..=MAX_PARTIES).contains(p))
-                .map(|p| {
-                    parties = p as u64;
-                    layout(p)
-                });
-            object::check_layout(found, expected)
-        })?;
-        // SAFETY: the layout check guarantees a STATE_SIZE-byte payload.
-        Ok(unsafe { Barrier::from_segment(segment, parties) })
-    }
-
-    /// # Safety
-    ///
-    /// The payload must be at least STATE_SIZE bytes, used by every process only as
-    /// a `BarrierState`.
-    unsafe fn from_segment(segment: Arc<Segment>, parties: u64) -> Barrier {
-        Barrier {
-            // SAFETY: the caller's contract is `Shared::at`'s; BarrierState is atomics.
-            state: unsafe { Shared::at(segment, 0) },
-            parties,
-            action: None,
-            timeout: None,
-        }
+        Barrier::open_with(name, OpenOptions::new())
     }
 
     /// This handle with `action`, run exactly once per pass by the last party to

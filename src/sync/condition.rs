@@ -23,18 +23,16 @@
 //! slot taken reclaims those of dead processes.
 
 use super::lock::{self as lock_mod, Lock, LockGuard, Taken};
-use super::object;
-use super::owner;
 use super::rlock::{self as rlock_mod, RLock, RLockGuard};
 use super::{AcquireError, LOCK_STATE_SIZE};
-use crate::Deadline;
 use crate::layout::header::{ElemType, ObjectKind, ObjectLayout, TypeName};
 use crate::layout::padded::CachePadded;
-use crate::segment::{CreateError, OpenError, Segment};
+use crate::object::{self, Mismatch, Object, Shared, SharedState, owner};
+use crate::os::clock::Deadline;
+use crate::segment::{CreateError, CreateOptions, OpenError, OpenOptions, Segment};
 use crate::wait::{EventCount, TimedOut};
 use std::fmt;
 use std::mem::offset_of;
-use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -73,6 +71,19 @@ struct Slot {
     wake: EventCount,
 }
 
+/// The condition's own state after the lock's: its counters, then the slots.
+#[repr(C)]
+struct CondState {
+    header: CachePadded<CondHeader>,
+    slots: [Slot; MAX_WAITERS],
+}
+
+// SAFETY: repr(C), atomics (and eventcounts, atomics) only: any bytes are a valid
+// state (a scribbled slot is a spurious or missed notification of that slot, bounded
+// by the waiter's deadline), zero is a condition nobody waits on, no pointers,
+// alignment 128.
+unsafe impl SharedState for CondState {}
+
 const IDLE: u32 = 0;
 const WAITING: u32 = 1;
 const NOTIFIED: u32 = 2;
@@ -94,6 +105,8 @@ const _: () = {
     assert!(offset_of!(Slot, wake) == 24);
     assert!(SLOT_SIZE == 32);
     assert!(PAYLOAD_SIZE == 384 + 64 * 32);
+    assert!(offset_of!(CondState, slots) == SLOTS_OFFSET - HEADER_OFFSET);
+    assert!(HEADER_OFFSET + size_of::<CondState>() == PAYLOAD_SIZE);
 };
 
 mod private {
@@ -116,12 +129,11 @@ pub trait ConditionLock: Clone + Send + Sync + Sized + private::Sealed {
 
     /// A handle to the lock state at `offset` of `segment`'s payload.
     ///
-    /// # Safety
+    /// # Errors
     ///
-    /// As for `Lock::from_state`: `offset` a multiple of 128, 256 bytes in bounds,
-    /// used by every process only as this lock's state.
+    /// [`Mismatch`] if the payload cannot hold the lock's state there.
     #[doc(hidden)]
-    unsafe fn from_condition_state(segment: Arc<Segment>, offset: usize) -> Self;
+    fn from_condition_state(segment: Arc<Segment>, offset: usize) -> Result<Self, Mismatch>;
 
     /// Acquires: blocking (with an optional timeout) or not.
     #[doc(hidden)]
@@ -155,9 +167,8 @@ impl ConditionLock for Lock {
     type Guard<'a> = LockGuard<'a>;
     const NAME: &'static str = "Lock";
 
-    unsafe fn from_condition_state(segment: Arc<Segment>, offset: usize) -> Lock {
-        // SAFETY: the caller's contract is from_state's.
-        unsafe { Lock::from_state(segment, offset) }
+    fn from_condition_state(segment: Arc<Segment>, offset: usize) -> Result<Lock, Mismatch> {
+        Lock::from_state(segment, offset)
     }
 
     fn acquire_for_condition(
@@ -195,9 +206,8 @@ impl ConditionLock for RLock {
     type Guard<'a> = RLockGuard<'a>;
     const NAME: &'static str = "RLock";
 
-    unsafe fn from_condition_state(segment: Arc<Segment>, offset: usize) -> RLock {
-        // SAFETY: the caller's contract is from_state's.
-        unsafe { RLock::from_state(segment, offset) }
+    fn from_condition_state(segment: Arc<Segment>, offset: usize) -> Result<RLock, Mismatch> {
+        RLock::from_state(segment, offset)
     }
 
     fn acquire_for_condition(
@@ -342,26 +352,50 @@ impl std::error::Error for WaitError {}
 /// # Ok(()) }
 /// ```
 pub struct Condition<L: ConditionLock = RLock> {
-    segment: Arc<Segment>,
     lock: L,
-    header: NonNull<CondHeader>,
-    slots: NonNull<Slot>,
+    /// The counters and slots after the lock's state.
+    state: Shared<CondState>,
 }
-
-// SAFETY: the pointers point into the mapping `segment` keeps alive and are only
-// accessed through atomics; L is Send + Sync.
-unsafe impl<L: ConditionLock> Send for Condition<L> {}
-// SAFETY: as for Send.
-unsafe impl<L: ConditionLock> Sync for Condition<L> {}
 
 impl<L: ConditionLock> Clone for Condition<L> {
     fn clone(&self) -> Condition<L> {
         Condition {
-            segment: Arc::clone(&self.segment),
             lock: self.lock.clone(),
-            header: self.header,
-            slots: self.slots,
+            state: self.state.clone(),
         }
+    }
+}
+
+impl<L: ConditionLock> Object for Condition<L> {
+    const KIND: ObjectKind = ObjectKind::Condition;
+    type Args<'a> = ();
+
+    fn layout(_: &()) -> Result<ObjectLayout, CreateError> {
+        Ok(layout::<L>())
+    }
+
+    fn attach(segment: Arc<Segment>) -> Result<Condition<L>, Mismatch> {
+        let found = segment.info().layout;
+        if found.elem.name != TypeName::new(L::NAME) {
+            return Err(Mismatch::new(
+                "lock type",
+                format!("a Condition over {}", L::NAME),
+                format!("a Condition over {}", found.elem.name),
+            ));
+        }
+        object::check_layout(&found, Some(layout::<L>()))?;
+        Ok(Condition {
+            lock: L::from_condition_state(Arc::clone(&segment), 0)?,
+            state: Shared::at(segment, HEADER_OFFSET)?,
+        })
+    }
+
+    fn segment(&self) -> &Arc<Segment> {
+        self.state.segment()
+    }
+
+    fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
+        inspect(segment)
     }
 }
 
@@ -411,9 +445,7 @@ impl<L: ConditionLock> Condition<L> {
     ///
     /// [`CreateError`] if the segment cannot be created.
     pub fn anonymous() -> Result<Condition<L>, CreateError> {
-        let segment = object::create(None, &layout::<L>(), |_, _| {})?;
-        // SAFETY: a zero-filled PAYLOAD_SIZE-byte payload used only in this layout.
-        Ok(unsafe { Condition::from_segment(segment) })
+        Condition::create_anonymous(())
     }
 
     /// Creates a condition named `name`.
@@ -422,9 +454,7 @@ impl<L: ConditionLock> Condition<L> {
     ///
     /// [`CreateError`]: an invalid or taken name, permissions.
     pub fn create(name: &str) -> Result<Condition<L>, CreateError> {
-        let segment = object::create(Some(name), &layout::<L>(), |_, _| {})?;
-        // SAFETY: as in `new`.
-        Ok(unsafe { Condition::from_segment(segment) })
+        Condition::create_with(name, (), CreateOptions::new())
     }
 
     /// Opens the condition named `name`, which must be over the same kind of lock.
@@ -434,52 +464,21 @@ impl<L: ConditionLock> Condition<L> {
     /// [`OpenError`]: not found, not a `Condition`, over another kind of lock
     /// (`IncompatibleLayout`), a corrupt header.
     pub fn open(name: &str) -> Result<Condition<L>, OpenError> {
-        let segment = object::open(name, ObjectKind::Condition, |found| {
-            if found.elem.name != TypeName::new(L::NAME) {
-                return Err(object::Mismatch::new(
-                    "lock type",
-                    format!("a Condition over {}", L::NAME),
-                    format!("a Condition over {}", found.elem.name),
-                ));
-            }
-            object::check_layout(found, Some(layout::<L>()))
-        })?;
-        // SAFETY: the layout check guarantees a PAYLOAD_SIZE-byte payload.
-        Ok(unsafe { Condition::from_segment(segment) })
-    }
-
-    /// # Safety
-    ///
-    /// The payload must be at least PAYLOAD_SIZE bytes, used by every process only in
-    /// this layout.
-    unsafe fn from_segment(segment: Arc<Segment>) -> Condition<L> {
-        let base = segment.payload();
-        // SAFETY: offset 0 holds the lock state (caller's contract).
-        let lock = unsafe { L::from_condition_state(Arc::clone(&segment), 0) };
-        Condition {
-            lock,
-            // SAFETY: in bounds and 128-aligned (asserted layout).
-            header: unsafe { base.add(HEADER_OFFSET) }.cast(),
-            // SAFETY: as above; MAX_WAITERS slots follow.
-            slots: unsafe { base.add(SLOTS_OFFSET) }.cast(),
-            segment,
-        }
+        Condition::open_with(name, OpenOptions::new())
     }
 
     fn header(&self) -> &CondHeader {
-        // SAFETY: in the live mapping, aligned; CondHeader is atomics only.
-        unsafe { self.header.as_ref() }
+        &self.state.state().header
     }
 
+    /// Slot `i`, `i < MAX_WAITERS`.
     fn slot(&self, i: usize) -> &Slot {
-        debug_assert!(i < MAX_WAITERS);
-        // SAFETY: i < MAX_WAITERS slots lie in the payload; Slot is atomics only.
-        unsafe { self.slots.add(i).as_ref() }
+        &self.state.state().slots[i]
     }
 
     /// The segment's name, `None` if anonymous.
     pub fn name(&self) -> Option<&str> {
-        self.segment.name()
+        self.state.name()
     }
 
     /// The condition's lock.

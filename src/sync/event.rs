@@ -7,14 +7,15 @@
 //! semantics, where `wait` returns `True` once notified even if the flag was cleared
 //! since.
 
-use super::object::{self, Shared};
-use crate::Deadline;
 use crate::layout::header::{ElemType, ObjectKind, ObjectLayout};
 use crate::layout::padded::CachePadded;
-use crate::segment::{CreateError, OpenError, Segment};
+use crate::object::{self, Mismatch, Object, Shared, SharedState};
+use crate::os::clock::Deadline;
+use crate::segment::{CreateError, CreateOptions, OpenError, OpenOptions, Segment};
 use crate::wait::EventCount;
 use std::fmt;
 use std::mem::offset_of;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -27,6 +28,9 @@ struct EventState {
     /// Waiters sleep here; notified by `set`.
     wake: CachePadded<EventCount>,
 }
+
+// SAFETY: repr(C), an atomic word and an eventcount (atomics) on padded lines: any bytes are a valid state, zero is clear, no pointers, alignment 128.
+unsafe impl SharedState for EventState {}
 
 const STATE_SIZE: usize = size_of::<EventState>();
 const WORD_OFFSET: usize = offset_of!(EventState, word);
@@ -77,6 +81,30 @@ pub struct Event {
     state: Shared<EventState>,
 }
 
+impl Object for Event {
+    const KIND: ObjectKind = ObjectKind::Event;
+    type Args<'a> = ();
+
+    fn layout(_: &()) -> Result<ObjectLayout, CreateError> {
+        Ok(LAYOUT)
+    }
+
+    fn attach(segment: Arc<Segment>) -> Result<Event, Mismatch> {
+        object::check_layout(&segment.info().layout, Some(LAYOUT))?;
+        Ok(Event {
+            state: Shared::at(segment, 0)?,
+        })
+    }
+
+    fn segment(&self) -> &Arc<Segment> {
+        self.state.segment()
+    }
+
+    fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
+        inspect(segment)
+    }
+}
+
 impl fmt::Debug for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Event")
@@ -94,9 +122,7 @@ impl Event {
     ///
     /// [`CreateError`] if the segment cannot be created.
     pub fn new() -> Result<Event, CreateError> {
-        // SAFETY: LAYOUT's payload is one EventState (atomics; zero is clear).
-        let state = unsafe { object::create_state(None, &LAYOUT) }?;
-        Ok(Event { state })
+        Event::create_anonymous(())
     }
 
     /// Creates a clear event named `name`.
@@ -105,9 +131,7 @@ impl Event {
     ///
     /// [`CreateError`]: an invalid or taken name, permissions.
     pub fn create(name: &str) -> Result<Event, CreateError> {
-        // SAFETY: as in `new`.
-        let state = unsafe { object::create_state(Some(name), &LAYOUT) }?;
-        Ok(Event { state })
+        Event::create_with(name, (), CreateOptions::new())
     }
 
     /// Opens the event named `name`.
@@ -117,9 +141,7 @@ impl Event {
     /// [`OpenError`]: not found, not an `Event`, an incompatible layout, a corrupt
     /// header.
     pub fn open(name: &str) -> Result<Event, OpenError> {
-        // SAFETY: as in `new`.
-        let state = unsafe { object::open_state(name, &LAYOUT) }?;
-        Ok(Event { state })
+        Event::open_with(name, OpenOptions::new())
     }
 
     #[inline]

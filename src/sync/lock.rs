@@ -20,13 +20,13 @@
 //! is still running; if not, it takes the lock over with a CAS from the dead holder's
 //! word to its own with `INCONSISTENT` set, and gets [`AcquireError::OwnerDied`].
 
-use super::object::{self, Shared};
-use super::owner::{self, INCONSISTENT};
 use super::{AcquireError, ReleaseError};
-use crate::Deadline;
 use crate::layout::header::{ElemType, ObjectKind, ObjectLayout};
 use crate::layout::padded::CachePadded;
-use crate::segment::{CreateError, OpenError, Segment};
+use crate::object::owner::{self, INCONSISTENT};
+use crate::object::{self, Mismatch, Object, Shared, SharedState};
+use crate::os::clock::Deadline;
+use crate::segment::{CreateError, CreateOptions, OpenError, OpenOptions, Segment};
 use crate::wait::{EventCount, Spin, TimedOut};
 use std::fmt;
 use std::mem::offset_of;
@@ -43,6 +43,10 @@ pub(crate) struct LockState {
     /// Waiters for the lock sleep here; notified by every unlock.
     wake: CachePadded<EventCount>,
 }
+
+// SAFETY: repr(C), an atomic and an eventcount (atomics) on padded lines: any bytes
+// are a valid state, zero is unlocked, no pointers, alignment 128.
+unsafe impl SharedState for LockState {}
 
 /// Bytes of a [`LockState`].
 pub(crate) const STATE_SIZE: usize = size_of::<LockState>();
@@ -153,6 +157,28 @@ pub struct Lock {
     state: Shared<LockState>,
 }
 
+impl Object for Lock {
+    const KIND: ObjectKind = ObjectKind::Lock;
+    type Args<'a> = ();
+
+    fn layout(_: &()) -> Result<ObjectLayout, CreateError> {
+        Ok(LAYOUT)
+    }
+
+    fn attach(segment: Arc<Segment>) -> Result<Lock, Mismatch> {
+        object::check_layout(&segment.info().layout, Some(LAYOUT))?;
+        Lock::from_state(segment, 0)
+    }
+
+    fn segment(&self) -> &Arc<Segment> {
+        self.state.segment()
+    }
+
+    fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
+        inspect_at(segment, 0)
+    }
+}
+
 impl fmt::Debug for Lock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lock")
@@ -170,9 +196,7 @@ impl Lock {
     ///
     /// [`CreateError`] if the segment cannot be created (e.g. out of memory).
     pub fn new() -> Result<Lock, CreateError> {
-        // SAFETY: LAYOUT's payload is one LockState (atomics; zero is unlocked).
-        let state = unsafe { object::create_state(None, &LAYOUT) }?;
-        Ok(Lock { state })
+        Lock::create_anonymous(())
     }
 
     /// Creates an unlocked lock named `name` (in `/dev/shm`, mode 0600), which other
@@ -183,9 +207,7 @@ impl Lock {
     ///
     /// [`CreateError`]: an invalid name, a name that exists already, permissions.
     pub fn create(name: &str) -> Result<Lock, CreateError> {
-        // SAFETY: as in `new`.
-        let state = unsafe { object::create_state(Some(name), &LAYOUT) }?;
-        Ok(Lock { state })
+        Lock::create_with(name, (), CreateOptions::new())
     }
 
     /// Opens the lock named `name`.
@@ -195,23 +217,19 @@ impl Lock {
     /// [`OpenError`]: no such segment, not a `Lock` (`WrongKind`), a layout this
     /// build cannot use (`IncompatibleLayout`), or a corrupt header.
     pub fn open(name: &str) -> Result<Lock, OpenError> {
-        // SAFETY: as in `new`.
-        let state = unsafe { object::open_state(name, &LAYOUT) }?;
-        Ok(Lock { state })
+        Lock::open_with(name, OpenOptions::new())
     }
 
-    /// A handle to the lock state at byte `offset` of `segment`'s payload.
+    /// A handle to the lock state at byte `offset` of `segment`'s payload (objects
+    /// that embed a lock: a `Value`, a `Condition`).
     ///
-    /// # Safety
+    /// # Errors
     ///
-    /// `offset` must be a multiple of 128 with `offset + STATE_SIZE` within the
-    /// payload, and every process must use those bytes only as a [`LockState`]
-    /// (through atomics).
-    pub(crate) unsafe fn from_state(segment: Arc<Segment>, offset: usize) -> Lock {
-        Lock {
-            // SAFETY: the caller's contract is `Shared::at`'s; LockState is atomics.
-            state: unsafe { Shared::at(segment, offset) },
-        }
+    /// [`Mismatch`] if the payload cannot hold a lock state there.
+    pub(crate) fn from_state(segment: Arc<Segment>, offset: usize) -> Result<Lock, Mismatch> {
+        Ok(Lock {
+            state: Shared::at(segment, offset)?,
+        })
     }
 
     /// The owner word.

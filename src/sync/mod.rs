@@ -62,8 +62,6 @@ mod barrier;
 mod condition;
 mod event;
 mod lock;
-pub(crate) mod object;
-pub(crate) mod owner;
 mod rlock;
 mod semaphore;
 
@@ -74,13 +72,7 @@ pub use lock::{Lock, LockGuard};
 pub use rlock::{RLock, RLockGuard};
 pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreReleaseError};
 
-pub(crate) use barrier::inspect as inspect_barrier;
-pub(crate) use condition::inspect as inspect_condition;
-pub(crate) use event::inspect as inspect_event;
 pub(crate) use lock::STATE_SIZE as LOCK_STATE_SIZE;
-pub(crate) use lock::inspect_at as inspect_lock;
-pub(crate) use rlock::inspect as inspect_rlock;
-pub(crate) use semaphore::inspect as inspect_semaphore;
 
 use std::fmt;
 

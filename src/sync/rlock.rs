@@ -21,13 +21,13 @@
 //! lock anew.
 
 use super::lock::Taken;
-use super::object::{self, Shared};
-use super::owner::{self, INCONSISTENT};
 use super::{AcquireError, ReleaseError};
-use crate::Deadline;
 use crate::layout::header::{ElemType, ObjectKind, ObjectLayout};
 use crate::layout::padded::CachePadded;
-use crate::segment::{CreateError, OpenError, Segment};
+use crate::object::owner::{self, INCONSISTENT};
+use crate::object::{self, Mismatch, Object, Shared, SharedState};
+use crate::os::clock::Deadline;
+use crate::segment::{CreateError, CreateOptions, OpenError, OpenOptions, Segment};
 use crate::wait::{EventCount, Spin, TimedOut};
 use std::fmt;
 use std::marker::PhantomData;
@@ -66,6 +66,9 @@ pub(crate) struct RLockState {
     /// Waiters sleep here; notified by every final release.
     wake: CachePadded<EventCount>,
 }
+
+// SAFETY: repr(C), the owner words (atomics) and an eventcount (atomics) on padded lines: any bytes are a valid state, zero is unlocked, no pointers, alignment 128.
+unsafe impl SharedState for RLockState {}
 
 /// Bytes of an [`RLockState`].
 pub(crate) const STATE_SIZE: usize = size_of::<RLockState>();
@@ -119,6 +122,30 @@ pub struct RLock {
     state: Shared<RLockState>,
 }
 
+impl Object for RLock {
+    const KIND: ObjectKind = ObjectKind::RLock;
+    type Args<'a> = ();
+
+    fn layout(_: &()) -> Result<ObjectLayout, CreateError> {
+        Ok(LAYOUT)
+    }
+
+    fn attach(segment: Arc<Segment>) -> Result<RLock, Mismatch> {
+        object::check_layout(&segment.info().layout, Some(LAYOUT))?;
+        Ok(RLock {
+            state: Shared::at(segment, 0)?,
+        })
+    }
+
+    fn segment(&self) -> &Arc<Segment> {
+        self.state.segment()
+    }
+
+    fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
+        inspect(segment)
+    }
+}
+
 impl fmt::Debug for RLock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RLock")
@@ -137,9 +164,7 @@ impl RLock {
     ///
     /// [`CreateError`] if the segment cannot be created.
     pub fn new() -> Result<RLock, CreateError> {
-        // SAFETY: LAYOUT's payload is one RLockState (atomics; zero is unlocked).
-        let state = unsafe { object::create_state(None, &LAYOUT) }?;
-        Ok(RLock { state })
+        RLock::create_anonymous(())
     }
 
     /// Creates an unlocked recursive lock named `name`.
@@ -148,9 +173,7 @@ impl RLock {
     ///
     /// [`CreateError`]: an invalid or taken name, permissions.
     pub fn create(name: &str) -> Result<RLock, CreateError> {
-        // SAFETY: as in `new`.
-        let state = unsafe { object::create_state(Some(name), &LAYOUT) }?;
-        Ok(RLock { state })
+        RLock::create_with(name, (), CreateOptions::new())
     }
 
     /// Opens the recursive lock named `name`.
@@ -160,22 +183,19 @@ impl RLock {
     /// [`OpenError`]: not found, not an `RLock`, an incompatible layout, a corrupt
     /// header.
     pub fn open(name: &str) -> Result<RLock, OpenError> {
-        // SAFETY: as in `new`.
-        let state = unsafe { object::open_state(name, &LAYOUT) }?;
-        Ok(RLock { state })
+        RLock::open_with(name, OpenOptions::new())
     }
 
-    /// A handle to the `RLockState` at byte `offset` of `segment`'s payload.
+    /// A handle to the `RLockState` at byte `offset` of `segment`'s payload (a
+    /// `Condition` over an `RLock` embeds one).
     ///
-    /// # Safety
+    /// # Errors
     ///
-    /// `offset` must be a multiple of 128 with `offset + STATE_SIZE` within the
-    /// payload, used by every process only as an `RLockState` (through atomics).
-    pub(crate) unsafe fn from_state(segment: Arc<Segment>, offset: usize) -> RLock {
-        RLock {
-            // SAFETY: the caller's contract is `Shared::at`'s; RLockState is atomics.
-            state: unsafe { Shared::at(segment, offset) },
-        }
+    /// [`Mismatch`] if the payload cannot hold an `RLockState` there.
+    pub(crate) fn from_state(segment: Arc<Segment>, offset: usize) -> Result<RLock, Mismatch> {
+        Ok(RLock {
+            state: Shared::at(segment, offset)?,
+        })
     }
 
     #[inline]

@@ -8,15 +8,16 @@
 //! change it.
 
 use super::AcquireError;
-use super::object::{self, Shared};
-use crate::Deadline;
 use crate::layout::header::{ElemType, ObjectKind, ObjectLayout};
 use crate::layout::padded::CachePadded;
-use crate::segment::{CreateError, OpenError, Segment};
+use crate::object::{self, Mismatch, Object, Payload, Shared, SharedState};
+use crate::os::clock::Deadline;
+use crate::segment::{CreateError, CreateOptions, OpenError, OpenOptions, Segment};
 use crate::wait::{EventCount, TimedOut};
 use std::convert::Infallible;
 use std::fmt;
 use std::mem::offset_of;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -29,6 +30,11 @@ struct SemaphoreState {
     /// Acquirers waiting for a unit sleep here; notified by `release`.
     wake: CachePadded<EventCount>,
 }
+
+// SAFETY: repr(C), an atomic count and an eventcount (atomics) on padded lines: any
+// bytes are a valid state (a scribbled count is a wrong count), no pointers,
+// alignment 128.
+unsafe impl SharedState for SemaphoreState {}
 
 const STATE_SIZE: usize = size_of::<SemaphoreState>();
 const VALUE_OFFSET: usize = offset_of!(SemaphoreState, value);
@@ -141,44 +147,26 @@ struct Core {
 }
 
 impl Core {
-    fn create(
-        name: Option<&str>,
-        kind: ObjectKind,
-        value: u32,
-        max: u32,
-    ) -> Result<Core, CreateError> {
-        let segment = object::create(name, &layout(kind, max), |payload, _| {
-            // SAFETY: the payload is STATE_SIZE bytes, 128-aligned, and nobody else
-            // can see it before the segment is published.
-            unsafe { AtomicU32::from_ptr(payload.as_ptr().add(VALUE_OFFSET).cast()) }
-                .store(value, Ordering::Relaxed);
-        })?;
+    /// The core over a segment of `kind`: a `BoundedSemaphore`'s maximum comes from
+    /// the validated header's capacity.
+    fn attach(segment: Arc<Segment>, kind: ObjectKind) -> Result<Core, Mismatch> {
+        let found = segment.info().layout;
+        let max = if kind == ObjectKind::BoundedSemaphore {
+            u32::try_from(found.capacity).ok()
+        } else {
+            Some(u32::MAX)
+        };
+        object::check_layout(&found, max.map(|m| layout(kind, m)))?;
         Ok(Core {
-            // SAFETY: the layout is one SemaphoreState (atomics), used only as one.
-            state: unsafe { Shared::at(segment, 0) },
-            max,
+            state: Shared::at(segment, 0)?,
+            max: max.unwrap_or(u32::MAX),
         })
     }
 
-    fn open(name: &str, kind: ObjectKind) -> Result<Core, OpenError> {
-        let mut max = u32::MAX;
-        let segment = object::open(name, kind, |found| {
-            let bound = if kind == ObjectKind::BoundedSemaphore {
-                u32::try_from(found.capacity).ok()
-            } else {
-                Some(u32::MAX)
-            };
-            let expected = bound.map(|b| {
-                max = b;
-                layout(kind, b)
-            });
-            object::check_layout(found, expected)
-        })?;
-        Ok(Core {
-            // SAFETY: the layout check guarantees one SemaphoreState (atomics).
-            state: unsafe { Shared::at(segment, 0) },
-            max,
-        })
+    /// Writes the initial count into a new semaphore's payload.
+    fn init(value: u32, payload: &mut Payload<'_>) {
+        let written = payload.write(VALUE_OFFSET, &[value]);
+        debug_assert!(written, "the layout holds the count");
     }
 
     #[inline]
@@ -348,7 +336,7 @@ impl Semaphore {
     ///
     /// [`CreateError`] if the segment cannot be created.
     pub fn new(value: u32) -> Result<Semaphore, CreateError> {
-        Core::create(None, ObjectKind::Semaphore, value, u32::MAX).map(|core| Semaphore { core })
+        Semaphore::create_anonymous(value)
     }
 
     /// Creates a semaphore named `name` with count `value`.
@@ -357,8 +345,7 @@ impl Semaphore {
     ///
     /// [`CreateError`]: an invalid or taken name, permissions.
     pub fn create(name: &str, value: u32) -> Result<Semaphore, CreateError> {
-        Core::create(Some(name), ObjectKind::Semaphore, value, u32::MAX)
-            .map(|core| Semaphore { core })
+        Semaphore::create_with(name, value, CreateOptions::new())
     }
 
     /// Opens the semaphore named `name`.
@@ -368,7 +355,59 @@ impl Semaphore {
     /// [`OpenError`]: not found, not a `Semaphore`, an incompatible layout, a
     /// corrupt header.
     pub fn open(name: &str) -> Result<Semaphore, OpenError> {
-        Core::open(name, ObjectKind::Semaphore).map(|core| Semaphore { core })
+        Semaphore::open_with(name, OpenOptions::new())
+    }
+}
+
+impl Object for Semaphore {
+    const KIND: ObjectKind = ObjectKind::Semaphore;
+    /// The initial count.
+    type Args<'a> = u32;
+
+    fn layout(_: &u32) -> Result<ObjectLayout, CreateError> {
+        Ok(layout(ObjectKind::Semaphore, u32::MAX))
+    }
+
+    fn init(value: u32, payload: &mut Payload<'_>) {
+        Core::init(value, payload);
+    }
+
+    fn attach(segment: Arc<Segment>) -> Result<Semaphore, Mismatch> {
+        Core::attach(segment, ObjectKind::Semaphore).map(|core| Semaphore { core })
+    }
+
+    fn segment(&self) -> &Arc<Segment> {
+        self.core.state.segment()
+    }
+
+    fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
+        inspect(segment)
+    }
+}
+
+impl Object for BoundedSemaphore {
+    const KIND: ObjectKind = ObjectKind::BoundedSemaphore;
+    /// The initial count, which is also the maximum.
+    type Args<'a> = u32;
+
+    fn layout(value: &u32) -> Result<ObjectLayout, CreateError> {
+        Ok(layout(ObjectKind::BoundedSemaphore, *value))
+    }
+
+    fn init(value: u32, payload: &mut Payload<'_>) {
+        Core::init(value, payload);
+    }
+
+    fn attach(segment: Arc<Segment>) -> Result<BoundedSemaphore, Mismatch> {
+        Core::attach(segment, ObjectKind::BoundedSemaphore).map(|core| BoundedSemaphore { core })
+    }
+
+    fn segment(&self) -> &Arc<Segment> {
+        self.core.state.segment()
+    }
+
+    fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
+        inspect(segment)
     }
 }
 
@@ -380,8 +419,7 @@ impl BoundedSemaphore {
     ///
     /// [`CreateError`] if the segment cannot be created.
     pub fn new(value: u32) -> Result<BoundedSemaphore, CreateError> {
-        Core::create(None, ObjectKind::BoundedSemaphore, value, value)
-            .map(|core| BoundedSemaphore { core })
+        BoundedSemaphore::create_anonymous(value)
     }
 
     /// Creates a bounded semaphore named `name` with count and maximum `value`.
@@ -390,8 +428,7 @@ impl BoundedSemaphore {
     ///
     /// [`CreateError`]: an invalid or taken name, permissions.
     pub fn create(name: &str, value: u32) -> Result<BoundedSemaphore, CreateError> {
-        Core::create(Some(name), ObjectKind::BoundedSemaphore, value, value)
-            .map(|core| BoundedSemaphore { core })
+        BoundedSemaphore::create_with(name, value, CreateOptions::new())
     }
 
     /// Opens the bounded semaphore named `name`; its maximum comes from the segment.
@@ -401,7 +438,7 @@ impl BoundedSemaphore {
     /// [`OpenError`]: not found, not a `BoundedSemaphore`, an incompatible layout, a
     /// corrupt header.
     pub fn open(name: &str) -> Result<BoundedSemaphore, OpenError> {
-        Core::open(name, ObjectKind::BoundedSemaphore).map(|core| BoundedSemaphore { core })
+        BoundedSemaphore::open_with(name, OpenOptions::new())
     }
 
     /// The largest count allowed: the initial value.

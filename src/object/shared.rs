@@ -1,40 +1,101 @@
-//! What every synchronization object and shared value does the same way: create its
-//! segment (named or anonymous), open one by name and check its layout, and read its
-//! state for `shmproc inspect`.
+//! The pieces objects are built from: [`SharedState`] and its handle [`Shared`],
+//! the fresh [`Payload`] a new object fills, layout [`Mismatch`]es, and safe reads
+//! for `shmproc inspect`.
 
-use crate::layout::header::{ObjectKind, ObjectLayout};
-use crate::segment::{CreateError, CreateOptions, OpenError, OpenOptions, Segment};
+use crate::layout::header::ObjectLayout;
+use crate::segment::Segment;
+use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-/// Creates the segment of a new object: named if `name` is given, else anonymous (a
-/// memfd that children started with [`Process`](crate::Process) inherit). `init` gets
-/// the zero-filled payload before anyone else can see it.
-pub(crate) fn create(
-    name: Option<&str>,
-    layout: &ObjectLayout,
-    init: impl FnOnce(NonNull<u8>, usize),
-) -> Result<Arc<Segment>, CreateError> {
-    let segment = match name {
-        Some(name) => Segment::create(name, layout, CreateOptions::new(), init)?,
-        None => Segment::anonymous(layout, init)?,
-    };
-    Ok(Arc::new(segment))
+/// A `#[repr(C)]` struct of shared state that lives in a segment and is used by every
+/// process only through shared references to its atomics.
+///
+/// # Safety
+///
+/// Implementors must be `#[repr(C)]` (or `repr(transparent)`) and consist only of
+/// atomics and of other `SharedState` types, with no padding that is read: every bit
+/// pattern of `size_of::<Self>()` bytes must be a valid value (a peer may write
+/// anything), all-zero bytes must be a valid state of a new object, and the type must
+/// hold no pointers or references (its bytes are shared between address spaces).
+/// Its alignment must be at most 128 (segment payloads are 128-aligned).
+pub unsafe trait SharedState: Sync + 'static {}
+
+/// The zero-filled payload of a new object, before any other process can see it:
+/// what [`Object::init`](super::Object::init) fills.
+pub struct Payload<'a> {
+    /// Start of the payload; 128-aligned, valid for `len` bytes, not yet shared.
+    ptr: NonNull<u8>,
+    len: usize,
+    _payload: PhantomData<&'a mut [u8]>,
 }
 
-/// One way an existing object's layout differs from what a handle needs.
-pub(crate) struct Mismatch {
+impl Payload<'_> {
+    /// The payload at `ptr`, `len` bytes, as [`Segment`]'s init callbacks hand it.
+    pub(crate) fn new(ptr: NonNull<u8>, len: usize) -> Payload<'static> {
+        Payload {
+            ptr,
+            len,
+            _payload: PhantomData,
+        }
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The start of the payload, for layouts that place their own structures (a
+    /// ring's `init`, which has its own `unsafe` contract).
+    pub fn as_ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+
+    /// Writes `values` at byte `offset`. Returns `false`, writing nothing, if they
+    /// do not fit or `offset` is not aligned for `T`.
+    pub fn write<T: bytemuck::Pod>(&mut self, offset: usize, values: &[T]) -> bool {
+        let bytes: &[u8] = bytemuck::cast_slice(values);
+        let fits = offset
+            .checked_add(bytes.len())
+            .is_some_and(|end| end <= self.len);
+        if !fits || offset % align_of::<T>() != 0 {
+            return false;
+        }
+        // SAFETY: offset + bytes.len() <= len (checked), the payload is ours alone
+        // until the segment is published, and bytes come from a distinct slice.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.ptr.as_ptr().add(offset),
+                bytes.len(),
+            )
+        };
+        true
+    }
+}
+
+/// One way an existing object's layout differs from what a handle needs: what
+/// [`Object::attach`](super::Object::attach) returns, and what
+/// [`OpenError::IncompatibleLayout`](crate::segment::OpenError::IncompatibleLayout)
+/// reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mismatch {
     /// What differs ("payload size", "lock type"…).
-    pub(crate) what: &'static str,
+    pub what: &'static str,
     /// What this handle needs.
-    pub(crate) expected: String,
+    pub expected: String,
     /// What the segment has.
-    pub(crate) found: String,
+    pub found: String,
 }
 
 impl Mismatch {
     /// A mismatch of `what` between two displayable values.
-    pub(crate) fn new(
+    pub fn new(
         what: &'static str,
         expected: impl std::fmt::Display,
         found: impl std::fmt::Display,
@@ -83,36 +144,6 @@ pub(crate) fn check_layout(
     Ok(())
 }
 
-/// Opens the named segment, which must hold an object of `kind`, and lets `check`
-/// compare the rest of its validated layout (element type, capacity, payload size)
-/// with what the handle computes. Nothing in the payload is touched before `check`
-/// passes.
-pub(crate) fn open(
-    name: &str,
-    kind: ObjectKind,
-    check: impl FnOnce(&ObjectLayout) -> Result<(), Mismatch>,
-) -> Result<Arc<Segment>, OpenError> {
-    let segment = Segment::open_any(name, OpenOptions::new())?;
-    let layout = segment.info().layout;
-    let shown = || segment.name().unwrap_or(name).to_string();
-    if layout.kind != kind {
-        return Err(OpenError::WrongKind {
-            name: shown(),
-            expected: kind,
-            found: layout.kind,
-        });
-    }
-    if let Err(m) = check(&layout) {
-        return Err(OpenError::IncompatibleLayout {
-            name: shown(),
-            what: m.what,
-            expected: m.expected,
-            found: m.found,
-        });
-    }
-    Ok(Arc::new(segment))
-}
-
 /// A handle to an object's shared state: a `#[repr(C)]` struct of atomics `S` at a
 /// 128-aligned offset of a segment's payload, which the handle keeps mapped. What
 /// every lock, event, semaphore and barrier handle consists of.
@@ -137,28 +168,39 @@ impl<S> Clone for Shared<S> {
     }
 }
 
-impl<S> Shared<S> {
+impl<S: SharedState> Shared<S> {
     /// A handle to the `S` at byte `offset` of `segment`'s payload.
     ///
-    /// # Safety
+    /// # Errors
     ///
-    /// `offset` must be a multiple of 128 with `offset + size_of::<S>()` within the
-    /// payload; `S` must consist of atomics only (valid for any bits, so a peer's
-    /// scribbles are values, not undefined behavior), and every process must use
-    /// those bytes only as an `S`.
-    pub(crate) unsafe fn at(segment: Arc<Segment>, offset: usize) -> Shared<S> {
-        debug_assert!(offset % 128 == 0 && offset + size_of::<S>() <= segment.payload_len());
-        // SAFETY: in bounds of the payload by the caller's contract.
+    /// [`Mismatch`] if `offset` is not a multiple of 128 or the payload is too short
+    /// to hold an `S` there.
+    pub(crate) fn at(segment: Arc<Segment>, offset: usize) -> Result<Shared<S>, Mismatch> {
+        let end = offset.checked_add(size_of::<S>());
+        if offset % 128 != 0 || end.is_none_or(|end| end > segment.payload_len()) {
+            return Err(Mismatch::new(
+                "payload size",
+                format!("at least {} bytes", offset.saturating_add(size_of::<S>())),
+                format!("{} bytes", segment.payload_len()),
+            ));
+        }
+        // SAFETY: offset + size_of::<S>() <= the payload's length (checked above).
         let state = unsafe { segment.payload().add(offset) }.cast();
-        Shared { segment, state }
+        Ok(Shared { segment, state })
+    }
+
+    /// The segment the handle keeps mapped.
+    pub(crate) fn segment(&self) -> &Arc<Segment> {
+        &self.segment
     }
 
     /// The state.
     #[inline]
     pub(crate) fn state(&self) -> &S {
-        // SAFETY: in the mapping self.segment keeps alive, aligned (the payload is
-        // 128-aligned, `at`'s offset a multiple of 128), atomics only (`at`'s
-        // contract).
+        // SAFETY: in bounds of the mapping self.segment keeps alive (checked by
+        // `at`), aligned (the payload is 128-aligned, the offset a multiple of 128,
+        // S's alignment at most 128), and valid for any bytes, so a reference is
+        // sound even while other processes write (`SharedState`'s contract).
         unsafe { self.state.as_ref() }
     }
 
@@ -171,40 +213,6 @@ impl<S> Shared<S> {
     pub(crate) fn same(&self, other: &Shared<S>) -> bool {
         self.state == other.state
     }
-}
-
-/// Creates the segment of an object whose payload is exactly one zero-filled `S`
-/// (anonymous if `name` is `None`), and a handle to it.
-///
-/// # Safety
-///
-/// `layout.payload_size` must be `size_of::<S>()`, `S` atomics only, and all-zero
-/// bytes a valid initial state of the object.
-pub(crate) unsafe fn create_state<S>(
-    name: Option<&str>,
-    layout: &ObjectLayout,
-) -> Result<Shared<S>, CreateError> {
-    let segment = create(name, layout, |_, _| {})?;
-    // SAFETY: the payload is one S at offset 0 (the caller's contract), zero-filled.
-    Ok(unsafe { Shared::at(segment, 0) })
-}
-
-/// Opens the object named `name` whose layout must be exactly `layout` (its payload
-/// one `S`), and a handle to its state.
-///
-/// # Safety
-///
-/// As for [`create_state`].
-pub(crate) unsafe fn open_state<S>(
-    name: &str,
-    layout: &ObjectLayout,
-) -> Result<Shared<S>, OpenError> {
-    let segment = open(name, layout.kind, |found| {
-        check_layout(found, Some(*layout))
-    })?;
-    // SAFETY: the layout check guarantees the payload is layout.payload_size bytes,
-    // one S (the caller's contract).
-    Ok(unsafe { Shared::at(segment, 0) })
 }
 
 /// Reads a `u32` or `u64` of an object's state for `shmproc inspect`, from a mapping
