@@ -56,7 +56,7 @@ fn uncontended(c: &mut Criterion) {
     g.bench_function("Value<u64> lock+increment", |b| {
         b.iter(|| {
             if let Ok(mut v) = black_box(&value).lock() {
-                *v += 1;
+                v.update(|v| *v += 1);
             }
         })
     });

@@ -43,9 +43,7 @@ const NUM: f64 = 3.1415927;
 fn f(n: &Value<f64>, a: &Array<i32>) -> Result<(), AcquireError> {
     n.set(NUM)?;
     let mut a = a.lock().map_err(AcquireError::without_guard)?;
-    for x in a.iter_mut() {
-        *x = -*x;
-    }
+    a.update(|a| a.iter_mut().for_each(|x| *x = -*x));
     Ok(())
 }
 

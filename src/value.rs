@@ -37,7 +37,6 @@ use crate::segment::{CreateError, CreateOptions, OpenError, OpenOptions, Segment
 use crate::sync::{AcquireError, LOCK_STATE_SIZE, Lock, LockGuard};
 use std::fmt;
 use std::marker::PhantomData;
-use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{
@@ -415,17 +414,16 @@ fn check_guard(lock: &Lock, guard: &LockGuard<'_>) -> Result<(), AccessError> {
 /// A `T` in shared memory guarded by a [`Lock`], like Python's
 /// `multiprocessing.Value(typecode, value)` (which is locked by default).
 ///
-/// [`lock`](Value::lock) returns a [`ValueGuard`] that dereferences to `&mut T` while
-/// the lock is held; [`get`](Value::get) and [`set`](Value::set) copy the value under
-/// the lock. Each value has a lock of its own, or shares one with other values and
+/// [`lock`](Value::lock) returns a [`ValueGuard`] that reads and writes the value
+/// (by copy: [`get`](ValueGuard::get), [`set`](ValueGuard::set),
+/// [`update`](ValueGuard::update)) while the lock is held; [`get`](Value::get) and
+/// [`set`](Value::set) copy the value under the lock. Each value has a lock of its own, or shares one with other values and
 /// arrays ([`with_lock`](Value::with_lock), Python's `lock=` argument). For lock-free
 /// atomic integers, use [`RawValue`].
 ///
-/// The guard's `&mut T` is the one place shmproc hands out a reference into shared
-/// memory: it is exclusive only among processes that take the lock. A process that
-/// ignores the lock (or scribbles on the segment) can change the value under it —
-/// never undefined behavior to read, since any bit pattern is a valid `T`, but copy
-/// the value out if in doubt. If a holder dies, the next `lock` gets
+/// No reference into the shared value is ever handed out, not even under the lock: a
+/// process that ignores the lock (or scribbles on the segment) can change the value
+/// at any time, which gives a wrong value, never undefined behavior. If a holder dies, the next `lock` gets
 /// [`AcquireError::OwnerDied`] with the guard: repair the value, then
 /// [`ValueGuard::mark_consistent`] (see [`Lock`]).
 ///
@@ -441,7 +439,7 @@ fn check_guard(lock: &Lock, guard: &LockGuard<'_>) -> Result<(), AccessError> {
 ///     kids.push(Process::spawn(|| {
 ///         for _ in 0..100 {
 ///             if let Ok(mut n) = counter.lock() {
-///                 *n += 1;
+///                 n.update(|n| *n += 1);
 ///             }
 ///         }
 ///     })?);
@@ -698,7 +696,9 @@ impl<T: Pod> Value<T> {
     /// [`AcquireError::OwnerDied`] if a holder died: the lock stays marked for the
     /// next [`lock`](Value::lock), which must repair.
     pub fn get(&self) -> Result<T, AcquireError> {
-        self.lock().map(|g| *g).map_err(AcquireError::without_guard)
+        self.lock()
+            .map(|g| g.get())
+            .map_err(AcquireError::without_guard)
     }
 
     /// Stores `value` under the lock (Python's `.value = v`).
@@ -708,22 +708,53 @@ impl<T: Pod> Value<T> {
     /// As for [`get`](Value::get); the value is not stored.
     pub fn set(&self, value: T) -> Result<(), AcquireError> {
         let mut g = self.lock().map_err(AcquireError::without_guard)?;
-        *g = value;
+        g.set(value);
         Ok(())
     }
 }
 
 /// Holds a [`Value`]'s lock and gives access to the value; unlocks when dropped.
 ///
-/// The references it gives point into shared memory and are exclusive only among
-/// processes that respect the lock (see [`Value`]).
+/// Access is by copy ([`get`](ValueGuard::get), [`set`](ValueGuard::set),
+/// [`update`](ValueGuard::update)), never by reference: the value lives in memory
+/// that a process which does not respect the lock could write at any time, and a
+/// Rust reference to it would then be undefined behavior (the trust model: a peer's
+/// bytes can give wrong data, never UB). The copies use the same atomic-width loads
+/// and stores as [`RawValue`]; for a `T` of a few words they cost what a reference
+/// would.
 #[must_use = "the value is unlocked as soon as the guard is dropped"]
 pub struct ValueGuard<'a, T: Pod> {
     guard: LockGuard<'a>,
+    /// One `T` in the live mapping the `Value` keeps; the lock is held.
     data: NonNull<T>,
 }
 
 impl<T: Pod> ValueGuard<'_, T> {
+    /// A copy of the value.
+    pub fn get(&self) -> T {
+        let mut out = T::zeroed();
+        // SAFETY: data is valid and aligned for one T in the live mapping (the
+        // handle's checked layout, kept alive by the borrowed Value), touched by
+        // copy_out only through atomics; `out` is local.
+        unsafe { copy_out(self.data.as_ptr(), &mut out, 1) };
+        out
+    }
+
+    /// Stores `value`.
+    pub fn set(&mut self, value: T) {
+        // SAFETY: as for get, the roles of the copy swapped.
+        unsafe { copy_in(&value, self.data.as_ptr(), 1) };
+    }
+
+    /// Applies `f` to a copy of the value and stores the result: `*v += 1` under the
+    /// lock (Python's `with v.get_lock(): v.value += 1`). Returns what `f` returns.
+    pub fn update<R>(&mut self, f: impl FnOnce(&mut T) -> R) -> R {
+        let mut v = self.get();
+        let r = f(&mut v);
+        self.set(v);
+        r
+    }
+
     /// Declares the value repaired after [`AcquireError::OwnerDied`] (see
     /// [`LockGuard::mark_consistent`]).
     pub fn mark_consistent(&mut self) {
@@ -737,27 +768,9 @@ impl<T: Pod> ValueGuard<'_, T> {
     }
 }
 
-impl<T: Pod> Deref for ValueGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        // SAFETY: the lock is held, so no process that respects it writes the value;
-        // the pointer is valid and aligned for a T in the live mapping, and any bit
-        // pattern is a valid T (Pod).
-        unsafe { self.data.as_ref() }
-    }
-}
-
-impl<T: Pod> DerefMut for ValueGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: as for deref; `&mut self` makes the reference unique in this
-        // process, and the lock makes it exclusive among processes that respect it.
-        unsafe { self.data.as_mut() }
-    }
-}
-
 impl<T: Pod + fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&**self, f)
+        fmt::Debug::fmt(&self.get(), f)
     }
 }
 
@@ -768,9 +781,8 @@ impl<T: Pod + fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
 /// Python's `multiprocessing.Array(typecode, size_or_initializer)`. New arrays are
 /// zero-filled.
 ///
-/// [`lock`](Array::lock) returns an [`ArrayGuard`] that dereferences to `&mut [T]`
-/// while the lock is held (the same caveat as [`Value`]: exclusive only among
-/// processes that take the lock). The lock is the array's own, or one shared with
+/// [`lock`](Array::lock) returns an [`ArrayGuard`] that reads and writes elements (by
+/// copy, as for [`Value`]) while the lock is held. The lock is the array's own, or one shared with
 /// other values and arrays ([`with_lock`](Array::with_lock)). For lock-free access,
 /// use [`RawArray`].
 ///
@@ -783,7 +795,7 @@ impl<T: Pod + fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
 /// let arr = Array::<i32>::from_slice(&[1, 2, 3])?;
 /// let mut child = Process::spawn(|| {
 ///     if let Ok(mut a) = arr.lock() {
-///         a.iter_mut().for_each(|x| *x *= 10);
+///         a.update(|a| a.iter_mut().for_each(|x| *x *= 10));
 ///     }
 /// })?;
 /// child.join()?;
@@ -1070,16 +1082,92 @@ impl<T: Pod> Array<T> {
     }
 }
 
-/// Holds an [`Array`]'s lock and gives access to its elements as a slice; unlocks
-/// when dropped.
+/// Holds an [`Array`]'s lock and gives access to its elements; unlocks when dropped.
+///
+/// Access is by copy, never by reference, for the reason given at [`ValueGuard`]:
+/// [`get`](ArrayGuard::get) / [`set`](ArrayGuard::set) one element,
+/// [`to_vec`](ArrayGuard::to_vec) / [`copy_from_slice`](ArrayGuard::copy_from_slice)
+/// all of them, and [`update`](ArrayGuard::update) to work on a local copy as a
+/// slice (a copy out and back of the whole array: for large arrays touched a few
+/// elements at a time, `get`/`set` or a [`RawArray`]'s atomics are cheaper).
 #[must_use = "the array is unlocked as soon as the guard is dropped"]
 pub struct ArrayGuard<'a, T: Pod> {
     guard: LockGuard<'a>,
+    /// `len` `T`s in the live mapping the `Array` keeps; the lock is held.
     data: NonNull<T>,
     len: usize,
 }
 
 impl<T: Pod> ArrayGuard<'_, T> {
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the array has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// A copy of element `i`, `None` if `i >= len`.
+    pub fn get(&self, i: usize) -> Option<T> {
+        if i >= self.len {
+            return None;
+        }
+        let mut out = T::zeroed();
+        // SAFETY: i < len, so element i is valid and aligned in the live mapping (the
+        // handle's checked layout), touched by copy_out only through atomics.
+        unsafe { copy_out(self.data.as_ptr().add(i), &mut out, 1) };
+        Some(out)
+    }
+
+    /// Stores `value` at `i`; returns `false`, storing nothing, if `i >= len`.
+    pub fn set(&mut self, i: usize, value: T) -> bool {
+        if i >= self.len {
+            return false;
+        }
+        // SAFETY: as for get, the roles of the copy swapped.
+        unsafe { copy_in(&value, self.data.as_ptr().add(i), 1) };
+        true
+    }
+
+    /// A copy of every element.
+    pub fn to_vec(&self) -> Vec<T> {
+        let mut out = vec![T::zeroed(); self.len];
+        // SAFETY: len elements valid and aligned in the live mapping, touched only
+        // through atomics; `out` is local and as long.
+        unsafe { copy_out(self.data.as_ptr(), out.as_mut_ptr(), self.len) };
+        out
+    }
+
+    /// Overwrites every element with `values`.
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError::Length`] if `values` is not exactly `len` long; nothing is
+    /// written.
+    pub fn copy_from_slice(&mut self, values: &[T]) -> Result<(), AccessError> {
+        if values.len() != self.len {
+            return Err(AccessError::Length {
+                expected: self.len,
+                found: values.len(),
+            });
+        }
+        // SAFETY: as for to_vec, the roles of the copy swapped.
+        unsafe { copy_in(values.as_ptr(), self.data.as_ptr(), self.len) };
+        Ok(())
+    }
+
+    /// Applies `f` to a copy of the elements as a slice and stores them back (the
+    /// whole array both ways). Returns what `f` returns.
+    pub fn update<R>(&mut self, f: impl FnOnce(&mut [T]) -> R) -> R {
+        let mut local = self.to_vec();
+        let r = f(&mut local);
+        // SAFETY: `local` has exactly len elements; as for copy_from_slice.
+        unsafe { copy_in(local.as_ptr(), self.data.as_ptr(), self.len) };
+        r
+    }
+
     /// Declares the array repaired after [`AcquireError::OwnerDied`] (see
     /// [`LockGuard::mark_consistent`]).
     pub fn mark_consistent(&mut self) {
@@ -1092,25 +1180,9 @@ impl<T: Pod> ArrayGuard<'_, T> {
     }
 }
 
-impl<T: Pod> Deref for ArrayGuard<'_, T> {
-    type Target = [T];
-    fn deref(&self) -> &[T] {
-        // SAFETY: the lock is held; data is valid and aligned for len Ts in the live
-        // mapping (checked layout); any bit pattern is a valid T.
-        unsafe { std::slice::from_raw_parts(self.data.as_ptr(), self.len) }
-    }
-}
-
-impl<T: Pod> DerefMut for ArrayGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut [T] {
-        // SAFETY: as for deref, with uniqueness from `&mut self` and the lock.
-        unsafe { std::slice::from_raw_parts_mut(self.data.as_ptr(), self.len) }
-    }
-}
-
 impl<T: Pod + fmt::Debug> fmt::Debug for ArrayGuard<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&**self, f)
+        fmt::Debug::fmt(&self.to_vec(), f)
     }
 }
 

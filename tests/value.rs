@@ -23,8 +23,8 @@ fn a_child_doubles_values_and_arrays_and_the_parent_sees_them() {
         let (Ok(mut n), Ok(mut a)) = (num.lock(), arr.lock()) else {
             return 1;
         };
-        *n *= 2.0;
-        a.iter_mut().for_each(|x| *x *= 2);
+        n.update(|n| *n *= 2.0);
+        a.update(|a| a.iter_mut().for_each(|x| *x *= 2));
         raw_num.set(raw_num.get() * 2);
         for i in 0..raw_arr.len() {
             raw_arr.set(i, raw_arr.get(i).unwrap_or(0) * 2);
@@ -44,7 +44,7 @@ fn new_arrays_are_zero_filled() {
     let arr = Array::<u64>::new(1000).unwrap();
     assert_eq!(arr.len(), 1000);
     assert!(!arr.is_empty());
-    assert!(arr.lock().unwrap().iter().all(|&x| x == 0));
+    assert!(arr.lock().unwrap().to_vec().iter().all(|&x| x == 0));
     let raw = RawArray::<f32>::new(333).unwrap();
     assert_eq!(raw.to_vec(), vec![0.0; 333]);
     let empty = Array::<u8>::new(0).unwrap();
@@ -56,17 +56,22 @@ fn new_arrays_are_zero_filled() {
 }
 
 #[test]
-fn guards_give_slices_and_values_in_place() {
+fn guards_copy_elements_and_values_in_and_out() {
     let arr = Array::<u32>::new(8).unwrap();
     {
         let mut a = arr.lock().unwrap();
-        a.copy_from_slice(&[8, 7, 6, 5, 4, 3, 2, 1]);
-        a.sort();
-        assert_eq!(a[..3], [1, 2, 3]);
+        a.copy_from_slice(&[8, 7, 6, 5, 4, 3, 2, 1]).unwrap();
+        a.update(|a| a.sort());
+        assert_eq!(a.to_vec()[..3], [1, 2, 3]);
+        assert_eq!((a.get(0), a.get(8)), (Some(1), None));
+        assert!(a.set(7, 80) && !a.set(8, 0));
+        assert!(a.copy_from_slice(&[1, 2]).is_err());
+        assert_eq!(a.get(7), Some(80));
+        a.set(7, 8);
     }
     assert_eq!(arr.to_vec().unwrap(), [1, 2, 3, 4, 5, 6, 7, 8]);
     let v = Value::new([0u8; 16]).unwrap();
-    v.lock().unwrap()[3] = 9;
+    v.lock().unwrap().update(|x| x[3] = 9);
     v.set({
         let mut x = v.get().unwrap();
         x[4] = 10;
@@ -103,8 +108,10 @@ fn user_structs_cross_processes() {
     let points = RawArray::<Point>::new(2).unwrap();
     let mut child = Process::spawn(|| {
         if let Ok(mut g) = p.lock() {
-            g.x = -g.x;
-            g.tag += 1;
+            g.update(|g| {
+                g.x = -g.x;
+                g.tag += 1;
+            });
         }
         points.set(
             1,
@@ -140,7 +147,7 @@ fn increments_from_many_processes_are_exact() {
                         let Ok(mut n) = locked.lock_timeout(LONG) else {
                             return 1;
                         };
-                        *n += 1;
+                        n.update(|n| *n += 1);
                         drop(n);
                         atomic.fetch_add(1, Ordering::Relaxed);
                         per_kid.fetch_add(me, 1, Ordering::Relaxed);
@@ -250,8 +257,10 @@ fn a_value_whose_holder_died_reports_owner_died() {
     let mut child = Process::spawn(|| {
         if let Ok(mut g) = v.lock() {
             // Half-way through an update that should keep all four equal.
-            g[0] = 1;
-            g[1] = 1;
+            g.update(|g| {
+                g[0] = 1;
+                g[1] = 1;
+            });
             words.at(0).store(1, Ordering::SeqCst);
             std::mem::forget(g);
             loop {
@@ -279,8 +288,8 @@ fn a_value_whose_holder_died_reports_owner_died() {
         panic!("the repair duty was lost");
     };
     assert!(!g.is_consistent());
-    assert_eq!(*g, [1, 1, 0, 0]);
-    *g = [1; 4]; // finish the update
+    assert_eq!(g.get(), [1, 1, 0, 0]);
+    g.set([1; 4]); // finish the update
     g.mark_consistent();
     drop(g);
     assert_eq!(v.get().unwrap(), [1; 4]);
