@@ -664,6 +664,8 @@ impl<L: ConditionLock> Condition<L> {
     fn claim_slot(&self, me: u64) -> Option<&Slot> {
         for i in 0..MAX_WAITERS {
             let slot = self.slot(i);
+            // Acquire: pairs with the Release store of 0 in `free_slot`, so the last
+            // claimant's uses of the slot happen before ours.
             if slot.claim.load(Ordering::Relaxed) == 0
                 && slot
                     .claim
@@ -677,6 +679,8 @@ impl<L: ConditionLock> Condition<L> {
         // All taken: reclaim one whose claimant died (costs /proc reads; only here).
         for i in 0..MAX_WAITERS {
             let slot = self.slot(i);
+            // Acquire (load and CAS): pairs with the dead claimant's Release store of
+            // WAITING, so its ticket and state are seen before the slot is reset.
             let claim = slot.claim.load(Ordering::Acquire);
             if claim != 0
                 && !owner::holder_alive(claim)
@@ -705,6 +709,9 @@ impl<L: ConditionLock> Condition<L> {
     /// of processes that died are skipped (and their slots freed) when `n` is less
     /// than the number waiting.
     pub fn notify(&self, n: usize) -> usize {
+        // Acquire: a hint only (the notifier holds the lock, whose acquire already
+        // ordered every waiter's registration before us: a waiter registers holding
+        // the lock and releases it after its Release store of WAITING).
         if n == 0 || self.header().waiting.load(Ordering::Acquire) == 0 {
             return 0;
         }
@@ -712,6 +719,8 @@ impl<L: ConditionLock> Condition<L> {
         let mut len = 0;
         for i in 0..MAX_WAITERS {
             let slot = self.slot(i);
+            // Acquire: pairs with the waiter's Release store of WAITING, so its
+            // ticket (stored before) is read whole.
             if slot.state.load(Ordering::Acquire) == WAITING {
                 waiting[len] = (slot.ticket.load(Ordering::Relaxed), i);
                 len += 1;
