@@ -1507,71 +1507,76 @@ impl<T: Pod> RawArray<T> {
         self.len == 0
     }
 
-    /// A pointer to element `i`.
-    ///
-    /// # Panics
-    ///
-    /// If `i >= len`.
-    fn at(&self, i: usize) -> *mut T {
-        assert!(
-            i < self.len,
-            "index {i} out of range for a RawArray of length {}",
-            self.len
-        );
-        // SAFETY: i < len elements lie within the payload (checked layout).
-        unsafe { self.data.as_ptr().add(i) }
+    /// A pointer to element `i`, `None` if `i >= len`.
+    fn at(&self, i: usize) -> Option<*mut T> {
+        // SAFETY: i < len (checked) elements lie within the payload (checked layout).
+        (i < self.len).then(|| unsafe { self.data.as_ptr().add(i) })
     }
 
     /// A copy of element `i`, `None` if out of range (Python's `arr[i]`).
     pub fn get(&self, i: usize) -> Option<T> {
-        if i >= self.len {
-            return None;
-        }
+        let at = self.at(i)?;
         let mut out = T::zeroed();
         // SAFETY: element i is valid and aligned in the live mapping, accessed only
         // atomically; `out` is local.
-        unsafe { copy_out(self.at(i), &mut out, 1) };
+        unsafe { copy_out(at, &mut out, 1) };
         Some(out)
     }
 
-    /// Stores `value` at `i` (Python's `arr[i] = v`).
-    ///
-    /// # Panics
-    ///
-    /// If `i >= len` (Python raises `IndexError`).
-    pub fn set(&self, i: usize, value: T) {
+    /// Stores `value` at `i` (Python's `arr[i] = v`); returns `false`, storing
+    /// nothing, if `i >= len` (where Python raises `IndexError`).
+    pub fn set(&self, i: usize, value: T) -> bool {
+        let Some(at) = self.at(i) else {
+            return false;
+        };
         // SAFETY: as for get.
-        unsafe { copy_in(&value, self.at(i), 1) };
+        unsafe { copy_in(&value, at, 1) };
+        true
     }
 
     /// A copy of all elements (Python's `arr[:]`).
     pub fn to_vec(&self) -> Vec<T> {
         let mut out = vec![T::zeroed(); self.len];
-        self.copy_to_slice(&mut out);
+        // SAFETY: len elements are valid in the live mapping, accessed only
+        // atomically; `out` is local and as long.
+        unsafe { copy_out(self.data.as_ptr(), out.as_mut_ptr(), self.len) };
         out
     }
 
     /// Copies all elements into `dst`.
     ///
-    /// # Panics
+    /// # Errors
     ///
-    /// If `dst.len() != len`.
-    pub fn copy_to_slice(&self, dst: &mut [T]) {
-        assert_eq!(dst.len(), self.len, "copy_to_slice: lengths differ");
+    /// [`AccessError::Length`] if `dst.len() != len`; nothing is copied.
+    pub fn copy_to_slice(&self, dst: &mut [T]) -> Result<(), AccessError> {
+        self.same_len(dst.len())?;
         // SAFETY: len elements are valid in the live mapping; dst is local and as
-        // long.
+        // long (checked).
         unsafe { copy_out(self.data.as_ptr(), dst.as_mut_ptr(), self.len) };
+        Ok(())
     }
 
     /// Overwrites all elements with `src` (Python's `arr[:] = values`).
     ///
-    /// # Panics
+    /// # Errors
     ///
-    /// If `src.len() != len`.
-    pub fn copy_from_slice(&self, src: &[T]) {
-        assert_eq!(src.len(), self.len, "copy_from_slice: lengths differ");
+    /// [`AccessError::Length`] if `src.len() != len`; nothing is written.
+    pub fn copy_from_slice(&self, src: &[T]) -> Result<(), AccessError> {
+        self.same_len(src.len())?;
         // SAFETY: as for copy_to_slice.
         unsafe { copy_in(src.as_ptr(), self.data.as_ptr(), self.len) };
+        Ok(())
+    }
+
+    fn same_len(&self, found: usize) -> Result<(), AccessError> {
+        if found == self.len {
+            Ok(())
+        } else {
+            Err(AccessError::Length {
+                expected: self.len,
+                found,
+            })
+        }
     }
 
     /// A raw pointer to the first element in shared memory, for code that
@@ -1583,67 +1588,49 @@ impl<T: Pod> RawArray<T> {
 }
 
 impl<T: AtomicInteger> RawArray<T> {
-    /// Atomically loads element `i`.
-    ///
-    /// # Panics
-    ///
-    /// If `i >= len`.
-    pub fn load(&self, i: usize, order: Ordering) -> T {
-        // SAFETY: element i is aligned to size_of::<T>() (a 128-aligned base plus a
-        // multiple of the size), valid, and only accessed atomically with this width.
-        unsafe { T::atomic_load(self.at(i), order) }
+    /// Atomically loads element `i`; `None` if `i >= len`.
+    pub fn load(&self, i: usize, order: Ordering) -> Option<T> {
+        // SAFETY: element i (in range) is aligned to size_of::<T>() (a 128-aligned
+        // base plus a multiple of the size), valid, and only accessed atomically with
+        // this width.
+        self.at(i).map(|at| unsafe { T::atomic_load(at, order) })
     }
 
-    /// Atomically stores `v` at `i`.
-    ///
-    /// # Panics
-    ///
-    /// If `i >= len`.
-    pub fn store(&self, i: usize, v: T, order: Ordering) {
+    /// Atomically stores `v` at `i`; returns `false`, storing nothing, if
+    /// `i >= len`.
+    pub fn store(&self, i: usize, v: T, order: Ordering) -> bool {
         // SAFETY: as for load.
-        unsafe { T::atomic_store(self.at(i), v, order) }
+        self.at(i)
+            .map(|at| unsafe { T::atomic_store(at, v, order) })
+            .is_some()
     }
 
-    /// Atomically replaces element `i` with `v`, returning the previous value.
-    ///
-    /// # Panics
-    ///
-    /// If `i >= len`.
-    pub fn swap(&self, i: usize, v: T, order: Ordering) -> T {
+    /// Atomically replaces element `i` with `v`, returning the previous value;
+    /// `None` if `i >= len`.
+    pub fn swap(&self, i: usize, v: T, order: Ordering) -> Option<T> {
         // SAFETY: as for load.
-        unsafe { T::atomic_swap(self.at(i), v, order) }
+        self.at(i).map(|at| unsafe { T::atomic_swap(at, v, order) })
     }
 
-    /// Atomically adds `v` to element `i` (wrapping), returning the previous value.
-    ///
-    /// # Panics
-    ///
-    /// If `i >= len`.
-    pub fn fetch_add(&self, i: usize, v: T, order: Ordering) -> T {
+    /// Atomically adds `v` to element `i` (wrapping), returning the previous value;
+    /// `None` if `i >= len`.
+    pub fn fetch_add(&self, i: usize, v: T, order: Ordering) -> Option<T> {
         // SAFETY: as for load.
-        unsafe { T::atomic_fetch_add(self.at(i), v, order) }
+        self.at(i)
+            .map(|at| unsafe { T::atomic_fetch_add(at, v, order) })
     }
 
     /// Atomically subtracts `v` from element `i` (wrapping), returning the previous
-    /// value.
-    ///
-    /// # Panics
-    ///
-    /// If `i >= len`.
-    pub fn fetch_sub(&self, i: usize, v: T, order: Ordering) -> T {
+    /// value; `None` if `i >= len`.
+    pub fn fetch_sub(&self, i: usize, v: T, order: Ordering) -> Option<T> {
         // SAFETY: as for load.
-        unsafe { T::atomic_fetch_sub(self.at(i), v, order) }
+        self.at(i)
+            .map(|at| unsafe { T::atomic_fetch_sub(at, v, order) })
     }
 
-    /// Atomically stores `new` at `i` if it holds `current`.
-    ///
-    /// # Errors
-    ///
-    /// `Err(actual)` if element `i` was not `current` (nothing is stored).
-    ///
-    /// # Panics
-    ///
-    /// If `i >= len`.
+    /// Atomically stores `new` at `i` if it holds `current`: `Some(Ok(previous))`
+    /// if it did, `Some(Err(actual))` if element `i` was not `current` (nothing is
+    /// stored), `None` if `i >= len`.
     pub fn compare_exchange(
         &self,
         i: usize,
@@ -1651,9 +1638,10 @@ impl<T: AtomicInteger> RawArray<T> {
         new: T,
         success: Ordering,
         failure: Ordering,
-    ) -> Result<T, T> {
+    ) -> Option<Result<T, T>> {
         // SAFETY: as for load.
-        unsafe { T::atomic_compare_exchange(self.at(i), current, new, success, failure) }
+        self.at(i)
+            .map(|at| unsafe { T::atomic_compare_exchange(at, current, new, success, failure) })
     }
 }
 

@@ -933,7 +933,7 @@ fn a_barrier_keeps_five_processes_in_lockstep_for_1000_passes() {
                         }
                         // Everyone reached this pass; nobody is past the next.
                         for other in 0..PARTIES {
-                            let at = reached.load(other, Ordering::SeqCst);
+                            let at = reached.load(other, Ordering::SeqCst).unwrap_or(u32::MAX);
                             if at < pass || at > pass + 1 {
                                 return 4;
                             }

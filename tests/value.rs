@@ -80,11 +80,32 @@ fn guards_copy_elements_and_values_in_and_out() {
     .unwrap();
     assert_eq!(&v.get().unwrap()[..6], &[0, 0, 0, 9, 10, 0]);
     let raw = RawArray::<u8>::new(5).unwrap();
-    raw.copy_from_slice(b"hello");
+    raw.copy_from_slice(b"hello").unwrap();
     let mut out = [0u8; 5];
-    raw.copy_to_slice(&mut out);
+    raw.copy_to_slice(&mut out).unwrap();
     assert_eq!(&out, b"hello");
     assert_eq!(raw.get(5), None);
+    // Out of range or of the wrong length: an answer, never a panic.
+    assert!(!raw.set(5, 0));
+    assert!(raw.copy_from_slice(b"hi").is_err());
+    assert!(raw.copy_to_slice(&mut [0u8; 6]).is_err());
+    assert_eq!(raw.load(5, std::sync::atomic::Ordering::SeqCst), None);
+    assert!(!raw.store(9, 1, std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(
+        raw.fetch_add(usize::MAX, 1, std::sync::atomic::Ordering::SeqCst),
+        None
+    );
+    assert_eq!(
+        raw.compare_exchange(
+            5,
+            0,
+            1,
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst
+        ),
+        None
+    );
+    assert_eq!(&raw.to_vec(), b"hello");
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
@@ -177,9 +198,9 @@ fn increments_from_many_processes_are_exact() {
     assert_eq!(atomic.fetch_sub(1, Ordering::SeqCst), 0, "wrapping");
     assert_eq!(atomic.load(Ordering::SeqCst), u64::MAX);
     let signed = RawArray::<i8>::from_slice(&[-1, 127]).unwrap();
-    assert_eq!(signed.fetch_add(1, 1, Ordering::SeqCst), 127);
-    assert_eq!(signed.load(1, Ordering::SeqCst), -128);
-    assert_eq!(signed.swap(0, 4, Ordering::SeqCst), -1);
+    assert_eq!(signed.fetch_add(1, 1, Ordering::SeqCst), Some(127));
+    assert_eq!(signed.load(1, Ordering::SeqCst), Some(-128));
+    assert_eq!(signed.swap(0, 4, Ordering::SeqCst), Some(-1));
 }
 
 #[test]
