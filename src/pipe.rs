@@ -28,6 +28,19 @@
 //! copy of the other end does not keep its receives from seeing EOF unless it has
 //! used that copy.
 //!
+//! A send to a pipe whose other end is gone in that sense fails with
+//! [`SendError::BrokenPipe`] and writes nothing (Python's `BrokenPipeError`):
+//!
+//! - the first send after every holder of the other end closed it fails: the send
+//!   loads a count of the other end's holders, kept on the ring line it loads anyway
+//!   to see whether the reader sleeps; a [`Process`](crate::Process) child frees its
+//!   holds when it returns, so its exit counts as closing;
+//! - holders that died without closing (SIGKILL) are found by a liveness check (a
+//!   `poll(2)` of a pidfd per holder process) that a send runs once every
+//!   [`LIVENESS_EVERY`] sends of its handle: within that many sends of the death; and
+//!   by the check a send makes when it has to wait for room. From then on every send
+//!   fails, without further system calls.
+//!
 //! A `Connection` is `Send` but not `Sync`: one thread uses an end at a time, and
 //! two processes must not send (or receive) on the same end at the same time (the
 //! ring is single-producer, single-consumer; doing so garbles data, at worst into a
@@ -41,7 +54,7 @@ use crate::ring::spsc::{self, FIRST, MORE, Reader, Record, Spsc, Writer};
 use crate::segment::{CreateError, CreateOptions, OpenError, OpenOptions, Segment};
 use crate::wait::{EventCount, Spin};
 use bytemuck::Pod;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -103,7 +116,9 @@ pub enum SendError {
     /// This end of a one-way pipe only receives.
     ReceiveOnly,
     /// Every holder of the other end has closed it or died (Python's
-    /// `BrokenPipeError`).
+    /// `BrokenPipeError`); nothing was written. Seen by the first send after the last
+    /// holder closed, and within [`LIVENESS_EVERY`] sends of the last holder's death
+    /// (see the module docs).
     BrokenPipe,
     /// The ring stayed full until the timeout.
     Timeout,
@@ -216,6 +231,19 @@ impl PipeShared {
 
     fn holders(&self, end: usize) -> &Holders {
         &self.control().ends[end & 1]
+    }
+
+    /// The presence word of `end`: on the readable line of the ring that `end`
+    /// receives from, so the other end's sender reads it with the line its notify
+    /// loads anyway. `None` for the send-only end of a one-way pipe (nobody sends to
+    /// it). Bit 0 is set once anyone has registered; the rest counts the end's
+    /// registry entries, two per entry (see [`Registration::claim_entry`]).
+    fn presence(&self, end: usize) -> Option<&AtomicU64> {
+        if end & 1 == 0 {
+            Some(self.to_a.reader_presence())
+        } else {
+            self.to_b.as_ref().map(|r| r.reader_presence())
+        }
     }
 }
 
@@ -331,9 +359,15 @@ impl Registration {
     }
 
     /// Claims a free (or dead) entry of this end for `value`; its index.
+    ///
+    /// The end's presence word counts entries: raised before an entry is claimed and
+    /// lowered after one is freed, so it is never below the number of held entries
+    /// (a process killed between the two steps leaves it too high, which only sends
+    /// the peer's senders to the liveness check; see [`Connection::check_peer`]).
     fn claim_entry(&self, value: u64) -> Option<usize> {
         let holders = self.shared.holders(self.end);
         holders.ever.store(1, Ordering::Release);
+        self.raise_presence();
         for pass in 0..2 {
             for (i, slot) in holders.entries.iter().enumerate() {
                 let cur = slot.load(Ordering::Acquire);
@@ -343,11 +377,34 @@ impl Registration {
                         .compare_exchange(cur, value, Ordering::AcqRel, Ordering::Acquire)
                         .is_ok()
                 {
+                    if cur != 0 {
+                        // The dead holder's count goes with its entry.
+                        self.lower_presence();
+                    }
                     return Some(i);
                 }
             }
         }
+        self.lower_presence();
         None
+    }
+
+    /// Counts one more entry of this end in its presence word (and marks the word as
+    /// registered-once, bit 0).
+    fn raise_presence(&self) {
+        if let Some(p) = self.shared.presence(self.end) {
+            p.fetch_add(2, Ordering::AcqRel);
+            p.fetch_or(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Counts one entry fewer, after it was freed. Release: the freed entry is
+    /// visible to a sender whose Acquire load in `Connection::check_peer` sees the
+    /// lower count.
+    fn lower_presence(&self) {
+        if let Some(p) = self.shared.presence(self.end) {
+            p.fetch_sub(2, Ordering::AcqRel);
+        }
     }
 
     /// Marks this process's entry as used (so it keeps the peer's EOF away even
@@ -381,11 +438,54 @@ impl Registration {
 
     fn deregister(&self) {
         let Ok(mut e) = self.entry.lock() else { return };
-        if let Some((pid, i, value)) = e.take() {
+        self.free_entry(e.take());
+    }
+
+    /// Frees this process's entry, if `entry` is one.
+    fn free_entry(&self, entry: Option<(u32, usize, u64)>) {
+        if let Some((pid, i, value)) = entry {
             if pid == proc::cached_pid() {
                 let slot = &self.shared.holders(self.end).entries[i];
-                let _ = slot.compare_exchange(value, 0, Ordering::AcqRel, Ordering::Acquire);
+                if slot
+                    .compare_exchange(value, 0, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    self.lower_presence();
+                }
             }
+        }
+    }
+
+    /// Wakes everyone waiting on either ring, so they look at the holders again.
+    fn notify_rings(&self) {
+        let s = &self.shared;
+        s.to_a.readable().notify_all();
+        s.to_a.writable().notify_all();
+        if let Some(r) = &s.to_b {
+            r.readable().notify_all();
+            r.writable().notify_all();
+        }
+    }
+}
+
+/// Called by [`Process`](crate::Process) in a child that is about to exit: frees the
+/// child's entry in every pipe end it holds, so the peers see EOF or a broken pipe at
+/// once instead of at their next liveness check. Only `try_lock`s: a lock another
+/// thread of the parent held at the fork stays held in the child, and then that
+/// entry is left for the liveness checks.
+pub(crate) fn before_child_exit() {
+    let Ok(live) = LIVE.try_lock() else { return };
+    let regs: Vec<Arc<Registration>> = live.iter().filter_map(Weak::upgrade).collect();
+    drop(live);
+    for reg in regs {
+        let Ok(mut e) = reg.entry.try_lock() else {
+            continue;
+        };
+        let entry = e.take();
+        drop(e);
+        if entry.is_some() {
+            reg.free_entry(entry);
+            reg.notify_rings();
         }
     }
 }
@@ -447,7 +547,12 @@ impl ForkClaims {
                 )
             });
             let slot = &reg.shared.holders(reg.end).entries[i];
-            let _ = slot.compare_exchange(placeholder, new, Ordering::AcqRel, Ordering::Acquire);
+            let swapped = slot
+                .compare_exchange(placeholder, new, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+            if swapped && new == 0 {
+                reg.lower_presence();
+            }
         }
     }
 
@@ -501,6 +606,39 @@ pub struct Connection {
     /// The pid of the process that last marked this end as used (0: none yet), so
     /// the hot path checks one cell instead of the registry.
     active_in: Cell<u32>,
+    /// A send looks at the peer's registry when the peer's presence word is at most
+    /// this (bit 0 set): `1 + 2 × n` where `n` counts this process's own unused
+    /// inherited copies of the peer end, which do not keep the pipe from being broken
+    /// (see [`Connection::check_peer`]). Recomputed by every look.
+    gone_at: Cell<u64>,
+    /// Sends made through this handle (wrapping); every [`LIVENESS_EVERY`]th one
+    /// checks whether the peer's holders are alive.
+    sends: Cell<u32>,
+    /// Process descriptors of the peer's holders, by registry entry, for the
+    /// liveness check.
+    peer_procs: RefCell<Vec<(u64, PeerProc)>>,
+}
+
+/// Every this many sends, a send checks whether the processes holding the other end
+/// are still alive (one `poll(2)` per holder process, on a pidfd kept from check to
+/// check).
+pub const LIVENESS_EVERY: u32 = 1024;
+
+/// What the liveness check knows of one holder of the peer end.
+#[derive(Debug)]
+enum PeerProc {
+    /// Found dead.
+    Dead,
+    /// Alive when last looked at; the pidfd says when it exits.
+    Watched(proc::Pidfd),
+    /// No pidfd (an old kernel): looked up in /proc each time.
+    Unwatched,
+}
+
+/// Whether entry `v` is this process's copy of an end, inherited through a fork and
+/// never used here (it does not keep the pipe open for this process).
+fn own_unused_copy(v: u64, me: u32) -> bool {
+    v as u32 == me && v & INHERITED != 0 && v & ACTIVE == 0
 }
 
 /// A pair of connected [`Connection`]s with the default capacity (256 KiB per
@@ -558,6 +696,9 @@ impl Connection {
             closed: Cell::new(false),
             spin: Cell::new(Spin::DEFAULT),
             active_in: Cell::new(0),
+            gone_at: Cell::new(1),
+            sends: Cell::new(0),
+            peer_procs: RefCell::new(Vec::new()),
         }
     }
 
@@ -616,12 +757,7 @@ impl Connection {
         if !self.closed.replace(true) {
             self.reg.deregister();
             // Wake the other side so it re-checks for EOF / a broken pipe.
-            self.reg.shared.to_a.readable().notify_all();
-            self.reg.shared.to_a.writable().notify_all();
-            if let Some(r) = &self.reg.shared.to_b {
-                r.readable().notify_all();
-                r.writable().notify_all();
-            }
+            self.reg.notify_rings();
         }
     }
 
@@ -630,9 +766,120 @@ impl Connection {
     fn mark_active(&self) {
         let me = proc::cached_pid();
         if self.active_in.get() != me {
-            self.reg.mark_active();
-            self.active_in.set(me);
+            self.first_use_here(me);
         }
+    }
+
+    /// The first send or receive through this handle in this process.
+    #[cold]
+    fn first_use_here(&self, me: u32) {
+        self.reg.mark_active();
+        self.active_in.set(me);
+        let own = self
+            .peer()
+            .entries
+            .iter()
+            .filter(|e| own_unused_copy(e.load(Ordering::Acquire), me))
+            .count() as u64;
+        self.gone_at.set(1 + 2 * own);
+    }
+
+    /// Whether the peer is gone, as far as a send can tell cheaply: the first send
+    /// after every holder of the other end has closed it (or exited normally: a
+    /// [`Process`](crate::Process) child frees its entries on the way out) fails,
+    /// seen through the peer's presence word — one load of the line the send's
+    /// notify loads anyway. Holders that died without closing (SIGKILL) are found by
+    /// a liveness check on every [`LIVENESS_EVERY`]th send of this handle.
+    #[inline]
+    fn check_peer(&self, tx: &Writer) -> Result<(), SendError> {
+        // Acquire; paired with the Release in `Registration::lower_presence`: the
+        // entries freed before a lower count are visible to the look below.
+        let presence = tx.ring().reader_presence().load(Ordering::Acquire);
+        let n = self.sends.get().wrapping_add(1);
+        self.sends.set(n);
+        let liveness = n % LIVENESS_EVERY == 0;
+        if (presence & 1 != 0 && presence <= self.gone_at.get()) || liveness {
+            return self.check_peer_slow(liveness);
+        }
+        Ok(())
+    }
+
+    /// Looks at the peer's registry (and, if `liveness`, at its processes).
+    #[cold]
+    #[inline(never)]
+    fn check_peer_slow(&self, liveness: bool) -> Result<(), SendError> {
+        let h = self.peer();
+        if h.ever.load(Ordering::Acquire) == 0 {
+            return Ok(());
+        }
+        let me = proc::cached_pid();
+        let mut own = 0u64;
+        let mut others = [0u64; HOLDERS];
+        let mut n = 0;
+        for e in &h.entries {
+            match e.load(Ordering::Acquire) {
+                0 => {}
+                v if own_unused_copy(v, me) => own += 1,
+                v => {
+                    others[n] = v;
+                    n += 1;
+                }
+            }
+        }
+        if n == 0 {
+            self.gone_at.set(1 + 2 * own);
+            return Err(SendError::BrokenPipe);
+        }
+        // Once the holders were found dead, every send looks again (at the cached
+        // answers: no system call) until the registry changes.
+        let found_dead = self.gone_at.get() == u64::MAX;
+        if (liveness || found_dead) && self.all_dead(&others[..n], me) {
+            self.gone_at.set(u64::MAX);
+            return Err(SendError::BrokenPipe);
+        }
+        self.gone_at.set(1 + 2 * own);
+        Ok(())
+    }
+
+    /// Whether every process named by `entries` has died (a pidfd poll each; the
+    /// pidfds are kept for the next check).
+    fn all_dead(&self, entries: &[u64], me: u32) -> bool {
+        let Ok(mut procs) = self.peer_procs.try_borrow_mut() else {
+            return false;
+        };
+        procs.retain(|(v, _)| entries.contains(v));
+        let mut all_dead = true;
+        for &v in entries {
+            if v as u32 == me {
+                all_dead = false;
+                continue;
+            }
+            let known = procs.iter().position(|(w, _)| *w == v);
+            let i = known.unwrap_or_else(|| {
+                let p = if !entry_alive(v) {
+                    PeerProc::Dead
+                } else {
+                    match proc::Pidfd::open(v as u32) {
+                        Ok(fd) => PeerProc::Watched(fd),
+                        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => PeerProc::Dead,
+                        Err(_) => PeerProc::Unwatched,
+                    }
+                };
+                procs.push((v, p));
+                procs.len() - 1
+            });
+            let dead = match &procs[i].1 {
+                PeerProc::Dead => true,
+                PeerProc::Watched(fd) => fd.exited(),
+                PeerProc::Unwatched => !entry_alive(v),
+            };
+            if dead {
+                procs[i].1 = PeerProc::Dead;
+            } else {
+                all_dead = false;
+            }
+        }
+        all_dead
     }
 
     /// The other end's holders.
@@ -658,8 +905,7 @@ impl Connection {
         let me = proc::cached_pid();
         h.entries.iter().all(|e| {
             let v = e.load(Ordering::Acquire);
-            let own_unused_copy = v as u32 == me && v & INHERITED != 0 && v & ACTIVE == 0;
-            v == 0 || own_unused_copy || !entry_alive(v)
+            v == 0 || own_unused_copy(v, me) || !entry_alive(v)
         })
     }
 
@@ -739,6 +985,7 @@ impl Connection {
     fn send_message(&self, msg: &[u8], deadline: Option<Deadline>) -> Result<(), SendError> {
         let tx = self.writer()?;
         self.mark_active();
+        self.check_peer(tx)?;
         if msg.len() <= tx.ring().max_fragment() {
             return self.write_record(tx, msg, FIRST, deadline);
         }

@@ -135,6 +135,9 @@ impl Process {
             let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f().exit_code()))
                 .unwrap_or(1);
             let _ = io::stdout().flush();
+            // Free this child's holds on pipe ends, so peers see EOF (or a broken
+            // pipe) now rather than at their next liveness check.
+            crate::pipe::before_child_exit();
             proc::exit_immediately(code);
         }
         claims.in_parent(Some(pid));

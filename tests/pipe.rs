@@ -360,3 +360,112 @@ fn named_pipe_between_two_processes() {
         "{err}"
     );
 }
+
+/// Runs `body` in a child process of its own: the test harness runs tests as threads
+/// of one process, and a child another test forks meanwhile would hold copies of this
+/// test's pipe ends (as a forked Python child holds copies of its parent's
+/// connections), keeping them open.
+fn isolated(body: impl FnOnce()) {
+    let mut child = Process::spawn(body).unwrap();
+    assert!(child.join().unwrap().success(), "the isolated test failed");
+}
+
+#[test]
+fn the_first_send_after_the_peer_closed_is_a_broken_pipe() {
+    isolated(first_send_after_close);
+}
+
+fn first_send_after_close() {
+    // The parent closes its end while the child holds the other (and its own unused
+    // inherited copy of the parent's end, which does not count): the child's first
+    // send fails.
+    let (a, b) = pipe(true).unwrap();
+    let flags = Words::new(1);
+    let mut child = Process::spawn_returning(|| -> i32 {
+        b.send(&1u64).unwrap();
+        while flags.at(0).load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        match (b.send(&2u64), b.send_bytes(b"more")) {
+            (Err(SendError::BrokenPipe), Err(SendError::BrokenPipe)) => 0,
+            _ => 1,
+        }
+    })
+    .unwrap();
+    assert_eq!(a.recv::<u64>().unwrap(), 1);
+    a.close();
+    flags.at(0).store(1, Ordering::SeqCst);
+    assert_eq!(child.join().unwrap().code(), 0);
+
+    // The child closes its end and stays alive: the parent's first send fails.
+    let (a, b) = pipe(true).unwrap();
+    let flags = Words::new(1);
+    let f = &flags;
+    let mut child = Process::spawn(move || {
+        b.close();
+        f.at(0).store(1, Ordering::SeqCst);
+        while f.at(0).load(Ordering::SeqCst) != 2 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    })
+    .unwrap();
+    a.send(&1u64).unwrap();
+    wait_for("the child to close", || {
+        flags.at(0).load(Ordering::SeqCst) == 1
+    });
+    assert_eq!(a.send(&2u64), Err(SendError::BrokenPipe));
+    assert_eq!(a.send_bytes(&[7; 100]), Err(SendError::BrokenPipe));
+    flags.at(0).store(2, Ordering::SeqCst);
+    assert!(child.join().unwrap().success());
+
+    // One way: the receiving child exits without closing (its copy is borrowed, so
+    // never dropped in the child), and the parent dropped its own copy.
+    let (r, w) = pipe(false).unwrap();
+    let mut child = Process::spawn(|| {
+        let _ = r.poll(Some(Duration::ZERO));
+    })
+    .unwrap();
+    drop(r);
+    assert!(child.join().unwrap().success());
+    assert_eq!(w.send(&3u32), Err(SendError::BrokenPipe));
+}
+
+#[test]
+fn a_send_to_a_killed_peer_is_a_broken_pipe_within_liveness_every_sends() {
+    isolated(send_after_kill);
+}
+
+fn send_after_kill() {
+    let (a, b) = pipe(true).unwrap();
+    let started = Words::new(1);
+    let flag = &started;
+    let mut child = Process::spawn(move || {
+        let _keep = &b;
+        flag.at(0).store(1, Ordering::SeqCst);
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
+    .unwrap();
+    wait_for("the child to start", || {
+        started.at(0).load(Ordering::SeqCst) == 1
+    });
+    a.send(&0u64).unwrap();
+    child.kill().unwrap();
+    assert!(!child.join().unwrap().success());
+    // 8-byte messages take 32 bytes of the 256 KiB ring: LIVENESS_EVERY of them fit,
+    // so the broken pipe comes from the liveness check, not from a full ring.
+    let limit = shmproc::pipe::LIVENESS_EVERY as usize;
+    assert!(limit * 32 < shmproc::pipe::DEFAULT_CAPACITY);
+    let mut sent = 0;
+    let result = loop {
+        match a.send(&1u64) {
+            Ok(()) if sent <= limit => sent += 1,
+            other => break other,
+        }
+    };
+    assert_eq!(result, Err(SendError::BrokenPipe), "after {sent} sends");
+    assert!(sent < limit, "{sent} sends succeeded after the kill");
+    // And it stays broken.
+    assert_eq!(a.send_bytes(b"x"), Err(SendError::BrokenPipe));
+}

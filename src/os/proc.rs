@@ -329,6 +329,35 @@ pub(crate) fn wait_until(pid: u32, deadline: Deadline) -> io::Result<Option<Exit
     }
 }
 
+/// A process descriptor: `pidfd_open(2)`. It names one process for as long as it
+/// is held (pid reuse cannot fool it) and polls readable once that process has exited,
+/// reaped or not.
+///
+/// See [pidfd_open(2)](https://man7.org/linux/man-pages/man2/pidfd_open.2.html).
+#[derive(Debug)]
+pub(crate) struct Pidfd(rustix::fd::OwnedFd);
+
+impl Pidfd {
+    /// `pidfd_open(pid, 0)`: ESRCH if no such process (or only a reaped one), ENOSYS
+    /// before Linux 5.3.
+    pub(crate) fn open(pid: u32) -> io::Result<Pidfd> {
+        let fd = rustix::process::pidfd_open(to_pid(pid)?, rustix::process::PidfdFlags::empty())?;
+        Ok(Pidfd(fd))
+    }
+
+    /// Whether the process has exited (a zombie counts): `poll(2)` with a zero
+    /// timeout. A failing poll answers "not exited".
+    pub(crate) fn exited(&self) -> bool {
+        use rustix::event::{PollFd, PollFlags, poll};
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let mut fds = [PollFd::new(&self.0, PollFlags::IN)];
+        matches!(poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+    }
+}
+
 /// `kill(pid, sig)`.
 pub(crate) fn signal(pid: u32, sig: Signal) -> io::Result<()> {
     rustix::process::kill_process(to_pid(pid)?, sig).map_err(Into::into)
