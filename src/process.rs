@@ -149,6 +149,15 @@ impl Process {
         self.pid
     }
 
+    /// For [`pipe::wait_any`](crate::pipe::wait_any): the pid to watch, or `None` once
+    /// the child was reaped (it has ended: ready).
+    pub(crate) fn sentinel(&self) -> Option<u32> {
+        match self.status {
+            Some(_) => None,
+            None => Some(self.pid),
+        }
+    }
+
     /// Waits for the child to end and returns how it ended (at once if it already
     /// has).
     ///

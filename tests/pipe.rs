@@ -3,7 +3,7 @@
 mod common;
 
 use common::{TestName, Words, wait_for};
-use shmproc::pipe::{RecvError, SendError, pipe_with_capacity, wait};
+use shmproc::pipe::{RecvError, SendError, Waitable, pipe_with_capacity, wait, wait_any};
 use shmproc::{Connection, Process, pipe};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -468,4 +468,50 @@ fn send_after_kill() {
     assert!(sent < limit, "{sent} sends succeeded after the kill");
     // And it stays broken.
     assert_eq!(a.send_bytes(b"x"), Err(SendError::BrokenPipe));
+}
+
+#[test]
+fn wait_any_sees_a_child_exit_beside_pipes() {
+    // A child that exits (after the waiter has gone to sleep) is ready; the pipe,
+    // with nothing in it, is not.
+    let (ours, theirs) = pipe(true).unwrap();
+    let mut child = Process::spawn(|| std::thread::sleep(Duration::from_millis(200))).unwrap();
+    let start = Instant::now();
+    let ready = wait_any(
+        &[Waitable::from(&ours), Waitable::from(&child)],
+        Some(Duration::from_secs(60)),
+    );
+    assert_eq!(ready, [1]);
+    assert!(start.elapsed() >= Duration::from_millis(150));
+    // Ended but not reaped is ready; so is reaped.
+    assert!(child.join().unwrap().success());
+    assert_eq!(
+        wait_any(&[Waitable::from(&child)], Some(Duration::ZERO)),
+        [0]
+    );
+
+    // A message is ready while a child still runs.
+    let stop = Words::new(1);
+    let mut sleeper = Process::spawn(|| {
+        while stop.at(0).load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    })
+    .unwrap();
+    let mut sender = Process::spawn(|| {
+        std::thread::sleep(Duration::from_millis(50));
+        theirs.send(&5u64).unwrap();
+    })
+    .unwrap();
+    let objects = [Waitable::from(&sleeper), Waitable::from(&ours)];
+    assert_eq!(wait_any(&objects, Some(Duration::from_secs(60))), [1]);
+    assert_eq!(ours.recv::<u64>().unwrap(), 5);
+    assert!(sender.join().unwrap().success());
+    // Nothing ready: the timeout is not early.
+    let start = Instant::now();
+    assert!(wait_any(&objects, Some(Duration::from_millis(50))).is_empty());
+    assert!(start.elapsed() >= Duration::from_millis(50));
+    stop.at(0).store(1, Ordering::SeqCst);
+    assert_eq!(wait_any(&objects, None), [0]);
+    assert!(sleeper.join().unwrap().success());
 }
