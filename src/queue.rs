@@ -10,8 +10,8 @@
 //! | `Queue(maxsize)` | [`Queue::new`] (anonymous), [`Queue::create`] / [`Queue::open`] (named) |
 //! | `put(obj)` / `put(obj, timeout=t)` / `put_nowait(obj)` | [`Queue::put`] / [`Queue::put_timeout`] / [`Queue::put_nowait`] |
 //! | `get()` / `get(timeout=t)` / `get_nowait()` | [`Queue::get`] / [`Queue::get_timeout`] / [`Queue::get_nowait`] |
-//! | `qsize()`, `empty()`, `full()` | [`Queue::qsize`], [`Queue::empty`], [`Queue::full`] |
-//! | `close()` | [`Queue::close`] (this handle only) |
+//! | `qsize()`, `empty()`, `full()` | [`Queue::qsize`], [`Queue::empty`], [`Queue::full`] (`Err(`[`Closed`]`)` on a closed handle, Python's `ValueError`) |
+//! | `close()` | [`Queue::close`] (this handle only), [`Queue::closed`] |
 //! | `queue.Full`, `queue.Empty` | [`PutError::Full`] (item handed back), [`GetError::Empty`] |
 //! | `JoinableQueue.task_done()`, `join()` | [`JoinableQueue::task_done`], [`JoinableQueue::join`] |
 //! | `SimpleQueue` | [`SimpleQueue`] |
@@ -477,6 +477,19 @@ impl From<PopError> for GetError {
     }
 }
 
+/// This queue handle was closed: what `qsize`, `empty` and `full` answer then
+/// (Python's `ValueError: Queue is closed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Closed;
+
+impl fmt::Display for Closed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("queue handle is closed")
+    }
+}
+
+impl std::error::Error for Closed {}
+
 /// Why a byte message was not put.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PutBytesError {
@@ -918,19 +931,40 @@ impl<T: Pod> Queue<T> {
         Ok(1 + self.get_many_nowait(out, max - 1)?)
     }
 
+    /// This handle's `Err(Closed)` once it was closed.
+    fn open_handle(&self) -> Result<&Core, Closed> {
+        if self.handle.closed() {
+            return Err(Closed);
+        }
+        Ok(&self.core)
+    }
+
     /// Approximate number of items in the queue (a snapshot, like Python's).
-    pub fn qsize(&self) -> usize {
-        self.core.ring.len() as usize
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] if this handle was closed (Python's `ValueError: Queue is closed`).
+    pub fn qsize(&self) -> Result<usize, Closed> {
+        Ok(self.open_handle()?.ring.len() as usize)
     }
 
     /// Whether the queue looks empty (a snapshot).
-    pub fn empty(&self) -> bool {
-        self.core.ring.is_empty()
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`], as for [`qsize`](Queue::qsize).
+    pub fn empty(&self) -> Result<bool, Closed> {
+        Ok(self.open_handle()?.ring.is_empty())
     }
 
     /// Whether the queue looks full (a snapshot).
-    pub fn full(&self) -> bool {
-        self.core.ring.len() >= self.core.ring.capacity()
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`], as for [`qsize`](Queue::qsize).
+    pub fn full(&self) -> Result<bool, Closed> {
+        let ring = &self.open_handle()?.ring;
+        Ok(ring.len() >= ring.capacity())
     }
 
     /// The queue's capacity in items.
@@ -938,10 +972,16 @@ impl<T: Pod> Queue<T> {
         self.core.ring.capacity() as usize
     }
 
-    /// Closes this handle: later `put`s and `get`s on it fail with `Closed`. Other
-    /// handles, clones and processes are unaffected.
+    /// Closes this handle: later `put`s and `get`s on it fail with `Closed`, and
+    /// `qsize`, `empty` and `full` answer `Err(Closed)`. Other handles, clones and
+    /// processes are unaffected.
     pub fn close(&self) {
         self.handle.closed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`close`](Queue::close) was called on this handle.
+    pub fn closed(&self) -> bool {
+        self.handle.closed()
     }
 
     /// How blocking calls on this handle wait: spin for a while first (the default)
@@ -1143,7 +1183,7 @@ impl<T> std::ops::Deref for JoinableQueue<T> {
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let q = SimpleQueue::<i32>::new(4)?;
 /// q.put(-1)?;
-/// assert!(!q.empty());
+/// assert!(!q.empty()?);
 /// assert_eq!(q.get()?, -1);
 /// # Ok(()) }
 /// ```
@@ -1203,13 +1243,22 @@ impl<T: Pod> SimpleQueue<T> {
     }
 
     /// Whether the queue looks empty (a snapshot).
-    pub fn empty(&self) -> bool {
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] if this handle was closed.
+    pub fn empty(&self) -> Result<bool, Closed> {
         self.queue.empty()
     }
 
     /// Closes this handle.
     pub fn close(&self) {
         self.queue.close();
+    }
+
+    /// Whether [`close`](Self::close) was called on this handle.
+    pub fn closed(&self) -> bool {
+        self.queue.closed()
     }
 }
 
@@ -1493,18 +1542,40 @@ impl ByteQueue {
     }
 
     /// Approximate slots in use (a message spans one or more).
-    pub fn qsize(&self) -> usize {
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] if this handle was closed.
+    pub fn qsize(&self) -> Result<usize, Closed> {
         self.queue.qsize()
     }
 
     /// Whether the queue looks empty.
-    pub fn empty(&self) -> bool {
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] if this handle was closed.
+    pub fn empty(&self) -> Result<bool, Closed> {
         self.queue.empty()
+    }
+
+    /// Whether every slot looks taken.
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] if this handle was closed.
+    pub fn full(&self) -> Result<bool, Closed> {
+        self.queue.full()
     }
 
     /// Closes this handle.
     pub fn close(&self) {
         self.queue.close();
+    }
+
+    /// Whether [`close`](Self::close) was called on this handle.
+    pub fn closed(&self) -> bool {
+        self.queue.closed()
     }
 
     /// How blocking calls on this handle wait.
@@ -1750,17 +1821,30 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
     }
 
     /// Approximate slots in use.
-    pub fn qsize(&self) -> usize {
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] if this handle was closed.
+    pub fn qsize(&self) -> Result<usize, Closed> {
         self.bytes.qsize()
     }
 
     /// Whether the queue looks empty.
-    pub fn empty(&self) -> bool {
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] if this handle was closed.
+    pub fn empty(&self) -> Result<bool, Closed> {
         self.bytes.empty()
     }
 
     /// Closes this handle.
     pub fn close(&self) {
         self.bytes.close();
+    }
+
+    /// Whether [`close`](Self::close) was called on this handle.
+    pub fn closed(&self) -> bool {
+        self.bytes.closed()
     }
 }

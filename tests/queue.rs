@@ -4,7 +4,7 @@ mod common;
 
 use common::{TestName, Words, wait_for};
 use shmproc::layout::header::{ElemType, ObjectKind, ObjectLayout};
-use shmproc::queue::{GetError, PutBytesError, PutError, TaskDoneError};
+use shmproc::queue::{Closed, GetError, PutBytesError, PutError, TaskDoneError};
 use shmproc::segment::{CreateOptions, OpenError, Segment};
 use shmproc::{ByteQueue, JoinableQueue, Process, Queue, SimpleQueue};
 use std::sync::atomic::Ordering;
@@ -91,7 +91,7 @@ fn producers_times_consumers_deliver_every_message_exactly_once_in_order() {
     for i in 0..total {
         assert_eq!(seen.at(i).load(Ordering::SeqCst), 1, "message {i}");
     }
-    assert!(q.empty());
+    assert_eq!(q.empty(), Ok(true));
 }
 
 trait GetTimeoutInto {
@@ -110,7 +110,10 @@ impl GetTimeoutInto for ByteQueue {
 #[test]
 fn python_semantics_put_get_timeouts_qsize_full_empty() {
     let q = Queue::<u64>::new(3).unwrap();
-    assert!(q.empty() && !q.full() && q.qsize() == 0 && q.maxsize() == 3);
+    assert_eq!(
+        (q.empty(), q.full(), q.qsize(), q.maxsize()),
+        (Ok(true), Ok(false), Ok(0), 3)
+    );
     assert_eq!(q.get_nowait(), Err(GetError::Empty));
     for timeout in [Duration::ZERO, Duration::from_millis(100)] {
         let start = Instant::now();
@@ -124,7 +127,7 @@ fn python_semantics_put_get_timeouts_qsize_full_empty() {
     q.put(1).unwrap();
     q.put_nowait(2).unwrap();
     q.put_timeout(3, Duration::from_millis(10)).unwrap();
-    assert!(q.full() && q.qsize() == 3);
+    assert_eq!((q.full(), q.qsize()), (Ok(true), Ok(3)));
     // A failed put hands the item back.
     assert_eq!(q.put_nowait(4), Err(PutError::Full(4)));
     let start = Instant::now();
@@ -143,7 +146,7 @@ fn python_semantics_put_get_timeouts_qsize_full_empty() {
         ],
         [1, 2, 3]
     );
-    assert!(q.empty());
+    assert_eq!(q.empty(), Ok(true));
 }
 
 #[test]
@@ -183,6 +186,36 @@ fn close_affects_only_this_handle() {
 }
 
 #[test]
+fn a_closed_handle_answers_qsize_empty_and_full_with_closed() {
+    let q = Queue::<u32>::new(2).unwrap();
+    q.put(5).unwrap();
+    let mut child = Process::spawn_returning(|| -> i32 {
+        // Closing the child's copy of the handle...
+        q.close();
+        let answers = (q.closed(), q.qsize(), q.empty(), q.full());
+        let closed = (true, Err(Closed), Err(Closed), Err(Closed));
+        i32::from(answers != closed || !Closed.to_string().contains("closed"))
+    })
+    .unwrap();
+    assert_eq!(child.join().unwrap().code(), 0);
+    // ... leaves the parent's open, and the queue as it was.
+    assert!(!q.closed());
+    assert_eq!(
+        (q.qsize(), q.empty(), q.full()),
+        (Ok(1), Ok(false), Ok(false))
+    );
+    let s = SimpleQueue::<u8>::new(1).unwrap();
+    s.close();
+    assert_eq!((s.closed(), s.empty()), (true, Err(Closed)));
+    let b = ByteQueue::new(2, 8).unwrap();
+    b.close();
+    assert_eq!(
+        (b.qsize(), b.empty(), b.full()),
+        (Err(Closed), Err(Closed), Err(Closed))
+    );
+}
+
+#[test]
 fn joinable_queue_join_waits_for_every_task() {
     let q = JoinableQueue::<u32>::new(4).unwrap();
     let done = Words::new(1);
@@ -213,7 +246,7 @@ fn joinable_queue_join_waits_for_every_task() {
 #[test]
 fn simple_queue_put_get_empty_close() {
     let q = SimpleQueue::<u16>::new(2).unwrap();
-    assert!(q.empty());
+    assert_eq!(q.empty(), Ok(true));
     let mut child = Process::spawn(|| {
         for i in 0..100 {
             q.put(i).unwrap();
@@ -454,7 +487,7 @@ fn producers_and_consumers_killed_at_random_points_lose_at_most_their_in_flight_
                         .fetch_add(1, Ordering::SeqCst);
                 }
                 Err(GetError::Empty) => {
-                    if !kids[1].is_alive() && q.empty() {
+                    if !kids[1].is_alive() && q.empty() == Ok(true) {
                         break;
                     }
                 }
@@ -579,7 +612,7 @@ fn threads_of_killed_processes_moving_runs_of_items_lose_at_most_their_runs() {
             got.clear();
             match q.get_many_nowait(&mut got, RUN) {
                 Ok(0) => {
-                    if !producers[1].is_alive() && q.empty() {
+                    if !producers[1].is_alive() && q.empty() == Ok(true) {
                         break;
                     }
                     let _ = q.get_timeout(Duration::from_millis(1)).map(|v| got.push(v));
