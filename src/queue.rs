@@ -12,6 +12,7 @@
 //! | `get()` / `get(timeout=t)` / `get_nowait()` | [`Queue::get`] / [`Queue::get_timeout`] / [`Queue::get_nowait`] |
 //! | `qsize()`, `empty()`, `full()` | [`Queue::qsize`], [`Queue::empty`], [`Queue::full`] (`Err(`[`Closed`]`)` on a closed handle, Python's `ValueError`) |
 //! | `close()` | [`Queue::close`] (this handle only), [`Queue::closed`] |
+//! | `shutdown(immediate)`, `queue.ShutDown` (3.13) | [`Queue::shutdown`], [`JoinableQueue::shutdown`]; [`PutError::ShutDown`], [`GetError::ShutDown`] |
 //! | `queue.Full`, `queue.Empty` | [`PutError::Full`] (item handed back), [`GetError::Empty`] |
 //! | `JoinableQueue.task_done()`, `join()` | [`JoinableQueue::task_done`], [`JoinableQueue::join`] |
 //! | `SimpleQueue` | [`SimpleQueue`] |
@@ -62,6 +63,20 @@ impl Block {
         }
     }
 }
+
+/// The ring's `user_words` this module uses: JoinableQueue's unfinished count, and
+/// the shutdown state (one of [`RUNNING`], [`SHUT_DOWN`], [`SHUT_DOWN_NOW`]). All
+/// zero in a fresh ring, and zero is each word's "nothing happened" meaning, so a
+/// queue made by an older build reads as running.
+const UNFINISHED_WORD: usize = 0;
+const SHUTDOWN_WORD: usize = 1;
+
+/// Shutdown states (the `SHUTDOWN_WORD`): only ever raised, with `fetch_max`.
+const RUNNING: u64 = 0;
+/// `shutdown(false)`: puts fail; gets drain what is left, then fail.
+const SHUT_DOWN: u64 = 1;
+/// `shutdown(true)`: as `SHUT_DOWN`, and the items were discarded.
+const SHUT_DOWN_NOW: u64 = 2;
 
 /// The element type recorded for byte queues.
 const BYTES: ElemType = ElemType {
@@ -215,6 +230,9 @@ impl Core {
             deadline,
             PushError::Full,
             || match self.ring.try_claim(len) {
+                // A shutdown ends the wait: `Full`, which the caller reads as
+                // `ShutDown` (see `Core::shut_down`).
+                Err(PushError::Full) if self.shut_down() => Err(Some(PushError::Full)),
                 Err(PushError::Full) => Err(None),
                 r => r.map_err(Some),
             },
@@ -262,6 +280,8 @@ impl Core {
             deadline,
             PopError::Empty,
             || match self.ring.try_take() {
+                // Empty and shut down ends the wait (the caller says `ShutDown`).
+                Err(PopError::Empty) if self.shut_down() => Err(Some(PopError::Empty)),
                 Err(PopError::Empty) => Err(None),
                 r => r.map_err(Some),
             },
@@ -296,6 +316,7 @@ impl Core {
             deadline,
             PushError::Full,
             || match self.ring.try_push(msg) {
+                Err(PushError::Full) if self.shut_down() => Err(Some(PushError::Full)),
                 Err(PushError::Full) => Err(None),
                 r => r.map_err(Some),
             },
@@ -326,6 +347,7 @@ impl Core {
             deadline,
             PopError::Empty,
             || match self.ring.try_pop_into(out) {
+                Err(PopError::Empty) if self.shut_down() => Err(Some(PopError::Empty)),
                 Err(PopError::Empty) => Err(None),
                 r => r.map_err(Some),
             },
@@ -364,6 +386,57 @@ impl Core {
             Ok(None) => Err(failed.take().unwrap_or(timed_out)),
             Err(_) => Err(timed_out),
         }
+    }
+}
+
+impl Core {
+    /// Whether the queue was shut down (by any process). Acquire; paired with the
+    /// `fetch_max` in [`Core::shutdown`]. A put loads it first (one load of a line
+    /// that is written only by `shutdown` and, in a JoinableQueue, by the task
+    /// count); a get only once the queue is empty.
+    #[inline]
+    fn shut_down(&self) -> bool {
+        self.ring.user_words()[SHUTDOWN_WORD].load(Ordering::Acquire) != RUNNING
+    }
+
+    /// What an `Empty` (or `Corrupt`) from the ring means for a get: `ShutDown` once
+    /// the queue is shut down and empty.
+    #[cold]
+    fn get_error(&self, e: PopError) -> GetError {
+        match e {
+            PopError::Empty if self.shut_down() => GetError::ShutDown,
+            e => e.into(),
+        }
+    }
+
+    /// Shuts the queue down for every process (Python 3.13's `Queue.shutdown`):
+    /// later puts fail with `ShutDown`, gets take what is left and then fail with
+    /// `ShutDown`; with `immediate`, what is left is discarded now. Wakes every
+    /// blocked putter, getter and joiner. Returns how many items were discarded.
+    ///
+    /// A put that had already looked at the state when it changed may still land
+    /// (there is no lock to order them); a get then takes it.
+    fn shutdown(&self, immediate: bool) -> u64 {
+        let state = if immediate { SHUT_DOWN_NOW } else { SHUT_DOWN };
+        // Release; paired with the Acquire load in `shut_down`.
+        self.ring.user_words()[SHUTDOWN_WORD].fetch_max(state, Ordering::AcqRel);
+        let mut drained = 0;
+        if immediate {
+            // Bounded: only puts that raced the state change can add more.
+            let bound = self.ring.capacity().saturating_mul(2).saturating_add(64);
+            while drained < bound {
+                match self.ring.try_take() {
+                    Ok(slot) => {
+                        drop(slot);
+                        drained += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        self.ring.notify_consumers();
+        self.ring.notify_producers();
+        drained
     }
 }
 
@@ -412,13 +485,25 @@ pub enum PutError<T> {
     Full(T),
     /// This handle was closed.
     Closed(T),
+    /// The queue was shut down (Python 3.13's `queue.ShutDown`), by this process or
+    /// another.
+    ShutDown(T),
 }
 
 impl<T> PutError<T> {
     /// The item that was not put.
     pub fn into_inner(self) -> T {
         match self {
-            PutError::Full(t) | PutError::Closed(t) => t,
+            PutError::Full(t) | PutError::Closed(t) | PutError::ShutDown(t) => t,
+        }
+    }
+
+    /// The same error carrying `u` instead.
+    fn carrying<U>(self, u: U) -> PutError<U> {
+        match self {
+            PutError::Full(_) => PutError::Full(u),
+            PutError::Closed(_) => PutError::Closed(u),
+            PutError::ShutDown(_) => PutError::ShutDown(u),
         }
     }
 }
@@ -428,6 +513,7 @@ impl<T> fmt::Debug for PutError<T> {
         match self {
             PutError::Full(_) => f.write_str("Full(..)"),
             PutError::Closed(_) => f.write_str("Closed(..)"),
+            PutError::ShutDown(_) => f.write_str("ShutDown(..)"),
         }
     }
 }
@@ -437,6 +523,7 @@ impl<T> fmt::Display for PutError<T> {
         match self {
             PutError::Full(_) => f.write_str("queue is full"),
             PutError::Closed(_) => f.write_str("queue handle is closed"),
+            PutError::ShutDown(_) => f.write_str("queue is shut down"),
         }
     }
 }
@@ -451,6 +538,9 @@ pub enum GetError {
     Empty,
     /// This handle was closed.
     Closed,
+    /// The queue was shut down and nothing is left in it (Python 3.13's
+    /// `queue.ShutDown`).
+    ShutDown,
     /// The queue's shared memory is inconsistent, or a message has the wrong size
     /// for this handle's type (a peer scribbled on it). The bad message was dropped.
     Corrupt(String),
@@ -461,6 +551,7 @@ impl fmt::Display for GetError {
         match self {
             GetError::Empty => f.write_str("queue is empty"),
             GetError::Closed => f.write_str("queue handle is closed"),
+            GetError::ShutDown => f.write_str("queue is shut down and empty"),
             GetError::Corrupt(why) => write!(f, "queue is corrupt: {why}"),
         }
     }
@@ -504,12 +595,15 @@ pub enum PutBytesError {
     },
     /// This handle was closed.
     Closed,
+    /// The queue was shut down.
+    ShutDown,
 }
 
 impl fmt::Display for PutBytesError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PutBytesError::Full => f.write_str("queue is full"),
+            PutBytesError::ShutDown => f.write_str("queue is shut down"),
             PutBytesError::TooLarge { len, max } => write!(
                 f,
                 "message of {len} bytes can never fit: this queue holds messages of at most {max} bytes"
@@ -694,7 +788,8 @@ impl<T: Pod> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`PutError::Closed`] if this handle was closed (the item is handed back).
+    /// [`PutError::Closed`] if this handle was closed, [`PutError::ShutDown`] if the
+    /// queue was shut down (also while this put waits); the item is handed back.
     #[inline]
     pub fn put(&self, item: T) -> Result<(), PutError<T>> {
         self.put_block(item, Block::Until(None))
@@ -738,6 +833,9 @@ impl<T: Pod> Queue<T> {
         if self.handle.closed() {
             return Err(PutError::Closed(item));
         }
+        if self.core.shut_down() {
+            return Err(PutError::ShutDown(item));
+        }
         if count.is_none() {
             // A copy straight into the ring, no guard.
             return match self
@@ -746,7 +844,7 @@ impl<T: Pod> Queue<T> {
             {
                 Ok(()) => Ok(()),
                 // An item of size_of::<T>() always fits a slot sized for it.
-                Err(_) => Err(PutError::Full(item)),
+                Err(_) => Err(self.full_error(item)),
             };
         }
         match self.core.claim(size_of::<T>(), block, self.handle.spin()) {
@@ -759,7 +857,18 @@ impl<T: Pod> Queue<T> {
                 Ok(())
             }
             // An item of size_of::<T>() always fits a slot sized for it.
-            Err(_) => Err(PutError::Full(item)),
+            Err(_) => Err(self.full_error(item)),
+        }
+    }
+
+    /// What a put that found no room says: shut down (it may have been waiting), or
+    /// full.
+    #[cold]
+    fn full_error(&self, item: T) -> PutError<T> {
+        if self.core.shut_down() {
+            PutError::ShutDown(item)
+        } else {
+            PutError::Full(item)
         }
     }
 
@@ -767,7 +876,9 @@ impl<T: Pod> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`GetError::Closed`]; [`GetError::Corrupt`] if shared memory was scribbled on.
+    /// [`GetError::Closed`]; [`GetError::ShutDown`] once the queue was shut down and
+    /// nothing is left (also while this get waits); [`GetError::Corrupt`] if shared
+    /// memory was scribbled on.
     #[inline]
     pub fn get(&self) -> Result<T, GetError> {
         self.get_block(Block::Until(None))
@@ -800,9 +911,10 @@ impl<T: Pod> Queue<T> {
         }
         // A copy straight out of the ring, no guard.
         let mut item = T::zeroed();
-        let len =
-            self.core
-                .pop_into(bytemuck::bytes_of_mut(&mut item), block, self.handle.spin())?;
+        let len = self
+            .core
+            .pop_into(bytemuck::bytes_of_mut(&mut item), block, self.handle.spin())
+            .map_err(|e| self.core.get_error(e))?;
         check_item_len::<T>(len).map(|()| item)
     }
 
@@ -811,10 +923,14 @@ impl<T: Pod> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`PutError::Closed`] (carrying 0) if this handle was closed.
+    /// [`PutError::Closed`] (carrying 0) if this handle was closed,
+    /// [`PutError::ShutDown`] (carrying 0) if the queue was shut down.
     pub fn put_many_nowait(&self, items: &[T]) -> Result<usize, PutError<usize>> {
         if self.handle.closed() {
             return Err(PutError::Closed(0));
+        }
+        if self.core.shut_down() {
+            return Err(PutError::ShutDown(0));
         }
         let n = if size_of::<T>() == 0 {
             items
@@ -844,15 +960,15 @@ impl<T: Pod> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`PutError::Closed`] carrying how many were put before the handle was closed.
+    /// As for [`put`](Queue::put), carrying how many items were put before it.
     pub fn put_many(&self, items: &[T]) -> Result<(), PutError<usize>> {
         let mut done = 0;
         while done < items.len() {
             done += self
                 .put_many_nowait(&items[done..])
-                .map_err(|_| PutError::Closed(done))?;
+                .map_err(|e| e.carrying(done))?;
             if done < items.len() {
-                self.put(items[done]).map_err(|_| PutError::Closed(done))?;
+                self.put(items[done]).map_err(|e| e.carrying(done))?;
                 done += 1;
             }
         }
@@ -913,6 +1029,8 @@ impl<T: Pod> Queue<T> {
         out.truncate(start + n);
         if n > 0 {
             self.core.ring.notify_producers();
+        } else if result.is_ok() && self.core.shut_down() {
+            result = Err(GetError::ShutDown);
         }
         result.map(|()| n)
     }
@@ -982,6 +1100,41 @@ impl<T: Pod> Queue<T> {
     /// Whether [`close`](Queue::close) was called on this handle.
     pub fn closed(&self) -> bool {
         self.handle.closed()
+    }
+
+    /// Shuts the queue down, for every handle and process (Python 3.13's
+    /// `Queue.shutdown(immediate)`): from now on puts fail with
+    /// [`PutError::ShutDown`]; gets take what is left and then fail with
+    /// [`GetError::ShutDown`] — with `immediate`, what is left is discarded now, so
+    /// gets fail at once. Every put and get blocked on the queue wakes and fails
+    /// with `ShutDown` (a get only if nothing is left). The state lives in shared
+    /// memory and never goes back. (A `JoinableQueue` has its own
+    /// [`shutdown`](JoinableQueue::shutdown), which also counts discarded items as
+    /// done.)
+    ///
+    /// No lock orders a put against the shutdown: a put that had already looked at
+    /// the state as it changed may still land, and a get then takes it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmproc::queue::{GetError, PutError, Queue};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let q = Queue::<u32>::new(4)?;
+    /// q.put(1)?;
+    /// q.shutdown(false);
+    /// assert_eq!(q.put(2), Err(PutError::ShutDown(2)));
+    /// assert_eq!(q.get()?, 1);
+    /// assert_eq!(q.get(), Err(GetError::ShutDown));
+    /// # Ok(()) }
+    /// ```
+    pub fn shutdown(&self, immediate: bool) {
+        self.core.shutdown(immediate);
+    }
+
+    /// Whether the queue was shut down (by any process).
+    pub fn is_shutdown(&self) -> bool {
+        self.core.shut_down()
     }
 
     /// How blocking calls on this handle wait: spin for a while first (the default)
@@ -1083,7 +1236,7 @@ impl<T: Pod> JoinableQueue<T> {
     }
 
     fn unfinished(&self) -> &std::sync::atomic::AtomicU64 {
-        &self.queue.core.ring.user_words()[0]
+        &self.queue.core.ring.user_words()[UNFINISHED_WORD]
     }
 
     /// Puts `item` (waiting while full) and counts it as an unfinished task.
@@ -1148,6 +1301,36 @@ impl<T: Pod> JoinableQueue<T> {
     /// all were.
     pub fn join_timeout(&self, timeout: Duration) -> bool {
         self.join_deadline(Some(Deadline::after(timeout)))
+    }
+
+    /// Shuts the queue down as [`Queue::shutdown`] does; with `immediate`, every
+    /// item discarded counts as a finished task (Python: the unfinished count drops
+    /// by the number drained), so a `join` with no task outstanding elsewhere
+    /// returns. Tasks already taken still need their `task_done`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmproc::JoinableQueue;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let q = JoinableQueue::<u32>::new(4)?;
+    /// q.put(1)?;
+    /// q.put(2)?;
+    /// q.shutdown(true);
+    /// assert_eq!(q.unfinished_tasks(), 0);
+    /// q.join(); // returns: nothing is unfinished
+    /// # Ok(()) }
+    /// ```
+    pub fn shutdown(&self, immediate: bool) {
+        let drained = self.queue.core.shutdown(immediate);
+        if drained > 0 {
+            let _ = self
+                .unfinished()
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    Some(n.saturating_sub(drained))
+                });
+        }
+        self.queue.core.ring.user_event().notify_all();
     }
 
     fn join_deadline(&self, deadline: Option<Deadline>) -> bool {
@@ -1403,7 +1586,13 @@ impl ByteQueue {
         if self.queue.handle.closed() {
             return Err(PutBytesError::Closed);
         }
-        let slot = self.core().claim(len, block, self.queue.handle.spin())?;
+        if self.core().shut_down() {
+            return Err(PutBytesError::ShutDown);
+        }
+        let slot = self
+            .core()
+            .claim(len, block, self.queue.handle.spin())
+            .map_err(|e| self.put_error(e))?;
         Ok(Loan { slot })
     }
 
@@ -1411,8 +1600,23 @@ impl ByteQueue {
         if self.queue.handle.closed() {
             return Err(PutBytesError::Closed);
         }
+        if self.core().shut_down() {
+            return Err(PutBytesError::ShutDown);
+        }
         // A copy straight into the ring, no guard.
-        Ok(self.core().push(msg, block, self.queue.handle.spin())?)
+        self.core()
+            .push(msg, block, self.queue.handle.spin())
+            .map_err(|e| self.put_error(e))
+    }
+
+    /// What a failed claim means: a `Full` after a shutdown (which ends a waiting
+    /// put) is `ShutDown`.
+    #[cold]
+    fn put_error(&self, e: PushError) -> PutBytesError {
+        match e {
+            PushError::Full if self.core().shut_down() => PutBytesError::ShutDown,
+            e => e.into(),
+        }
     }
 
     /// Puts a message, waiting while the queue is full.
@@ -1466,7 +1670,10 @@ impl ByteQueue {
         if self.queue.handle.closed() {
             return Err(GetError::Closed);
         }
-        let slot = self.core().take(block, self.queue.handle.spin())?;
+        let slot = self
+            .core()
+            .take(block, self.queue.handle.spin())
+            .map_err(|e| self.core().get_error(e))?;
         Ok(MessageRef { slot })
     }
 
@@ -1578,6 +1785,11 @@ impl ByteQueue {
         self.queue.closed()
     }
 
+    /// Shuts the queue down for every process; see [`Queue::shutdown`].
+    pub fn shutdown(&self, immediate: bool) {
+        self.queue.shutdown(immediate);
+    }
+
     /// How blocking calls on this handle wait.
     pub fn set_spin(&self, spin: Spin) {
         self.queue.set_spin(spin);
@@ -1618,9 +1830,18 @@ pub(crate) fn describe(segment: &Segment) -> Vec<(&'static str, String)> {
     if l.kind == ObjectKind::JoinableQueue {
         rows.push((
             "unfinished",
-            ring.user_words()[0].load(Ordering::SeqCst).to_string(),
+            ring.user_words()[UNFINISHED_WORD]
+                .load(Ordering::SeqCst)
+                .to_string(),
         ));
     }
+    let state = match ring.user_words()[SHUTDOWN_WORD].load(Ordering::SeqCst) {
+        RUNNING => "running".to_string(),
+        SHUT_DOWN => "shut down".into(),
+        SHUT_DOWN_NOW => "shut down (immediate)".into(),
+        other => format!("unknown ({other})"),
+    };
+    rows.push(("state", state));
     rows
 }
 
@@ -1846,5 +2067,10 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
     /// Whether [`close`](Self::close) was called on this handle.
     pub fn closed(&self) -> bool {
         self.bytes.closed()
+    }
+
+    /// Shuts the queue down for every process; see [`Queue::shutdown`].
+    pub fn shutdown(&self, immediate: bool) {
+        self.bytes.shutdown(immediate);
     }
 }

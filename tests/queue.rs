@@ -216,6 +216,101 @@ fn a_closed_handle_answers_qsize_empty_and_full_with_closed() {
 }
 
 #[test]
+fn shutdown_wakes_blocked_getters_and_putters_in_other_processes() {
+    // A getter blocked on an empty queue, and a putter blocked on a full one.
+    let empty = Queue::<u64>::new(2).unwrap();
+    let full = Queue::<u64>::new(2).unwrap();
+    full.put(1).unwrap();
+    full.put(2).unwrap();
+    let mut getter =
+        Process::spawn_returning(|| -> i32 { i32::from(empty.get() != Err(GetError::ShutDown)) })
+            .unwrap();
+    let mut putter = Process::spawn_returning(|| -> i32 {
+        i32::from(full.put(3) != Err(PutError::ShutDown(3)))
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    empty.shutdown(false);
+    full.shutdown(false);
+    assert_eq!(getter.join().unwrap().code(), 0);
+    assert_eq!(putter.join().unwrap().code(), 0);
+    // The full queue's items are still there to drain, then ShutDown, even with a
+    // timeout (not Empty).
+    assert!(full.is_shutdown());
+    assert_eq!((full.get(), full.get()), (Ok(1), Ok(2)));
+    assert_eq!(
+        full.get_timeout(Duration::from_millis(10)),
+        Err(GetError::ShutDown)
+    );
+    assert_eq!(full.get_nowait(), Err(GetError::ShutDown));
+    assert_eq!(full.put_nowait(4), Err(PutError::ShutDown(4)));
+    assert_eq!(full.put_many(&[5, 6]), Err(PutError::ShutDown(0)));
+}
+
+#[test]
+fn shutdown_drains_or_discards_across_processes() {
+    // Not immediate: another process drains what is left, then gets ShutDown.
+    let q = Queue::<u32>::new(8).unwrap();
+    for i in 0..3 {
+        q.put(i).unwrap();
+    }
+    q.shutdown(false);
+    let mut child = Process::spawn_returning(|| -> i32 {
+        let got: Vec<_> = (0..4).map(|_| q.get()).collect();
+        let want = vec![Ok(0), Ok(1), Ok(2), Err(GetError::ShutDown)];
+        i32::from(got != want || q.put(9) != Err(PutError::ShutDown(9)))
+    })
+    .unwrap();
+    assert_eq!(child.join().unwrap().code(), 0);
+
+    // Immediate, from a child: the parent finds nothing left.
+    let q = Queue::<u32>::new(8).unwrap();
+    for i in 0..3 {
+        q.put(i).unwrap();
+    }
+    let mut child = Process::spawn(|| q.shutdown(true)).unwrap();
+    assert!(child.join().unwrap().success());
+    assert_eq!(q.qsize(), Ok(0));
+    assert_eq!(q.get(), Err(GetError::ShutDown));
+
+    // A JoinableQueue: immediate counts the discarded items as done, so a join
+    // blocked in another process returns; task_done past the count is an error.
+    let jq = JoinableQueue::<u32>::new(8).unwrap();
+    for i in 0..3 {
+        jq.put(i).unwrap();
+    }
+    let mut joiner = Process::spawn(|| jq.join()).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(jq.unfinished_tasks(), 3);
+    jq.shutdown(true);
+    assert!(joiner.join().unwrap().success());
+    assert_eq!(jq.unfinished_tasks(), 0);
+    assert_eq!(jq.task_done(), Err(TaskDoneError));
+    assert_eq!(jq.put(1), Err(PutError::ShutDown(1)));
+
+    // Not immediate: join still waits for task_done of what is left.
+    let jq = JoinableQueue::<u32>::new(8).unwrap();
+    jq.put(1).unwrap();
+    jq.shutdown(false);
+    assert!(!jq.join_timeout(Duration::from_millis(20)));
+    let mut worker = Process::spawn_returning(|| -> i32 {
+        let ok = jq.get() == Ok(1) && jq.task_done().is_ok();
+        i32::from(!ok || jq.get() != Err(GetError::ShutDown))
+    })
+    .unwrap();
+    assert_eq!(worker.join().unwrap().code(), 0);
+    assert!(jq.join_timeout(Duration::from_secs(30)));
+
+    // A byte queue too.
+    let bq = ByteQueue::new(4, 16).unwrap();
+    bq.put(b"left").unwrap();
+    bq.shutdown(false);
+    assert_eq!(bq.put(b"x"), Err(PutBytesError::ShutDown));
+    assert_eq!(bq.get(), Ok(b"left".to_vec()));
+    assert_eq!(bq.get(), Err(GetError::ShutDown));
+}
+
+#[test]
 fn joinable_queue_join_waits_for_every_task() {
     let q = JoinableQueue::<u32>::new(4).unwrap();
     let done = Words::new(1);
