@@ -10,6 +10,7 @@
 //! | `Queue(maxsize)` | [`Queue::new`] (anonymous), [`Queue::create`] / [`Queue::open`] (named) |
 //! | `put(obj)` / `put(obj, timeout=t)` / `put_nowait(obj)` | [`Queue::put`] / [`Queue::put_timeout`] / [`Queue::put_nowait`] |
 //! | `get()` / `get(timeout=t)` / `get_nowait()` | [`Queue::get`] / [`Queue::get_timeout`] / [`Queue::get_nowait`] |
+//! | `Queue()` (no maxsize) | [`Queue::new`]`(0)`: room for [`UNBOUNDED_MAXSIZE`] items, then [`PutError::DefaultMaxsizeReached`] |
 //! | `qsize()`, `empty()`, `full()` | [`Queue::qsize`], [`Queue::empty`], [`Queue::full`] (`Err(`[`Closed`]`)` on a closed handle, Python's `ValueError`) |
 //! | `close()` | [`Queue::close`] (this handle only), [`Queue::closed`] |
 //! | `shutdown(immediate)`, `queue.ShutDown` (3.13) | [`Queue::shutdown`], [`JoinableQueue::shutdown`]; [`PutError::ShutDown`], [`GetError::ShutDown`] |
@@ -64,12 +65,20 @@ impl Block {
     }
 }
 
-/// The ring's `user_words` this module uses: JoinableQueue's unfinished count, and
-/// the shutdown state (one of [`RUNNING`], [`SHUT_DOWN`], [`SHUT_DOWN_NOW`]). All
-/// zero in a fresh ring, and zero is each word's "nothing happened" meaning, so a
-/// queue made by an older build reads as running.
+/// The room a queue made with `maxsize` 0 gets: Python's "no limit" cannot be had
+/// in a fixed-size segment, so such a queue holds up to this many items, and a `put`
+/// that finds it full fails at once with [`PutError::DefaultMaxsizeReached`] (it does
+/// not wait: in Python it would not have) instead of `Full`.
+pub const UNBOUNDED_MAXSIZE: usize = 1 << 16;
+
+/// The ring's `user_words` this module uses: JoinableQueue's unfinished count, the
+/// shutdown state (one of [`RUNNING`], [`SHUT_DOWN`], [`SHUT_DOWN_NOW`]), and whether
+/// the queue was made with `maxsize` 0 (1) or not (0). All zero in a fresh ring, and
+/// zero is each word's "nothing happened" meaning, so a queue made by an older build
+/// reads as running and bounded.
 const UNFINISHED_WORD: usize = 0;
 const SHUTDOWN_WORD: usize = 1;
+const UNBOUNDED_WORD: usize = 2;
 
 /// Shutdown states (the `SHUTDOWN_WORD`): only ever raised, with `fetch_max`.
 const RUNNING: u64 = 0;
@@ -117,13 +126,17 @@ impl Core {
         })
     }
 
-    fn init(layout: &ObjectLayout) -> impl FnOnce(std::ptr::NonNull<u8>, usize) {
+    fn init(layout: &ObjectLayout, unbounded: bool) -> impl FnOnce(std::ptr::NonNull<u8>, usize) {
         let (capacity, slot_size) = (layout.capacity, u64::from(layout.slot_size));
         move |payload, len| {
             // SAFETY: the payload is fresh, zero-filled, 128-aligned memory of `len`
             // bytes that no other process uses before the segment is published.
             let r = unsafe { Ring::init(payload, len, capacity, slot_size) };
             debug_assert!(r.is_ok(), "{r:?}");
+            if let Ok(ring) = r {
+                // Before the segment is published: every opener sees it.
+                ring.user_words()[UNBOUNDED_WORD].store(u64::from(unbounded), Ordering::Relaxed);
+            }
         }
     }
 
@@ -169,8 +182,8 @@ impl Core {
         Ok(Core { ring, segment })
     }
 
-    fn new_anonymous(layout: &ObjectLayout) -> Result<Core, CreateError> {
-        let segment = Segment::anonymous(layout, Core::init(layout))?;
+    fn new_anonymous(layout: &ObjectLayout, unbounded: bool) -> Result<Core, CreateError> {
+        let segment = Segment::anonymous(layout, Core::init(layout, unbounded))?;
         Core::from_segment(segment).map_err(|e| CreateError::InvalidArgument(e.to_string()))
     }
 
@@ -178,8 +191,9 @@ impl Core {
         name: &str,
         layout: &ObjectLayout,
         options: CreateOptions,
+        unbounded: bool,
     ) -> Result<Core, CreateError> {
-        let segment = Segment::create(name, layout, options, Core::init(layout))?;
+        let segment = Segment::create(name, layout, options, Core::init(layout, unbounded))?;
         Core::from_segment(segment).map_err(|e| CreateError::InvalidArgument(e.to_string()))
     }
 
@@ -209,7 +223,9 @@ impl Core {
     #[inline]
     fn claim(&self, len: usize, block: Block, spin: Spin) -> Result<WriteSlot<'_>, PushError> {
         match (self.ring.try_claim(len), block) {
-            (Err(PushError::Full), Block::Until(deadline)) => self.claim_wait(len, deadline, spin),
+            (Err(PushError::Full), Block::Until(deadline)) if !self.unbounded() => {
+                self.claim_wait(len, deadline, spin)
+            }
             (r, _) => r,
         }
     }
@@ -296,7 +312,9 @@ impl Core {
     #[inline]
     fn push(&self, msg: &[u8], block: Block, spin: Spin) -> Result<(), PushError> {
         match (self.ring.try_push(msg), block) {
-            (Err(PushError::Full), Block::Until(deadline)) => self.push_wait(msg, deadline, spin),
+            (Err(PushError::Full), Block::Until(deadline)) if !self.unbounded() => {
+                self.push_wait(msg, deadline, spin)
+            }
             (r, _) => r,
         }
     }
@@ -399,6 +417,11 @@ impl Core {
         self.ring.user_words()[SHUTDOWN_WORD].load(Ordering::Acquire) != RUNNING
     }
 
+    /// Whether the queue was made with `maxsize` 0 (see [`UNBOUNDED_MAXSIZE`]).
+    fn unbounded(&self) -> bool {
+        self.ring.user_words()[UNBOUNDED_WORD].load(Ordering::Relaxed) != 0
+    }
+
     /// What an `Empty` (or `Corrupt`) from the ring means for a get: `ShutDown` once
     /// the queue is shut down and empty.
     #[cold]
@@ -488,13 +511,20 @@ pub enum PutError<T> {
     /// The queue was shut down (Python 3.13's `queue.ShutDown`), by this process or
     /// another.
     ShutDown(T),
+    /// The queue was made with `maxsize` 0 (Python's "no limit") and holds
+    /// [`UNBOUNDED_MAXSIZE`] items already: the default ran out. (Such a put does not
+    /// wait.)
+    DefaultMaxsizeReached(T),
 }
 
 impl<T> PutError<T> {
     /// The item that was not put.
     pub fn into_inner(self) -> T {
         match self {
-            PutError::Full(t) | PutError::Closed(t) | PutError::ShutDown(t) => t,
+            PutError::Full(t)
+            | PutError::Closed(t)
+            | PutError::ShutDown(t)
+            | PutError::DefaultMaxsizeReached(t) => t,
         }
     }
 
@@ -504,6 +534,7 @@ impl<T> PutError<T> {
             PutError::Full(_) => PutError::Full(u),
             PutError::Closed(_) => PutError::Closed(u),
             PutError::ShutDown(_) => PutError::ShutDown(u),
+            PutError::DefaultMaxsizeReached(_) => PutError::DefaultMaxsizeReached(u),
         }
     }
 }
@@ -514,8 +545,17 @@ impl<T> fmt::Debug for PutError<T> {
             PutError::Full(_) => f.write_str("Full(..)"),
             PutError::Closed(_) => f.write_str("Closed(..)"),
             PutError::ShutDown(_) => f.write_str("ShutDown(..)"),
+            PutError::DefaultMaxsizeReached(_) => f.write_str("DefaultMaxsizeReached(..)"),
         }
     }
+}
+
+/// The message of a `DefaultMaxsizeReached` error.
+fn default_maxsize_message(f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    write!(
+        f,
+        "queue is full: it was made with maxsize 0 (no limit in Python), which in shared memory means the default of {UNBOUNDED_MAXSIZE} items (queue::UNBOUNDED_MAXSIZE); make it with a larger maxsize"
+    )
 }
 
 impl<T> fmt::Display for PutError<T> {
@@ -524,6 +564,7 @@ impl<T> fmt::Display for PutError<T> {
             PutError::Full(_) => f.write_str("queue is full"),
             PutError::Closed(_) => f.write_str("queue handle is closed"),
             PutError::ShutDown(_) => f.write_str("queue is shut down"),
+            PutError::DefaultMaxsizeReached(_) => default_maxsize_message(f),
         }
     }
 }
@@ -685,13 +726,14 @@ impl<T> Clone for Queue<T> {
 }
 
 impl<T: Pod> Queue<T> {
+    /// `maxsize` 0 means [`UNBOUNDED_MAXSIZE`].
     fn layout(kind: ObjectKind, maxsize: usize) -> Result<ObjectLayout, CreateError> {
-        if maxsize == 0 {
-            return Err(CreateError::InvalidArgument(
-                "maxsize must be at least 1 (a shared-memory queue is bounded)".into(),
-            ));
-        }
-        Core::layout(kind, ElemType::of::<T>(), maxsize as u64, slot_for::<T>())
+        let capacity = if maxsize == 0 {
+            UNBOUNDED_MAXSIZE
+        } else {
+            maxsize
+        };
+        Core::layout(kind, ElemType::of::<T>(), capacity as u64, slot_for::<T>())
     }
 
     fn with_core(core: Core) -> Queue<T> {
@@ -705,9 +747,16 @@ impl<T: Pod> Queue<T> {
     /// An anonymous queue holding up to `maxsize` items; children started with
     /// [`Process`](crate::Process) share it.
     ///
+    /// `maxsize` 0 is Python's default, "no limit", which a segment of fixed size
+    /// cannot give: the queue then holds up to [`UNBOUNDED_MAXSIZE`] (65 536) items,
+    /// and a `put` that finds it full fails at once with
+    /// [`PutError::DefaultMaxsizeReached`], whose message names the default, rather
+    /// than waiting. (The simpler honest choice over a ring that grows: growth would
+    /// mean new segments and every process following them.)
+    ///
     /// # Errors
     ///
-    /// [`CreateError::InvalidArgument`] for `maxsize` 0 or too large; OS errors.
+    /// [`CreateError::InvalidArgument`] for a `maxsize` too large; OS errors.
     pub fn new(maxsize: usize) -> Result<Queue<T>, CreateError> {
         Queue::new_kind(ObjectKind::Queue, maxsize)
     }
@@ -715,7 +764,7 @@ impl<T: Pod> Queue<T> {
     /// An anonymous queue of the given kind (Queue, JoinableQueue, SimpleQueue share
     /// the layout; the kind tells them apart on open).
     fn new_kind(kind: ObjectKind, maxsize: usize) -> Result<Queue<T>, CreateError> {
-        Core::new_anonymous(&Queue::<T>::layout(kind, maxsize)?).map(Queue::with_core)
+        Core::new_anonymous(&Queue::<T>::layout(kind, maxsize)?, maxsize == 0).map(Queue::with_core)
     }
 
     /// A named queue of the given kind.
@@ -725,7 +774,13 @@ impl<T: Pod> Queue<T> {
         maxsize: usize,
         options: CreateOptions,
     ) -> Result<Queue<T>, CreateError> {
-        Core::create(name, &Queue::<T>::layout(kind, maxsize)?, options).map(Queue::with_core)
+        Core::create(
+            name,
+            &Queue::<T>::layout(kind, maxsize)?,
+            options,
+            maxsize == 0,
+        )
+        .map(Queue::with_core)
     }
 
     /// Opens a named queue of the given kind holding `T` items.
@@ -738,7 +793,7 @@ impl<T: Pod> Queue<T> {
     ///
     /// # Errors
     ///
-    /// As for [`Segment::create`], and `maxsize` 0.
+    /// As for [`Segment::create`] and [`new`](Queue::new).
     pub fn create(name: &str, maxsize: usize) -> Result<Queue<T>, CreateError> {
         Queue::create_with(name, maxsize, CreateOptions::new())
     }
@@ -789,7 +844,9 @@ impl<T: Pod> Queue<T> {
     /// # Errors
     ///
     /// [`PutError::Closed`] if this handle was closed, [`PutError::ShutDown`] if the
-    /// queue was shut down (also while this put waits); the item is handed back.
+    /// queue was shut down (also while this put waits),
+    /// [`PutError::DefaultMaxsizeReached`] for a full queue made with `maxsize` 0;
+    /// the item is handed back.
     #[inline]
     pub fn put(&self, item: T) -> Result<(), PutError<T>> {
         self.put_block(item, Block::Until(None))
@@ -861,12 +918,14 @@ impl<T: Pod> Queue<T> {
         }
     }
 
-    /// What a put that found no room says: shut down (it may have been waiting), or
-    /// full.
+    /// What a put that found no room says: shut down (it may have been waiting),
+    /// the default maxsize ran out, or full.
     #[cold]
     fn full_error(&self, item: T) -> PutError<T> {
         if self.core.shut_down() {
             PutError::ShutDown(item)
+        } else if self.core.unbounded() {
+            PutError::DefaultMaxsizeReached(item)
         } else {
             PutError::Full(item)
         }
@@ -1085,7 +1144,8 @@ impl<T: Pod> Queue<T> {
         Ok(ring.len() >= ring.capacity())
     }
 
-    /// The queue's capacity in items.
+    /// The queue's capacity in items ([`UNBOUNDED_MAXSIZE`] for one made with
+    /// `maxsize` 0).
     pub fn maxsize(&self) -> usize {
         self.core.ring.capacity() as usize
     }
@@ -1357,7 +1417,8 @@ impl<T> std::ops::Deref for JoinableQueue<T> {
 
 /// A simpler queue: `put`, `get`, `empty`, `close` — Python's `SimpleQueue`.
 /// Bounded like every shared-memory queue (Python's is unbounded): `put` waits while
-/// it is full.
+/// it is full; capacity 0 gives [`UNBOUNDED_MAXSIZE`] items, with `put` failing at
+/// once when they run out (see [`Queue::new`]).
 ///
 /// # Examples
 ///
@@ -1541,12 +1602,10 @@ impl ByteQueue {
     ///
     /// [`CreateError::InvalidArgument`] for zero or oversized parameters; OS errors.
     pub fn new(slots: usize, slot_size: usize) -> Result<ByteQueue, CreateError> {
-        Core::new_anonymous(&ByteQueue::layout(
-            ObjectKind::Queue,
-            BYTES,
-            slots,
-            slot_size,
-        )?)
+        Core::new_anonymous(
+            &ByteQueue::layout(ObjectKind::Queue, BYTES, slots, slot_size)?,
+            false,
+        )
         .map(ByteQueue::with_core)
     }
 
@@ -1560,6 +1619,7 @@ impl ByteQueue {
             name,
             &ByteQueue::layout(ObjectKind::Queue, BYTES, slots, slot_size)?,
             CreateOptions::new(),
+            false,
         )
         .map(ByteQueue::with_core)
     }
@@ -1939,7 +1999,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
     /// As for [`ByteQueue::new`].
     pub fn new(slots: usize, slot_size: usize) -> Result<SerdeQueue<T>, CreateError> {
         let l = ByteQueue::layout(ObjectKind::Queue, serde_elem::<T>(), slots, slot_size)?;
-        Core::new_anonymous(&l).map(|c| SerdeQueue::wrap(ByteQueue::with_core(c)))
+        Core::new_anonymous(&l, false).map(|c| SerdeQueue::wrap(ByteQueue::with_core(c)))
     }
 
     /// Creates a named queue of serde values.
@@ -1953,7 +2013,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
         slot_size: usize,
     ) -> Result<SerdeQueue<T>, CreateError> {
         let l = ByteQueue::layout(ObjectKind::Queue, serde_elem::<T>(), slots, slot_size)?;
-        Core::create(name, &l, CreateOptions::new())
+        Core::create(name, &l, CreateOptions::new(), false)
             .map(|c| SerdeQueue::wrap(ByteQueue::with_core(c)))
     }
 

@@ -4,7 +4,7 @@ mod common;
 
 use common::{TestName, Words, wait_for};
 use shmproc::layout::header::{ElemType, ObjectKind, ObjectLayout};
-use shmproc::queue::{Closed, GetError, PutBytesError, PutError, TaskDoneError};
+use shmproc::queue::{Closed, GetError, PutBytesError, PutError, TaskDoneError, UNBOUNDED_MAXSIZE};
 use shmproc::segment::{CreateOptions, OpenError, Segment};
 use shmproc::{ByteQueue, JoinableQueue, Process, Queue, SimpleQueue};
 use std::sync::atomic::Ordering;
@@ -311,6 +311,47 @@ fn shutdown_drains_or_discards_across_processes() {
 }
 
 #[test]
+fn maxsize_zero_is_a_documented_default_with_a_clear_error() {
+    let q = Queue::<u64>::new(0).unwrap();
+    assert_eq!(q.maxsize(), UNBOUNDED_MAXSIZE);
+    let mut child = Process::spawn(|| {
+        let items: Vec<u64> = (0..UNBOUNDED_MAXSIZE as u64).collect();
+        q.put_many(&items).unwrap();
+    })
+    .unwrap();
+    assert!(child.join().unwrap().success());
+    assert_eq!(q.full(), Ok(true));
+    // A blocking put does not wait: the default ran out, and the error says so.
+    let err = q.put(7).unwrap_err();
+    assert_eq!(err, PutError::DefaultMaxsizeReached(7));
+    let text = err.to_string();
+    assert!(
+        text.contains(&UNBOUNDED_MAXSIZE.to_string()) && text.contains("maxsize"),
+        "{text}"
+    );
+    assert_eq!(
+        q.put_timeout(8, Duration::from_millis(10)),
+        Err(PutError::DefaultMaxsizeReached(8))
+    );
+    assert_eq!(q.get(), Ok(0));
+    q.put(7).unwrap();
+    // A named one says so to its openers too.
+    let name = TestName::new("unbounded");
+    let named = Queue::<u8>::create(&name, 0).unwrap();
+    let opened = Queue::<u8>::open(&name).unwrap();
+    assert_eq!(opened.maxsize(), UNBOUNDED_MAXSIZE);
+    for _ in 0..UNBOUNDED_MAXSIZE {
+        named.put_nowait(1).unwrap();
+    }
+    assert_eq!(
+        opened.put_nowait(2),
+        Err(PutError::DefaultMaxsizeReached(2))
+    );
+    let s = SimpleQueue::<u8>::new(0).unwrap();
+    s.put(1).unwrap();
+}
+
+#[test]
 fn joinable_queue_join_waits_for_every_task() {
     let q = JoinableQueue::<u32>::new(4).unwrap();
     let done = Words::new(1);
@@ -438,7 +479,9 @@ fn named_queue_wrong_type_and_wrong_kind_are_clear_errors() {
         err.to_string().contains("expected Queue, found Pipe"),
         "{err}"
     );
-    assert!(Queue::<u64>::new(0).is_err());
+    // maxsize 0 is the documented default (see maxsize_zero_is_…); too large is an
+    // error.
+    assert!(Queue::<u64>::new(usize::MAX).is_err());
 }
 
 #[test]
