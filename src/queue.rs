@@ -638,6 +638,8 @@ pub enum PutBytesError {
     Closed,
     /// The queue was shut down.
     ShutDown,
+    /// A queue made with `maxsize` 0 holds [`UNBOUNDED_MAXSIZE`] items already.
+    DefaultMaxsizeReached,
 }
 
 impl fmt::Display for PutBytesError {
@@ -645,6 +647,7 @@ impl fmt::Display for PutBytesError {
         match self {
             PutBytesError::Full => f.write_str("queue is full"),
             PutBytesError::ShutDown => f.write_str("queue is shut down"),
+            PutBytesError::DefaultMaxsizeReached => default_maxsize_message(f),
             PutBytesError::TooLarge { len, max } => write!(
                 f,
                 "message of {len} bytes can never fit: this queue holds messages of at most {max} bytes"
@@ -1670,11 +1673,12 @@ impl ByteQueue {
     }
 
     /// What a failed claim means: a `Full` after a shutdown (which ends a waiting
-    /// put) is `ShutDown`.
+    /// put) is `ShutDown`, and in a queue made with maxsize 0 the default ran out.
     #[cold]
     fn put_error(&self, e: PushError) -> PutBytesError {
         match e {
             PushError::Full if self.core().shut_down() => PutBytesError::ShutDown,
+            PushError::Full if self.core().unbounded() => PutBytesError::DefaultMaxsizeReached,
             e => e.into(),
         }
     }
@@ -1962,16 +1966,24 @@ impl fmt::Display for SerdeGetError {
 impl std::error::Error for SerdeGetError {}
 
 /// A queue of any serde value — Python's `Queue` of picklable objects — encoded with
-/// postcard into a [`ByteQueue`] (feature `serde`). Encoding errors are returned by
-/// `put` itself.
+/// postcard (feature `serde`). Encoding errors are returned by `put` itself.
+///
+/// Sized in items, like [`Queue`]: it holds up to `maxsize` values, each encoded in
+/// at most `max_item_size` bytes (one slot of the ring per value), and
+/// [`qsize`](Self::qsize) and [`full`](Self::full) count values. A value that
+/// encodes longer is refused by `put` with `Put(TooLarge)` naming both sizes.
+/// `maxsize` 0 is Python's default: [`UNBOUNDED_MAXSIZE`] values (see
+/// [`Queue::new`]).
 ///
 /// # Examples
 ///
 /// ```
 /// use shmproc::queue::SerdeQueue;
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let q = SerdeQueue::<(u32, Option<String>)>::new(16, 64)?;
+/// let q = SerdeQueue::<(u32, Option<String>)>::new(2, 64)?; // 2 values of <= 64 bytes
 /// q.put(&(42, Some("hello".to_string())))?;
+/// q.put(&(7, None))?;
+/// assert_eq!((q.qsize()?, q.full()?), (2, true));
 /// assert_eq!(q.get()?, (42, Some("hello".to_string())));
 /// # Ok(()) }
 /// ```
@@ -1991,15 +2003,24 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
         }
     }
 
-    /// An anonymous queue of `slots` slots of `slot_size` bytes; an encoded value
-    /// may span several slots.
+    fn layout(maxsize: usize, max_item_size: usize) -> Result<ObjectLayout, CreateError> {
+        let slots = if maxsize == 0 {
+            UNBOUNDED_MAXSIZE
+        } else {
+            maxsize
+        };
+        ByteQueue::layout(ObjectKind::Queue, serde_elem::<T>(), slots, max_item_size)
+    }
+
+    /// An anonymous queue of up to `maxsize` values (0: [`UNBOUNDED_MAXSIZE`]), each
+    /// encoding to at most `max_item_size` bytes (rounded up to a multiple of 8).
     ///
     /// # Errors
     ///
     /// As for [`ByteQueue::new`].
-    pub fn new(slots: usize, slot_size: usize) -> Result<SerdeQueue<T>, CreateError> {
-        let l = ByteQueue::layout(ObjectKind::Queue, serde_elem::<T>(), slots, slot_size)?;
-        Core::new_anonymous(&l, false).map(|c| SerdeQueue::wrap(ByteQueue::with_core(c)))
+    pub fn new(maxsize: usize, max_item_size: usize) -> Result<SerdeQueue<T>, CreateError> {
+        let l = SerdeQueue::<T>::layout(maxsize, max_item_size)?;
+        Core::new_anonymous(&l, maxsize == 0).map(|c| SerdeQueue::wrap(ByteQueue::with_core(c)))
     }
 
     /// Creates a named queue of serde values.
@@ -2009,11 +2030,11 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
     /// As for [`ByteQueue::create`].
     pub fn create(
         name: &str,
-        slots: usize,
-        slot_size: usize,
+        maxsize: usize,
+        max_item_size: usize,
     ) -> Result<SerdeQueue<T>, CreateError> {
-        let l = ByteQueue::layout(ObjectKind::Queue, serde_elem::<T>(), slots, slot_size)?;
-        Core::create(name, &l, CreateOptions::new(), false)
+        let l = SerdeQueue::<T>::layout(maxsize, max_item_size)?;
+        Core::create(name, &l, CreateOptions::new(), maxsize == 0)
             .map(|c| SerdeQueue::wrap(ByteQueue::with_core(c)))
     }
 
@@ -2027,8 +2048,29 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
             .map(|c| SerdeQueue::wrap(ByteQueue::with_core(c)))
     }
 
-    fn encode(value: &T) -> Result<Vec<u8>, SerdePutError> {
-        postcard::to_allocvec(value).map_err(|e| SerdePutError::Encode(e.to_string()))
+    /// The most values the queue holds.
+    pub fn maxsize(&self) -> usize {
+        self.bytes.core().ring.capacity() as usize
+    }
+
+    /// The longest encoding of a value the queue takes, in bytes.
+    pub fn max_item_size(&self) -> usize {
+        self.bytes.core().ring.slot_size()
+    }
+
+    /// Encodes `value`, refusing encodings longer than one slot (one value, one slot:
+    /// that is what makes `qsize` count values).
+    fn encode(&self, value: &T) -> Result<Vec<u8>, SerdePutError> {
+        let bytes =
+            postcard::to_allocvec(value).map_err(|e| SerdePutError::Encode(e.to_string()))?;
+        let max = self.max_item_size();
+        if bytes.len() > max {
+            return Err(SerdePutError::Put(PutBytesError::TooLarge {
+                len: bytes.len(),
+                max,
+            }));
+        }
+        Ok(bytes)
     }
 
     fn decode(bytes: &[u8]) -> Result<T, SerdeGetError> {
@@ -2039,10 +2081,12 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
     ///
     /// # Errors
     ///
-    /// [`SerdePutError::Encode`]; [`SerdePutError::Put`] (too large, closed).
+    /// [`SerdePutError::Encode`]; [`SerdePutError::Put`]: `TooLarge` (the encoding
+    /// is longer than [`max_item_size`](Self::max_item_size)), `Closed`, `ShutDown`,
+    /// `DefaultMaxsizeReached`.
     pub fn put(&self, value: &T) -> Result<(), SerdePutError> {
         self.bytes
-            .put(&SerdeQueue::encode(value)?)
+            .put(&self.encode(value)?)
             .map_err(SerdePutError::Put)
     }
 
@@ -2053,7 +2097,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
     /// As for [`put`](Self::put), and `Put(Full)` on timeout.
     pub fn put_timeout(&self, value: &T, timeout: Duration) -> Result<(), SerdePutError> {
         self.bytes
-            .put_timeout(&SerdeQueue::encode(value)?, timeout)
+            .put_timeout(&self.encode(value)?, timeout)
             .map_err(SerdePutError::Put)
     }
 
@@ -2064,7 +2108,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
     /// As for [`put`](Self::put), and `Put(Full)`.
     pub fn put_nowait(&self, value: &T) -> Result<(), SerdePutError> {
         self.bytes
-            .put_nowait(&SerdeQueue::encode(value)?)
+            .put_nowait(&self.encode(value)?)
             .map_err(SerdePutError::Put)
     }
 
@@ -2072,7 +2116,8 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
     ///
     /// # Errors
     ///
-    /// [`SerdeGetError::Get`]; [`SerdeGetError::Decode`].
+    /// [`SerdeGetError::Get`] (`Closed`, `ShutDown`, `Corrupt`);
+    /// [`SerdeGetError::Decode`].
     pub fn get(&self) -> Result<T, SerdeGetError> {
         let m = self.bytes.get_ref().map_err(SerdeGetError::Get)?;
         SerdeQueue::decode(&m)
@@ -2101,7 +2146,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
         SerdeQueue::decode(&m)
     }
 
-    /// Approximate slots in use.
+    /// Approximate number of values in the queue (a snapshot).
     ///
     /// # Errors
     ///
@@ -2117,6 +2162,15 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
     /// [`Closed`] if this handle was closed.
     pub fn empty(&self) -> Result<bool, Closed> {
         self.bytes.empty()
+    }
+
+    /// Whether the queue holds `maxsize` values (a snapshot).
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] if this handle was closed.
+    pub fn full(&self) -> Result<bool, Closed> {
+        self.bytes.full()
     }
 
     /// Closes this handle.
