@@ -36,11 +36,14 @@
 //!   loads a count of the other end's holders, kept on the ring line it loads anyway
 //!   to see whether the reader sleeps; a [`Process`](crate::Process) child frees its
 //!   holds when it returns, so its exit counts as closing;
-//! - holders that died without closing (SIGKILL) are found by a liveness check (a
-//!   `poll(2)` of a pidfd per holder process) that a send runs once every
-//!   [`LIVENESS_EVERY`] sends of its handle: within that many sends of the death; and
-//!   by the check a send makes when it has to wait for room. From then on every send
-//!   fails, without further system calls.
+//! - holders that died without closing (SIGKILL) are found by a liveness check that
+//!   a send runs once every [`LIVENESS_EVERY`] sends of its handle: if the other end
+//!   consumed anything since the previous check it is alive (one load, no system
+//!   call); otherwise a `poll(2)` of a pidfd per holder process decides. So the death
+//!   is seen within `LIVENESS_EVERY` sends if the peer had stopped reading, within
+//!   `2 × LIVENESS_EVERY` if it was reading up to its death; and by the check a send
+//!   makes when it has to wait for room. From then on every send fails, without
+//!   further system calls.
 //!
 //! A `Connection` is `Send` but not `Sync`: one thread uses an end at a time, and
 //! two processes must not send (or receive) on the same end at the same time (the
@@ -118,8 +121,8 @@ pub enum SendError {
     ReceiveOnly,
     /// Every holder of the other end has closed it or died (Python's
     /// `BrokenPipeError`); nothing was written. Seen by the first send after the last
-    /// holder closed, and within [`LIVENESS_EVERY`] sends of the last holder's death
-    /// (see the module docs).
+    /// holder closed, and within `2 ×` [`LIVENESS_EVERY`] sends of the last holder's
+    /// death (see the module docs).
     BrokenPipe,
     /// The ring stayed full until the timeout.
     Timeout,
@@ -618,11 +621,15 @@ pub struct Connection {
     /// Process descriptors of the peer's holders, by registry entry, for the
     /// liveness check.
     peer_procs: RefCell<Vec<(u64, PeerProc)>>,
+    /// The peer's read position at the last liveness check.
+    read_at_check: Cell<u64>,
 }
 
 /// Every this many sends, a send checks whether the processes holding the other end
-/// are still alive (one `poll(2)` per holder process, on a pidfd kept from check to
-/// check).
+/// are still alive: if the other end consumed anything since the last check it is
+/// (one load of its read position); otherwise one `poll(2)` per holder process, on a
+/// pidfd kept from check to check. So a peer killed while it kept up is seen within
+/// `2 × LIVENESS_EVERY` sends, one that had stopped reading within `LIVENESS_EVERY`.
 pub const LIVENESS_EVERY: u32 = 1024;
 
 /// What the liveness check knows of one holder of the peer end.
@@ -700,6 +707,7 @@ impl Connection {
             gone_at: Cell::new(1),
             sends: Cell::new(0),
             peer_procs: RefCell::new(Vec::new()),
+            read_at_check: Cell::new(0),
         }
     }
 
@@ -790,7 +798,8 @@ impl Connection {
     /// [`Process`](crate::Process) child frees its entries on the way out) fails,
     /// seen through the peer's presence word — one load of the line the send's
     /// notify loads anyway. Holders that died without closing (SIGKILL) are found by
-    /// a liveness check on every [`LIVENESS_EVERY`]th send of this handle.
+    /// a liveness check on every [`LIVENESS_EVERY`]th send of this handle, which
+    /// makes system calls only if the reader consumed nothing since the last one.
     #[inline]
     fn check_peer(&self, tx: &Writer) -> Result<(), SendError> {
         // Acquire; paired with the Release in `Registration::lower_presence`: the
@@ -800,7 +809,7 @@ impl Connection {
         self.sends.set(n);
         let liveness = n % LIVENESS_EVERY == 0;
         if (presence & 1 != 0 && presence <= self.gone_at.get()) || liveness {
-            return self.check_peer_slow(liveness);
+            return self.check_peer_slow(tx, liveness);
         }
         Ok(())
     }
@@ -808,7 +817,7 @@ impl Connection {
     /// Looks at the peer's registry (and, if `liveness`, at its processes).
     #[cold]
     #[inline(never)]
-    fn check_peer_slow(&self, liveness: bool) -> Result<(), SendError> {
+    fn check_peer_slow(&self, tx: &Writer, liveness: bool) -> Result<(), SendError> {
         let h = self.peer();
         if h.ever.load(Ordering::Acquire) == 0 {
             return Ok(());
@@ -834,7 +843,13 @@ impl Connection {
         // Once the holders were found dead, every send looks again (at the cached
         // answers: no system call) until the registry changes.
         let found_dead = self.gone_at.get() == u64::MAX;
-        if (liveness || found_dead) && self.all_dead(&others[..n], me) {
+        // A reader that consumed since the last check is at work: no system call.
+        // (One load of the reader's line per check; a ping-pong pays nothing else.)
+        let reader_moved = liveness && {
+            let read = tx.ring().read_position();
+            read != self.read_at_check.replace(read)
+        };
+        if ((liveness && !reader_moved) || found_dead) && self.all_dead(&others[..n], me) {
             self.gone_at.set(u64::MAX);
             return Err(SendError::BrokenPipe);
         }

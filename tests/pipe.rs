@@ -366,8 +366,25 @@ fn named_pipe_between_two_processes() {
 /// test's pipe ends (as a forked Python child holds copies of its parent's
 /// connections), keeping them open.
 fn isolated(body: impl FnOnce()) {
-    let mut child = Process::spawn(body).unwrap();
+    let mut child = Process::spawn(|| {
+        // The harness captures this thread's output in memory the child drops:
+        // write a failure straight to stderr instead.
+        std::panic::set_hook(Box::new(|info| {
+            let msg = format!("isolated test: {info}\n");
+            // SAFETY: writes `msg`'s bytes, which live across the call, to fd 2.
+            unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+        }));
+        body();
+    })
+    .unwrap();
     assert!(child.join().unwrap().success(), "the isolated test failed");
+}
+
+/// In a child that waits to be killed: dies with its parent, so a failing test
+/// leaves no process behind.
+fn die_with_parent() {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes no pointers.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
 }
 
 #[test]
@@ -382,6 +399,7 @@ fn first_send_after_close() {
     let (a, b) = pipe(true).unwrap();
     let flags = Words::new(1);
     let mut child = Process::spawn_returning(|| -> i32 {
+        die_with_parent();
         b.send(&1u64).unwrap();
         while flags.at(0).load(Ordering::SeqCst) == 0 {
             std::thread::sleep(Duration::from_millis(1));
@@ -399,9 +417,11 @@ fn first_send_after_close() {
 
     // The child closes its end and stays alive: the parent's first send fails.
     let (a, b) = pipe(true).unwrap();
+    a.send(&1u64).unwrap();
     let flags = Words::new(1);
     let f = &flags;
     let mut child = Process::spawn(move || {
+        die_with_parent();
         b.close();
         f.at(0).store(1, Ordering::SeqCst);
         while f.at(0).load(Ordering::SeqCst) != 2 {
@@ -409,7 +429,6 @@ fn first_send_after_close() {
         }
     })
     .unwrap();
-    a.send(&1u64).unwrap();
     wait_for("the child to close", || {
         flags.at(0).load(Ordering::SeqCst) == 1
     });
@@ -440,6 +459,7 @@ fn send_after_kill() {
     let started = Words::new(1);
     let flag = &started;
     let mut child = Process::spawn(move || {
+        die_with_parent();
         let _keep = &b;
         flag.at(0).store(1, Ordering::SeqCst);
         loop {
@@ -454,7 +474,8 @@ fn send_after_kill() {
     child.kill().unwrap();
     assert!(!child.join().unwrap().success());
     // 8-byte messages take 32 bytes of the 256 KiB ring: LIVENESS_EVERY of them fit,
-    // so the broken pipe comes from the liveness check, not from a full ring.
+    // so the broken pipe comes from the liveness check, not from a full ring. The
+    // child never read, so the first check after the kill decides.
     let limit = shmproc::pipe::LIVENESS_EVERY as usize;
     assert!(limit * 32 < shmproc::pipe::DEFAULT_CAPACITY);
     let mut sent = 0;
@@ -468,6 +489,41 @@ fn send_after_kill() {
     assert!(sent < limit, "{sent} sends succeeded after the kill");
     // And it stays broken.
     assert_eq!(a.send_bytes(b"x"), Err(SendError::BrokenPipe));
+
+    // A child killed after reading: the first liveness check after the kill may
+    // still see its reads, the second decides.
+    let (a, b) = pipe(true).unwrap();
+    let read = Words::new(1);
+    let flag = &read;
+    let mut child = Process::spawn(move || {
+        die_with_parent();
+        for _ in 0..700 {
+            b.recv::<u64>().unwrap();
+        }
+        flag.at(0).store(1, Ordering::SeqCst);
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
+    .unwrap();
+    for i in 0..700u64 {
+        a.send(&i).unwrap();
+    }
+    wait_for("the child to read", || {
+        read.at(0).load(Ordering::SeqCst) == 1
+    });
+    child.kill().unwrap();
+    assert!(!child.join().unwrap().success());
+    assert!(2 * limit * 32 < shmproc::pipe::DEFAULT_CAPACITY);
+    let mut sent = 0;
+    let result = loop {
+        match a.send(&1u64) {
+            Ok(()) if sent <= 2 * limit => sent += 1,
+            other => break other,
+        }
+    };
+    assert_eq!(result, Err(SendError::BrokenPipe), "after {sent} sends");
+    assert!(sent < 2 * limit, "{sent} sends succeeded after the kill");
 }
 
 #[test]

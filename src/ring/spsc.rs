@@ -245,6 +245,13 @@ impl Spsc {
         &self.control().writable
     }
 
+    /// The reader's position: bytes it has consumed, counting up forever (a
+    /// snapshot; a writer that sees it move knows the reader is at work). Acquire;
+    /// paired with the reader's Release store in `consume`.
+    pub fn read_position(&self) -> u64 {
+        self.control().read.load(Ordering::Acquire)
+    }
+
     /// Bytes written and not yet read (a snapshot, clamped to the capacity).
     pub fn used(&self) -> u64 {
         let c = self.control();
