@@ -11,6 +11,7 @@
 //! | `close()`, `closed`, `readable`, `writable` | [`Connection::close`], [`Connection::closed`], … |
 //! | `EOFError`, `BufferTooShort` | [`RecvError::Eof`], [`RecvError::BufferTooShort`] (carrying the message) |
 //! | `multiprocessing.connection.wait(conns, timeout)` | [`wait`] |
+//! | `connection.wait([conn, process.sentinel, …])` | [`wait_any`] with [`Waitable`] |
 //!
 //! Messages of any size: a message longer than a quarter of the ring streams through
 //! it in fragments, reassembled by the receiver; messages never merge and an empty
@@ -28,6 +29,22 @@
 //! copy of the other end does not keep its receives from seeing EOF unless it has
 //! used that copy.
 //!
+//! A send to a pipe whose other end is gone in that sense fails with
+//! [`SendError::BrokenPipe`] and writes nothing (Python's `BrokenPipeError`):
+//!
+//! - the first send after every holder of the other end closed it fails: the send
+//!   loads a count of the other end's holders, kept on the ring line it loads anyway
+//!   to see whether the reader sleeps; a [`Process`](crate::Process) child frees its
+//!   holds when it returns, so its exit counts as closing;
+//! - holders that died without closing (SIGKILL) are found by a liveness check that
+//!   a send runs once every [`LIVENESS_EVERY`] sends of its handle: if the other end
+//!   consumed anything since the previous check it is alive (one load, no system
+//!   call); otherwise a `poll(2)` of a pidfd per holder process decides. So the death
+//!   is seen within `LIVENESS_EVERY` sends if the peer had stopped reading, within
+//!   `2 × LIVENESS_EVERY` if it was reading up to its death; and by the check a send
+//!   makes when it has to wait for room. From then on every send fails, without
+//!   further system calls.
+//!
 //! A `Connection` is `Send` but not `Sync`: one thread uses an end at a time, and
 //! two processes must not send (or receive) on the same end at the same time (the
 //! ring is single-producer, single-consumer; doing so garbles data, at worst into a
@@ -41,7 +58,7 @@ use crate::ring::spsc::{self, FIRST, MORE, Reader, Record, Spsc, Writer};
 use crate::segment::{CreateError, CreateOptions, OpenError, OpenOptions, Segment};
 use crate::wait::{EventCount, Spin};
 use bytemuck::Pod;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -103,7 +120,9 @@ pub enum SendError {
     /// This end of a one-way pipe only receives.
     ReceiveOnly,
     /// Every holder of the other end has closed it or died (Python's
-    /// `BrokenPipeError`).
+    /// `BrokenPipeError`); nothing was written. Seen by the first send after the last
+    /// holder closed, and within `2 ×` [`LIVENESS_EVERY`] sends of the last holder's
+    /// death (see the module docs).
     BrokenPipe,
     /// The ring stayed full until the timeout.
     Timeout,
@@ -216,6 +235,19 @@ impl PipeShared {
 
     fn holders(&self, end: usize) -> &Holders {
         &self.control().ends[end & 1]
+    }
+
+    /// The presence word of `end`: on the readable line of the ring that `end`
+    /// receives from, so the other end's sender reads it with the line its notify
+    /// loads anyway. `None` for the send-only end of a one-way pipe (nobody sends to
+    /// it). Bit 0 is set once anyone has registered; the rest counts the end's
+    /// registry entries, two per entry (see [`Registration::claim_entry`]).
+    fn presence(&self, end: usize) -> Option<&AtomicU64> {
+        if end & 1 == 0 {
+            Some(self.to_a.reader_presence())
+        } else {
+            self.to_b.as_ref().map(|r| r.reader_presence())
+        }
     }
 }
 
@@ -331,9 +363,15 @@ impl Registration {
     }
 
     /// Claims a free (or dead) entry of this end for `value`; its index.
+    ///
+    /// The end's presence word counts entries: raised before an entry is claimed and
+    /// lowered after one is freed, so it is never below the number of held entries
+    /// (a process killed between the two steps leaves it too high, which only sends
+    /// the peer's senders to the liveness check; see [`Connection::check_peer`]).
     fn claim_entry(&self, value: u64) -> Option<usize> {
         let holders = self.shared.holders(self.end);
         holders.ever.store(1, Ordering::Release);
+        self.raise_presence();
         for pass in 0..2 {
             for (i, slot) in holders.entries.iter().enumerate() {
                 let cur = slot.load(Ordering::Acquire);
@@ -343,11 +381,34 @@ impl Registration {
                         .compare_exchange(cur, value, Ordering::AcqRel, Ordering::Acquire)
                         .is_ok()
                 {
+                    if cur != 0 {
+                        // The dead holder's count goes with its entry.
+                        self.lower_presence();
+                    }
                     return Some(i);
                 }
             }
         }
+        self.lower_presence();
         None
+    }
+
+    /// Counts one more entry of this end in its presence word (and marks the word as
+    /// registered-once, bit 0).
+    fn raise_presence(&self) {
+        if let Some(p) = self.shared.presence(self.end) {
+            p.fetch_add(2, Ordering::AcqRel);
+            p.fetch_or(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Counts one entry fewer, after it was freed. Release: the freed entry is
+    /// visible to a sender whose Acquire load in `Connection::check_peer` sees the
+    /// lower count.
+    fn lower_presence(&self) {
+        if let Some(p) = self.shared.presence(self.end) {
+            p.fetch_sub(2, Ordering::AcqRel);
+        }
     }
 
     /// Marks this process's entry as used (so it keeps the peer's EOF away even
@@ -381,11 +442,54 @@ impl Registration {
 
     fn deregister(&self) {
         let Ok(mut e) = self.entry.lock() else { return };
-        if let Some((pid, i, value)) = e.take() {
+        self.free_entry(e.take());
+    }
+
+    /// Frees this process's entry, if `entry` is one.
+    fn free_entry(&self, entry: Option<(u32, usize, u64)>) {
+        if let Some((pid, i, value)) = entry {
             if pid == proc::cached_pid() {
                 let slot = &self.shared.holders(self.end).entries[i];
-                let _ = slot.compare_exchange(value, 0, Ordering::AcqRel, Ordering::Acquire);
+                if slot
+                    .compare_exchange(value, 0, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    self.lower_presence();
+                }
             }
+        }
+    }
+
+    /// Wakes everyone waiting on either ring, so they look at the holders again.
+    fn notify_rings(&self) {
+        let s = &self.shared;
+        s.to_a.readable().notify_all();
+        s.to_a.writable().notify_all();
+        if let Some(r) = &s.to_b {
+            r.readable().notify_all();
+            r.writable().notify_all();
+        }
+    }
+}
+
+/// Called by [`Process`](crate::Process) in a child that is about to exit: frees the
+/// child's entry in every pipe end it holds, so the peers see EOF or a broken pipe at
+/// once instead of at their next liveness check. Only `try_lock`s: a lock another
+/// thread of the parent held at the fork stays held in the child, and then that
+/// entry is left for the liveness checks.
+pub(crate) fn before_child_exit() {
+    let Ok(live) = LIVE.try_lock() else { return };
+    let regs: Vec<Arc<Registration>> = live.iter().filter_map(Weak::upgrade).collect();
+    drop(live);
+    for reg in regs {
+        let Ok(mut e) = reg.entry.try_lock() else {
+            continue;
+        };
+        let entry = e.take();
+        drop(e);
+        if entry.is_some() {
+            reg.free_entry(entry);
+            reg.notify_rings();
         }
     }
 }
@@ -447,7 +551,12 @@ impl ForkClaims {
                 )
             });
             let slot = &reg.shared.holders(reg.end).entries[i];
-            let _ = slot.compare_exchange(placeholder, new, Ordering::AcqRel, Ordering::Acquire);
+            let swapped = slot
+                .compare_exchange(placeholder, new, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+            if swapped && new == 0 {
+                reg.lower_presence();
+            }
         }
     }
 
@@ -501,6 +610,43 @@ pub struct Connection {
     /// The pid of the process that last marked this end as used (0: none yet), so
     /// the hot path checks one cell instead of the registry.
     active_in: Cell<u32>,
+    /// A send looks at the peer's registry when the peer's presence word is at most
+    /// this (bit 0 set): `1 + 2 × n` where `n` counts this process's own unused
+    /// inherited copies of the peer end, which do not keep the pipe from being broken
+    /// (see [`Connection::check_peer`]). Recomputed by every look.
+    gone_at: Cell<u64>,
+    /// Sends made through this handle (wrapping); every [`LIVENESS_EVERY`]th one
+    /// checks whether the peer's holders are alive.
+    sends: Cell<u32>,
+    /// Process descriptors of the peer's holders, by registry entry, for the
+    /// liveness check.
+    peer_procs: RefCell<Vec<(u64, PeerProc)>>,
+    /// The peer's read position at the last liveness check.
+    read_at_check: Cell<u64>,
+}
+
+/// Every this many sends, a send checks whether the processes holding the other end
+/// are still alive: if the other end consumed anything since the last check it is
+/// (one load of its read position); otherwise one `poll(2)` per holder process, on a
+/// pidfd kept from check to check. So a peer killed while it kept up is seen within
+/// `2 × LIVENESS_EVERY` sends, one that had stopped reading within `LIVENESS_EVERY`.
+pub const LIVENESS_EVERY: u32 = 1024;
+
+/// What the liveness check knows of one holder of the peer end.
+#[derive(Debug)]
+enum PeerProc {
+    /// Found dead.
+    Dead,
+    /// Alive when last looked at; the pidfd says when it exits.
+    Watched(proc::Pidfd),
+    /// No pidfd (an old kernel): looked up in /proc each time.
+    Unwatched,
+}
+
+/// Whether entry `v` is this process's copy of an end, inherited through a fork and
+/// never used here (it does not keep the pipe open for this process).
+fn own_unused_copy(v: u64, me: u32) -> bool {
+    v as u32 == me && v & INHERITED != 0 && v & ACTIVE == 0
 }
 
 /// A pair of connected [`Connection`]s with the default capacity (256 KiB per
@@ -558,6 +704,10 @@ impl Connection {
             closed: Cell::new(false),
             spin: Cell::new(Spin::DEFAULT),
             active_in: Cell::new(0),
+            gone_at: Cell::new(1),
+            sends: Cell::new(0),
+            peer_procs: RefCell::new(Vec::new()),
+            read_at_check: Cell::new(0),
         }
     }
 
@@ -616,12 +766,7 @@ impl Connection {
         if !self.closed.replace(true) {
             self.reg.deregister();
             // Wake the other side so it re-checks for EOF / a broken pipe.
-            self.reg.shared.to_a.readable().notify_all();
-            self.reg.shared.to_a.writable().notify_all();
-            if let Some(r) = &self.reg.shared.to_b {
-                r.readable().notify_all();
-                r.writable().notify_all();
-            }
+            self.reg.notify_rings();
         }
     }
 
@@ -630,9 +775,127 @@ impl Connection {
     fn mark_active(&self) {
         let me = proc::cached_pid();
         if self.active_in.get() != me {
-            self.reg.mark_active();
-            self.active_in.set(me);
+            self.first_use_here(me);
         }
+    }
+
+    /// The first send or receive through this handle in this process.
+    #[cold]
+    fn first_use_here(&self, me: u32) {
+        self.reg.mark_active();
+        self.active_in.set(me);
+        let own = self
+            .peer()
+            .entries
+            .iter()
+            .filter(|e| own_unused_copy(e.load(Ordering::Acquire), me))
+            .count() as u64;
+        self.gone_at.set(1 + 2 * own);
+    }
+
+    /// Whether the peer is gone, as far as a send can tell cheaply: the first send
+    /// after every holder of the other end has closed it (or exited normally: a
+    /// [`Process`](crate::Process) child frees its entries on the way out) fails,
+    /// seen through the peer's presence word — one load of the line the send's
+    /// notify loads anyway. Holders that died without closing (SIGKILL) are found by
+    /// a liveness check on every [`LIVENESS_EVERY`]th send of this handle, which
+    /// makes system calls only if the reader consumed nothing since the last one.
+    #[inline]
+    fn check_peer(&self, tx: &Writer) -> Result<(), SendError> {
+        // Acquire; paired with the Release in `Registration::lower_presence`: the
+        // entries freed before a lower count are visible to the look below.
+        let presence = tx.ring().reader_presence().load(Ordering::Acquire);
+        let n = self.sends.get().wrapping_add(1);
+        self.sends.set(n);
+        let liveness = n % LIVENESS_EVERY == 0;
+        if (presence & 1 != 0 && presence <= self.gone_at.get()) || liveness {
+            return self.check_peer_slow(tx, liveness);
+        }
+        Ok(())
+    }
+
+    /// Looks at the peer's registry (and, if `liveness`, at its processes).
+    #[cold]
+    #[inline(never)]
+    fn check_peer_slow(&self, tx: &Writer, liveness: bool) -> Result<(), SendError> {
+        let h = self.peer();
+        if h.ever.load(Ordering::Acquire) == 0 {
+            return Ok(());
+        }
+        let me = proc::cached_pid();
+        let mut own = 0u64;
+        let mut others = [0u64; HOLDERS];
+        let mut n = 0;
+        for e in &h.entries {
+            match e.load(Ordering::Acquire) {
+                0 => {}
+                v if own_unused_copy(v, me) => own += 1,
+                v => {
+                    others[n] = v;
+                    n += 1;
+                }
+            }
+        }
+        if n == 0 {
+            self.gone_at.set(1 + 2 * own);
+            return Err(SendError::BrokenPipe);
+        }
+        // Once the holders were found dead, every send looks again (at the cached
+        // answers: no system call) until the registry changes.
+        let found_dead = self.gone_at.get() == u64::MAX;
+        // A reader that consumed since the last check is at work: no system call.
+        // (One load of the reader's line per check; a ping-pong pays nothing else.)
+        let reader_moved = liveness && {
+            let read = tx.ring().read_position();
+            read != self.read_at_check.replace(read)
+        };
+        if ((liveness && !reader_moved) || found_dead) && self.all_dead(&others[..n], me) {
+            self.gone_at.set(u64::MAX);
+            return Err(SendError::BrokenPipe);
+        }
+        self.gone_at.set(1 + 2 * own);
+        Ok(())
+    }
+
+    /// Whether every process named by `entries` has died (a pidfd poll each; the
+    /// pidfds are kept for the next check).
+    fn all_dead(&self, entries: &[u64], me: u32) -> bool {
+        let Ok(mut procs) = self.peer_procs.try_borrow_mut() else {
+            return false;
+        };
+        procs.retain(|(v, _)| entries.contains(v));
+        let mut all_dead = true;
+        for &v in entries {
+            if v as u32 == me {
+                all_dead = false;
+                continue;
+            }
+            let known = procs.iter().position(|(w, _)| *w == v);
+            let i = known.unwrap_or_else(|| {
+                let p = if !entry_alive(v) {
+                    PeerProc::Dead
+                } else {
+                    match proc::Pidfd::open(v as u32) {
+                        Ok(fd) => PeerProc::Watched(fd),
+                        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => PeerProc::Dead,
+                        Err(_) => PeerProc::Unwatched,
+                    }
+                };
+                procs.push((v, p));
+                procs.len() - 1
+            });
+            let dead = match &procs[i].1 {
+                PeerProc::Dead => true,
+                PeerProc::Watched(fd) => fd.exited(),
+                PeerProc::Unwatched => !entry_alive(v),
+            };
+            if dead {
+                procs[i].1 = PeerProc::Dead;
+            } else {
+                all_dead = false;
+            }
+        }
+        all_dead
     }
 
     /// The other end's holders.
@@ -658,8 +921,7 @@ impl Connection {
         let me = proc::cached_pid();
         h.entries.iter().all(|e| {
             let v = e.load(Ordering::Acquire);
-            let own_unused_copy = v as u32 == me && v & INHERITED != 0 && v & ACTIVE == 0;
-            v == 0 || own_unused_copy || !entry_alive(v)
+            v == 0 || own_unused_copy(v, me) || !entry_alive(v)
         })
     }
 
@@ -739,6 +1001,7 @@ impl Connection {
     fn send_message(&self, msg: &[u8], deadline: Option<Deadline>) -> Result<(), SendError> {
         let tx = self.writer()?;
         self.mark_active();
+        self.check_peer(tx)?;
         if msg.len() <= tx.ring().max_fragment() {
             return self.write_record(tx, msg, FIRST, deadline);
         }
@@ -1152,30 +1415,181 @@ impl Drop for Registration {
 /// Waits until at least one of `connections` can be received from without blocking
 /// (a message or EOF), or until `timeout` (`None`: as long as it takes); returns the
 /// indices of the ready ones — Python's `multiprocessing.connection.wait`. A closed
-/// or send-only connection counts as ready (a receive on it fails at once).
+/// or send-only connection counts as ready (a receive on it fails at once). To wait
+/// on child processes too, use [`wait_any`].
 pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Vec<usize> {
+    let objects: Vec<Waitable<'_>> = connections.iter().map(|&c| c.into()).collect();
+    wait_any(&objects, timeout)
+}
+
+/// Something [`wait_any`] waits on.
+#[derive(Clone, Copy, Debug)]
+pub enum Waitable<'a> {
+    /// Ready when a receive would not block: a message, EOF, or a closed or
+    /// send-only connection (a receive on it fails at once).
+    Connection(&'a Connection),
+    /// Ready once the child has ended, reaped or not (Python's `Process.sentinel`);
+    /// [`Process::join`](crate::Process::join) then returns at once.
+    Process(&'a crate::Process),
+}
+
+impl<'a> From<&'a Connection> for Waitable<'a> {
+    fn from(c: &'a Connection) -> Waitable<'a> {
+        Waitable::Connection(c)
+    }
+}
+
+impl<'a> From<&'a crate::Process> for Waitable<'a> {
+    fn from(p: &'a crate::Process) -> Waitable<'a> {
+        Waitable::Process(p)
+    }
+}
+
+/// Processes a [`wait_any`] watches, and the flag its watcher thread raises.
+struct Exits {
+    /// (index in the objects, pid, index in `fds` if it has a pidfd).
+    watched: Vec<(usize, u32, Option<usize>)>,
+    fds: Vec<proc::Pidfd>,
+    /// Notified by the watcher thread when a process exits; the waiter sleeps on it
+    /// beside the connections' eventcounts (it is in this process's memory: a shared
+    /// futex on private memory works within one process).
+    event: EventCount,
+    /// Set by the watcher before it notifies; paired with the waiter's SeqCst load.
+    fired: std::sync::atomic::AtomicBool,
+}
+
+impl Exits {
+    /// Whether the watched process at `w` has ended: its pidfd polls readable, or
+    /// without one, /proc says so.
+    fn ended(&self, w: &(usize, u32, Option<usize>)) -> bool {
+        match w.2 {
+            Some(i) => self.fds[i].exited(),
+            None => !proc::is_alive(w.1, 0),
+        }
+    }
+}
+
+/// Waits until at least one of `objects` is ready — a connection that can be
+/// received from without blocking, or a child process that has ended — or until
+/// `timeout` (`None`: as long as it takes), and returns the indices of the ready
+/// ones: Python's `multiprocessing.connection.wait` over connections and process
+/// sentinels.
+///
+/// Connections wake the waiter through their futexes, as in [`wait`]. A process's
+/// end is seen through a pidfd (`pidfd_open(2)`): once the wait has spun and is
+/// about to sleep, a helper thread blocks in `poll(2)` on the pidfds and wakes the
+/// waiter when one becomes readable, so an exit is seen at once; the thread is ended
+/// and joined before `wait_any` returns. (Without pidfds, or if the thread cannot be
+/// started, exits are looked for by the wait's stall checks: after 20 ms, 40 ms,
+/// 80 ms, then every 100 ms.)
+///
+/// # Examples
+///
+/// ```
+/// use shmproc::pipe::{pipe, wait_any, Waitable};
+/// use shmproc::Process;
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (ours, _theirs) = pipe(true)?;
+/// let mut child = Process::spawn(|| {})?;
+/// let ready = wait_any(&[Waitable::from(&ours), Waitable::from(&child)], None);
+/// assert_eq!(ready, [1]);
+/// assert!(child.join()?.success());
+/// # Ok(()) }
+/// ```
+pub fn wait_any(objects: &[Waitable<'_>], timeout: Option<Duration>) -> Vec<usize> {
     let deadline = timeout.map(Deadline::after);
+    let mut exits = Exits {
+        watched: Vec::new(),
+        fds: Vec::new(),
+        event: EventCount::new(),
+        fired: std::sync::atomic::AtomicBool::new(false),
+    };
+    // Reaped children are ready whatever else happens.
+    let mut reaped = Vec::new();
+    for (i, o) in objects.iter().enumerate() {
+        if let Waitable::Process(p) = o {
+            match p.sentinel() {
+                None => reaped.push(i),
+                Some(pid) => {
+                    let fd = proc::Pidfd::open(pid).ok().map(|fd| {
+                        exits.fds.push(fd);
+                        exits.fds.len() - 1
+                    });
+                    exits.watched.push((i, pid, fd));
+                }
+            }
+        }
+    }
+    let exits = &exits;
     let ready_set = |thorough: bool| -> Option<Vec<usize>> {
-        let v: Vec<usize> = connections
+        let look_at_exits = thorough || exits.fired.load(Ordering::SeqCst);
+        let v: Vec<usize> = objects
             .iter()
             .enumerate()
-            .filter(|(_, c)| c.ready_now(thorough))
+            .filter(|&(i, o)| match o {
+                Waitable::Connection(c) => c.ready_now(thorough),
+                Waitable::Process(_) => {
+                    reaped.contains(&i)
+                        || (look_at_exits
+                            && exits.watched.iter().any(|w| w.0 == i && exits.ended(w)))
+                }
+            })
             .map(|(i, _)| i)
             .collect();
         (!v.is_empty()).then_some(v)
     };
-    let events: Vec<&EventCount> = connections
+    // A child that has already ended is ready without any wait.
+    if let Some(v) = (!exits.watched.is_empty())
+        .then(|| ready_set(true))
+        .flatten()
+    {
+        return v;
+    }
+    let mut events: Vec<&EventCount> = objects
         .iter()
-        .filter_map(|c| c.readable_event())
+        .filter_map(|o| match o {
+            Waitable::Connection(c) => c.readable_event(),
+            Waitable::Process(_) => None,
+        })
         .collect();
-    crate::wait::wait_any(
-        &events,
-        Spin::DEFAULT,
-        deadline,
-        || ready_set(false),
-        || ready_set(true),
-    )
-    .unwrap_or_default()
+    events.push(&exits.event);
+    std::thread::scope(|scope| {
+        let mut wake: Option<Arc<proc::WakeFd>> = None;
+        let mut tried = false;
+        let mut on_stall = || {
+            if !tried && !exits.fds.is_empty() {
+                tried = true;
+                // The first stall check comes when the spin phase is over: from here
+                // on the waiter sleeps, and the watcher wakes it on an exit.
+                if let Ok(w) = proc::WakeFd::new() {
+                    let w = Arc::new(w);
+                    let theirs = w.clone();
+                    let started = std::thread::Builder::new()
+                        .name("shmproc-wait".into())
+                        .spawn_scoped(scope, move || {
+                            let _ = proc::wait_exits(&exits.fds, &theirs);
+                            exits.fired.store(true, Ordering::SeqCst);
+                            exits.event.notify_all();
+                        });
+                    if started.is_ok() {
+                        wake = Some(w);
+                    }
+                }
+            }
+            ready_set(true)
+        };
+        let got = crate::wait::wait_any(
+            &events,
+            Spin::DEFAULT,
+            deadline,
+            || ready_set(false),
+            &mut on_stall,
+        );
+        if let Some(w) = &wake {
+            w.wake();
+        }
+        got.unwrap_or_default()
+    })
 }
 
 /// Pipe state for `shmproc inspect`.

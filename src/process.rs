@@ -135,6 +135,9 @@ impl Process {
             let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f().exit_code()))
                 .unwrap_or(1);
             let _ = io::stdout().flush();
+            // Free this child's holds on pipe ends, so peers see EOF (or a broken
+            // pipe) now rather than at their next liveness check.
+            crate::pipe::before_child_exit();
             proc::exit_immediately(code);
         }
         claims.in_parent(Some(pid));
@@ -144,6 +147,15 @@ impl Process {
     /// The child's process id.
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// For [`pipe::wait_any`](crate::pipe::wait_any): the pid to watch, or `None` once
+    /// the child was reaped (it has ended: ready).
+    pub(crate) fn sentinel(&self) -> Option<u32> {
+        match self.status {
+            Some(_) => None,
+            None => Some(self.pid),
+        }
     }
 
     /// Waits for the child to end and returns how it ended (at once if it already

@@ -10,8 +10,10 @@
 //! | `Queue(maxsize)` | [`Queue::new`] (anonymous), [`Queue::create`] / [`Queue::open`] (named) |
 //! | `put(obj)` / `put(obj, timeout=t)` / `put_nowait(obj)` | [`Queue::put`] / [`Queue::put_timeout`] / [`Queue::put_nowait`] |
 //! | `get()` / `get(timeout=t)` / `get_nowait()` | [`Queue::get`] / [`Queue::get_timeout`] / [`Queue::get_nowait`] |
-//! | `qsize()`, `empty()`, `full()` | [`Queue::qsize`], [`Queue::empty`], [`Queue::full`] |
-//! | `close()` | [`Queue::close`] (this handle only) |
+//! | `Queue()` (no maxsize) | [`Queue::new`]`(0)`: room for [`UNBOUNDED_MAXSIZE`] items, then [`PutError::DefaultMaxsizeReached`] |
+//! | `qsize()`, `empty()`, `full()` | [`Queue::qsize`], [`Queue::empty`], [`Queue::full`] (`Err(`[`Closed`]`)` on a closed handle, Python's `ValueError`) |
+//! | `close()` | [`Queue::close`] (this handle only), [`Queue::closed`] |
+//! | `shutdown(immediate)`, `queue.ShutDown` (3.13) | [`Queue::shutdown`], [`JoinableQueue::shutdown`]; [`PutError::ShutDown`], [`GetError::ShutDown`] |
 //! | `queue.Full`, `queue.Empty` | [`PutError::Full`] (item handed back), [`GetError::Empty`] |
 //! | `JoinableQueue.task_done()`, `join()` | [`JoinableQueue::task_done`], [`JoinableQueue::join`] |
 //! | `SimpleQueue` | [`SimpleQueue`] |
@@ -63,6 +65,28 @@ impl Block {
     }
 }
 
+/// The room a queue made with `maxsize` 0 gets: Python's "no limit" cannot be had
+/// in a fixed-size segment, so such a queue holds up to this many items, and a `put`
+/// that finds it full fails at once with [`PutError::DefaultMaxsizeReached`] (it does
+/// not wait: in Python it would not have) instead of `Full`.
+pub const UNBOUNDED_MAXSIZE: usize = 1 << 16;
+
+/// The ring's `user_words` this module uses: JoinableQueue's unfinished count, the
+/// shutdown state (one of [`RUNNING`], [`SHUT_DOWN`], [`SHUT_DOWN_NOW`]), and whether
+/// the queue was made with `maxsize` 0 (1) or not (0). All zero in a fresh ring, and
+/// zero is each word's "nothing happened" meaning, so a queue made by an older build
+/// reads as running and bounded.
+const UNFINISHED_WORD: usize = 0;
+const SHUTDOWN_WORD: usize = 1;
+const UNBOUNDED_WORD: usize = 2;
+
+/// Shutdown states (the `SHUTDOWN_WORD`): only ever raised, with `fetch_max`.
+const RUNNING: u64 = 0;
+/// `shutdown(false)`: puts fail; gets drain what is left, then fail.
+const SHUT_DOWN: u64 = 1;
+/// `shutdown(true)`: as `SHUT_DOWN`, and the items were discarded.
+const SHUT_DOWN_NOW: u64 = 2;
+
 /// The element type recorded for byte queues.
 const BYTES: ElemType = ElemType {
     name: TypeName::new("bytes"),
@@ -102,13 +126,17 @@ impl Core {
         })
     }
 
-    fn init(layout: &ObjectLayout) -> impl FnOnce(std::ptr::NonNull<u8>, usize) {
+    fn init(layout: &ObjectLayout, unbounded: bool) -> impl FnOnce(std::ptr::NonNull<u8>, usize) {
         let (capacity, slot_size) = (layout.capacity, u64::from(layout.slot_size));
         move |payload, len| {
             // SAFETY: the payload is fresh, zero-filled, 128-aligned memory of `len`
             // bytes that no other process uses before the segment is published.
             let r = unsafe { Ring::init(payload, len, capacity, slot_size) };
             debug_assert!(r.is_ok(), "{r:?}");
+            if let Ok(ring) = r {
+                // Before the segment is published: every opener sees it.
+                ring.user_words()[UNBOUNDED_WORD].store(u64::from(unbounded), Ordering::Relaxed);
+            }
         }
     }
 
@@ -154,8 +182,8 @@ impl Core {
         Ok(Core { ring, segment })
     }
 
-    fn new_anonymous(layout: &ObjectLayout) -> Result<Core, CreateError> {
-        let segment = Segment::anonymous(layout, Core::init(layout))?;
+    fn new_anonymous(layout: &ObjectLayout, unbounded: bool) -> Result<Core, CreateError> {
+        let segment = Segment::anonymous(layout, Core::init(layout, unbounded))?;
         Core::from_segment(segment).map_err(|e| CreateError::InvalidArgument(e.to_string()))
     }
 
@@ -163,8 +191,9 @@ impl Core {
         name: &str,
         layout: &ObjectLayout,
         options: CreateOptions,
+        unbounded: bool,
     ) -> Result<Core, CreateError> {
-        let segment = Segment::create(name, layout, options, Core::init(layout))?;
+        let segment = Segment::create(name, layout, options, Core::init(layout, unbounded))?;
         Core::from_segment(segment).map_err(|e| CreateError::InvalidArgument(e.to_string()))
     }
 
@@ -194,7 +223,9 @@ impl Core {
     #[inline]
     fn claim(&self, len: usize, block: Block, spin: Spin) -> Result<WriteSlot<'_>, PushError> {
         match (self.ring.try_claim(len), block) {
-            (Err(PushError::Full), Block::Until(deadline)) => self.claim_wait(len, deadline, spin),
+            (Err(PushError::Full), Block::Until(deadline)) if !self.unbounded() => {
+                self.claim_wait(len, deadline, spin)
+            }
             (r, _) => r,
         }
     }
@@ -215,6 +246,9 @@ impl Core {
             deadline,
             PushError::Full,
             || match self.ring.try_claim(len) {
+                // A shutdown ends the wait: `Full`, which the caller reads as
+                // `ShutDown` (see `Core::shut_down`).
+                Err(PushError::Full) if self.shut_down() => Err(Some(PushError::Full)),
                 Err(PushError::Full) => Err(None),
                 r => r.map_err(Some),
             },
@@ -262,6 +296,8 @@ impl Core {
             deadline,
             PopError::Empty,
             || match self.ring.try_take() {
+                // Empty and shut down ends the wait (the caller says `ShutDown`).
+                Err(PopError::Empty) if self.shut_down() => Err(Some(PopError::Empty)),
                 Err(PopError::Empty) => Err(None),
                 r => r.map_err(Some),
             },
@@ -276,7 +312,9 @@ impl Core {
     #[inline]
     fn push(&self, msg: &[u8], block: Block, spin: Spin) -> Result<(), PushError> {
         match (self.ring.try_push(msg), block) {
-            (Err(PushError::Full), Block::Until(deadline)) => self.push_wait(msg, deadline, spin),
+            (Err(PushError::Full), Block::Until(deadline)) if !self.unbounded() => {
+                self.push_wait(msg, deadline, spin)
+            }
             (r, _) => r,
         }
     }
@@ -296,6 +334,7 @@ impl Core {
             deadline,
             PushError::Full,
             || match self.ring.try_push(msg) {
+                Err(PushError::Full) if self.shut_down() => Err(Some(PushError::Full)),
                 Err(PushError::Full) => Err(None),
                 r => r.map_err(Some),
             },
@@ -326,6 +365,7 @@ impl Core {
             deadline,
             PopError::Empty,
             || match self.ring.try_pop_into(out) {
+                Err(PopError::Empty) if self.shut_down() => Err(Some(PopError::Empty)),
                 Err(PopError::Empty) => Err(None),
                 r => r.map_err(Some),
             },
@@ -364,6 +404,62 @@ impl Core {
             Ok(None) => Err(failed.take().unwrap_or(timed_out)),
             Err(_) => Err(timed_out),
         }
+    }
+}
+
+impl Core {
+    /// Whether the queue was shut down (by any process). Acquire; paired with the
+    /// `fetch_max` in [`Core::shutdown`]. A put loads it first (one load of a line
+    /// that is written only by `shutdown` and, in a JoinableQueue, by the task
+    /// count); a get only once the queue is empty.
+    #[inline]
+    fn shut_down(&self) -> bool {
+        self.ring.user_words()[SHUTDOWN_WORD].load(Ordering::Acquire) != RUNNING
+    }
+
+    /// Whether the queue was made with `maxsize` 0 (see [`UNBOUNDED_MAXSIZE`]).
+    fn unbounded(&self) -> bool {
+        self.ring.user_words()[UNBOUNDED_WORD].load(Ordering::Relaxed) != 0
+    }
+
+    /// What an `Empty` (or `Corrupt`) from the ring means for a get: `ShutDown` once
+    /// the queue is shut down and empty.
+    #[cold]
+    fn get_error(&self, e: PopError) -> GetError {
+        match e {
+            PopError::Empty if self.shut_down() => GetError::ShutDown,
+            e => e.into(),
+        }
+    }
+
+    /// Shuts the queue down for every process (Python 3.13's `Queue.shutdown`):
+    /// later puts fail with `ShutDown`, gets take what is left and then fail with
+    /// `ShutDown`; with `immediate`, what is left is discarded now. Wakes every
+    /// blocked putter, getter and joiner. Returns how many items were discarded.
+    ///
+    /// A put that had already looked at the state when it changed may still land
+    /// (there is no lock to order them); a get then takes it.
+    fn shutdown(&self, immediate: bool) -> u64 {
+        let state = if immediate { SHUT_DOWN_NOW } else { SHUT_DOWN };
+        // Release; paired with the Acquire load in `shut_down`.
+        self.ring.user_words()[SHUTDOWN_WORD].fetch_max(state, Ordering::AcqRel);
+        let mut drained = 0;
+        if immediate {
+            // Bounded: only puts that raced the state change can add more.
+            let bound = self.ring.capacity().saturating_mul(2).saturating_add(64);
+            while drained < bound {
+                match self.ring.try_take() {
+                    Ok(slot) => {
+                        drop(slot);
+                        drained += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        self.ring.notify_consumers();
+        self.ring.notify_producers();
+        drained
     }
 }
 
@@ -412,13 +508,33 @@ pub enum PutError<T> {
     Full(T),
     /// This handle was closed.
     Closed(T),
+    /// The queue was shut down (Python 3.13's `queue.ShutDown`), by this process or
+    /// another.
+    ShutDown(T),
+    /// The queue was made with `maxsize` 0 (Python's "no limit") and holds
+    /// [`UNBOUNDED_MAXSIZE`] items already: the default ran out. (Such a put does not
+    /// wait.)
+    DefaultMaxsizeReached(T),
 }
 
 impl<T> PutError<T> {
     /// The item that was not put.
     pub fn into_inner(self) -> T {
         match self {
-            PutError::Full(t) | PutError::Closed(t) => t,
+            PutError::Full(t)
+            | PutError::Closed(t)
+            | PutError::ShutDown(t)
+            | PutError::DefaultMaxsizeReached(t) => t,
+        }
+    }
+
+    /// The same error carrying `u` instead.
+    fn carrying<U>(self, u: U) -> PutError<U> {
+        match self {
+            PutError::Full(_) => PutError::Full(u),
+            PutError::Closed(_) => PutError::Closed(u),
+            PutError::ShutDown(_) => PutError::ShutDown(u),
+            PutError::DefaultMaxsizeReached(_) => PutError::DefaultMaxsizeReached(u),
         }
     }
 }
@@ -428,8 +544,18 @@ impl<T> fmt::Debug for PutError<T> {
         match self {
             PutError::Full(_) => f.write_str("Full(..)"),
             PutError::Closed(_) => f.write_str("Closed(..)"),
+            PutError::ShutDown(_) => f.write_str("ShutDown(..)"),
+            PutError::DefaultMaxsizeReached(_) => f.write_str("DefaultMaxsizeReached(..)"),
         }
     }
+}
+
+/// The message of a `DefaultMaxsizeReached` error.
+fn default_maxsize_message(f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    write!(
+        f,
+        "queue is full: it was made with maxsize 0 (no limit in Python), which in shared memory means the default of {UNBOUNDED_MAXSIZE} items (queue::UNBOUNDED_MAXSIZE); make it with a larger maxsize"
+    )
 }
 
 impl<T> fmt::Display for PutError<T> {
@@ -437,6 +563,8 @@ impl<T> fmt::Display for PutError<T> {
         match self {
             PutError::Full(_) => f.write_str("queue is full"),
             PutError::Closed(_) => f.write_str("queue handle is closed"),
+            PutError::ShutDown(_) => f.write_str("queue is shut down"),
+            PutError::DefaultMaxsizeReached(_) => default_maxsize_message(f),
         }
     }
 }
@@ -451,6 +579,9 @@ pub enum GetError {
     Empty,
     /// This handle was closed.
     Closed,
+    /// The queue was shut down and nothing is left in it (Python 3.13's
+    /// `queue.ShutDown`).
+    ShutDown,
     /// The queue's shared memory is inconsistent, or a message has the wrong size
     /// for this handle's type (a peer scribbled on it). The bad message was dropped.
     Corrupt(String),
@@ -461,6 +592,7 @@ impl fmt::Display for GetError {
         match self {
             GetError::Empty => f.write_str("queue is empty"),
             GetError::Closed => f.write_str("queue handle is closed"),
+            GetError::ShutDown => f.write_str("queue is shut down and empty"),
             GetError::Corrupt(why) => write!(f, "queue is corrupt: {why}"),
         }
     }
@@ -477,6 +609,19 @@ impl From<PopError> for GetError {
     }
 }
 
+/// This queue handle was closed: what `qsize`, `empty` and `full` answer then
+/// (Python's `ValueError: Queue is closed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Closed;
+
+impl fmt::Display for Closed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("queue handle is closed")
+    }
+}
+
+impl std::error::Error for Closed {}
+
 /// Why a byte message was not put.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PutBytesError {
@@ -491,12 +636,18 @@ pub enum PutBytesError {
     },
     /// This handle was closed.
     Closed,
+    /// The queue was shut down.
+    ShutDown,
+    /// A queue made with `maxsize` 0 holds [`UNBOUNDED_MAXSIZE`] items already.
+    DefaultMaxsizeReached,
 }
 
 impl fmt::Display for PutBytesError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PutBytesError::Full => f.write_str("queue is full"),
+            PutBytesError::ShutDown => f.write_str("queue is shut down"),
+            PutBytesError::DefaultMaxsizeReached => default_maxsize_message(f),
             PutBytesError::TooLarge { len, max } => write!(
                 f,
                 "message of {len} bytes can never fit: this queue holds messages of at most {max} bytes"
@@ -578,13 +729,14 @@ impl<T> Clone for Queue<T> {
 }
 
 impl<T: Pod> Queue<T> {
+    /// `maxsize` 0 means [`UNBOUNDED_MAXSIZE`].
     fn layout(kind: ObjectKind, maxsize: usize) -> Result<ObjectLayout, CreateError> {
-        if maxsize == 0 {
-            return Err(CreateError::InvalidArgument(
-                "maxsize must be at least 1 (a shared-memory queue is bounded)".into(),
-            ));
-        }
-        Core::layout(kind, ElemType::of::<T>(), maxsize as u64, slot_for::<T>())
+        let capacity = if maxsize == 0 {
+            UNBOUNDED_MAXSIZE
+        } else {
+            maxsize
+        };
+        Core::layout(kind, ElemType::of::<T>(), capacity as u64, slot_for::<T>())
     }
 
     fn with_core(core: Core) -> Queue<T> {
@@ -598,9 +750,16 @@ impl<T: Pod> Queue<T> {
     /// An anonymous queue holding up to `maxsize` items; children started with
     /// [`Process`](crate::Process) share it.
     ///
+    /// `maxsize` 0 is Python's default, "no limit", which a segment of fixed size
+    /// cannot give: the queue then holds up to [`UNBOUNDED_MAXSIZE`] (65 536) items,
+    /// and a `put` that finds it full fails at once with
+    /// [`PutError::DefaultMaxsizeReached`], whose message names the default, rather
+    /// than waiting. (The simpler honest choice over a ring that grows: growth would
+    /// mean new segments and every process following them.)
+    ///
     /// # Errors
     ///
-    /// [`CreateError::InvalidArgument`] for `maxsize` 0 or too large; OS errors.
+    /// [`CreateError::InvalidArgument`] for a `maxsize` too large; OS errors.
     pub fn new(maxsize: usize) -> Result<Queue<T>, CreateError> {
         Queue::new_kind(ObjectKind::Queue, maxsize)
     }
@@ -608,7 +767,7 @@ impl<T: Pod> Queue<T> {
     /// An anonymous queue of the given kind (Queue, JoinableQueue, SimpleQueue share
     /// the layout; the kind tells them apart on open).
     fn new_kind(kind: ObjectKind, maxsize: usize) -> Result<Queue<T>, CreateError> {
-        Core::new_anonymous(&Queue::<T>::layout(kind, maxsize)?).map(Queue::with_core)
+        Core::new_anonymous(&Queue::<T>::layout(kind, maxsize)?, maxsize == 0).map(Queue::with_core)
     }
 
     /// A named queue of the given kind.
@@ -618,7 +777,13 @@ impl<T: Pod> Queue<T> {
         maxsize: usize,
         options: CreateOptions,
     ) -> Result<Queue<T>, CreateError> {
-        Core::create(name, &Queue::<T>::layout(kind, maxsize)?, options).map(Queue::with_core)
+        Core::create(
+            name,
+            &Queue::<T>::layout(kind, maxsize)?,
+            options,
+            maxsize == 0,
+        )
+        .map(Queue::with_core)
     }
 
     /// Opens a named queue of the given kind holding `T` items.
@@ -631,7 +796,7 @@ impl<T: Pod> Queue<T> {
     ///
     /// # Errors
     ///
-    /// As for [`Segment::create`], and `maxsize` 0.
+    /// As for [`Segment::create`] and [`new`](Queue::new).
     pub fn create(name: &str, maxsize: usize) -> Result<Queue<T>, CreateError> {
         Queue::create_with(name, maxsize, CreateOptions::new())
     }
@@ -681,7 +846,10 @@ impl<T: Pod> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`PutError::Closed`] if this handle was closed (the item is handed back).
+    /// [`PutError::Closed`] if this handle was closed, [`PutError::ShutDown`] if the
+    /// queue was shut down (also while this put waits),
+    /// [`PutError::DefaultMaxsizeReached`] for a full queue made with `maxsize` 0;
+    /// the item is handed back.
     #[inline]
     pub fn put(&self, item: T) -> Result<(), PutError<T>> {
         self.put_block(item, Block::Until(None))
@@ -725,6 +893,9 @@ impl<T: Pod> Queue<T> {
         if self.handle.closed() {
             return Err(PutError::Closed(item));
         }
+        if self.core.shut_down() {
+            return Err(PutError::ShutDown(item));
+        }
         if count.is_none() {
             // A copy straight into the ring, no guard.
             return match self
@@ -733,7 +904,7 @@ impl<T: Pod> Queue<T> {
             {
                 Ok(()) => Ok(()),
                 // An item of size_of::<T>() always fits a slot sized for it.
-                Err(_) => Err(PutError::Full(item)),
+                Err(_) => Err(self.full_error(item)),
             };
         }
         match self.core.claim(size_of::<T>(), block, self.handle.spin()) {
@@ -746,7 +917,20 @@ impl<T: Pod> Queue<T> {
                 Ok(())
             }
             // An item of size_of::<T>() always fits a slot sized for it.
-            Err(_) => Err(PutError::Full(item)),
+            Err(_) => Err(self.full_error(item)),
+        }
+    }
+
+    /// What a put that found no room says: shut down (it may have been waiting),
+    /// the default maxsize ran out, or full.
+    #[cold]
+    fn full_error(&self, item: T) -> PutError<T> {
+        if self.core.shut_down() {
+            PutError::ShutDown(item)
+        } else if self.core.unbounded() {
+            PutError::DefaultMaxsizeReached(item)
+        } else {
+            PutError::Full(item)
         }
     }
 
@@ -754,7 +938,9 @@ impl<T: Pod> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`GetError::Closed`]; [`GetError::Corrupt`] if shared memory was scribbled on.
+    /// [`GetError::Closed`]; [`GetError::ShutDown`] once the queue was shut down and
+    /// nothing is left (also while this get waits); [`GetError::Corrupt`] if shared
+    /// memory was scribbled on.
     #[inline]
     pub fn get(&self) -> Result<T, GetError> {
         self.get_block(Block::Until(None))
@@ -787,9 +973,10 @@ impl<T: Pod> Queue<T> {
         }
         // A copy straight out of the ring, no guard.
         let mut item = T::zeroed();
-        let len =
-            self.core
-                .pop_into(bytemuck::bytes_of_mut(&mut item), block, self.handle.spin())?;
+        let len = self
+            .core
+            .pop_into(bytemuck::bytes_of_mut(&mut item), block, self.handle.spin())
+            .map_err(|e| self.core.get_error(e))?;
         check_item_len::<T>(len).map(|()| item)
     }
 
@@ -798,10 +985,14 @@ impl<T: Pod> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`PutError::Closed`] (carrying 0) if this handle was closed.
+    /// [`PutError::Closed`] (carrying 0) if this handle was closed,
+    /// [`PutError::ShutDown`] (carrying 0) if the queue was shut down.
     pub fn put_many_nowait(&self, items: &[T]) -> Result<usize, PutError<usize>> {
         if self.handle.closed() {
             return Err(PutError::Closed(0));
+        }
+        if self.core.shut_down() {
+            return Err(PutError::ShutDown(0));
         }
         let n = if size_of::<T>() == 0 {
             items
@@ -831,15 +1022,15 @@ impl<T: Pod> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`PutError::Closed`] carrying how many were put before the handle was closed.
+    /// As for [`put`](Queue::put), carrying how many items were put before it.
     pub fn put_many(&self, items: &[T]) -> Result<(), PutError<usize>> {
         let mut done = 0;
         while done < items.len() {
             done += self
                 .put_many_nowait(&items[done..])
-                .map_err(|_| PutError::Closed(done))?;
+                .map_err(|e| e.carrying(done))?;
             if done < items.len() {
-                self.put(items[done]).map_err(|_| PutError::Closed(done))?;
+                self.put(items[done]).map_err(|e| e.carrying(done))?;
                 done += 1;
             }
         }
@@ -900,6 +1091,8 @@ impl<T: Pod> Queue<T> {
         out.truncate(start + n);
         if n > 0 {
             self.core.ring.notify_producers();
+        } else if result.is_ok() && self.core.shut_down() {
+            result = Err(GetError::ShutDown);
         }
         result.map(|()| n)
     }
@@ -918,30 +1111,93 @@ impl<T: Pod> Queue<T> {
         Ok(1 + self.get_many_nowait(out, max - 1)?)
     }
 
+    /// This handle's `Err(Closed)` once it was closed.
+    fn open_handle(&self) -> Result<&Core, Closed> {
+        if self.handle.closed() {
+            return Err(Closed);
+        }
+        Ok(&self.core)
+    }
+
     /// Approximate number of items in the queue (a snapshot, like Python's).
-    pub fn qsize(&self) -> usize {
-        self.core.ring.len() as usize
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] if this handle was closed (Python's `ValueError: Queue is closed`).
+    pub fn qsize(&self) -> Result<usize, Closed> {
+        Ok(self.open_handle()?.ring.len() as usize)
     }
 
     /// Whether the queue looks empty (a snapshot).
-    pub fn empty(&self) -> bool {
-        self.core.ring.is_empty()
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`], as for [`qsize`](Queue::qsize).
+    pub fn empty(&self) -> Result<bool, Closed> {
+        Ok(self.open_handle()?.ring.is_empty())
     }
 
     /// Whether the queue looks full (a snapshot).
-    pub fn full(&self) -> bool {
-        self.core.ring.len() >= self.core.ring.capacity()
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`], as for [`qsize`](Queue::qsize).
+    pub fn full(&self) -> Result<bool, Closed> {
+        let ring = &self.open_handle()?.ring;
+        Ok(ring.len() >= ring.capacity())
     }
 
-    /// The queue's capacity in items.
+    /// The queue's capacity in items ([`UNBOUNDED_MAXSIZE`] for one made with
+    /// `maxsize` 0).
     pub fn maxsize(&self) -> usize {
         self.core.ring.capacity() as usize
     }
 
-    /// Closes this handle: later `put`s and `get`s on it fail with `Closed`. Other
-    /// handles, clones and processes are unaffected.
+    /// Closes this handle: later `put`s and `get`s on it fail with `Closed`, and
+    /// `qsize`, `empty` and `full` answer `Err(Closed)`. Other handles, clones and
+    /// processes are unaffected.
     pub fn close(&self) {
         self.handle.closed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`close`](Queue::close) was called on this handle.
+    pub fn closed(&self) -> bool {
+        self.handle.closed()
+    }
+
+    /// Shuts the queue down, for every handle and process (Python 3.13's
+    /// `Queue.shutdown(immediate)`): from now on puts fail with
+    /// [`PutError::ShutDown`]; gets take what is left and then fail with
+    /// [`GetError::ShutDown`] — with `immediate`, what is left is discarded now, so
+    /// gets fail at once. Every put and get blocked on the queue wakes and fails
+    /// with `ShutDown` (a get only if nothing is left). The state lives in shared
+    /// memory and never goes back. (A `JoinableQueue` has its own
+    /// [`shutdown`](JoinableQueue::shutdown), which also counts discarded items as
+    /// done.)
+    ///
+    /// No lock orders a put against the shutdown: a put that had already looked at
+    /// the state as it changed may still land, and a get then takes it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmproc::queue::{GetError, PutError, Queue};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let q = Queue::<u32>::new(4)?;
+    /// q.put(1)?;
+    /// q.shutdown(false);
+    /// assert_eq!(q.put(2), Err(PutError::ShutDown(2)));
+    /// assert_eq!(q.get()?, 1);
+    /// assert_eq!(q.get(), Err(GetError::ShutDown));
+    /// # Ok(()) }
+    /// ```
+    pub fn shutdown(&self, immediate: bool) {
+        self.core.shutdown(immediate);
+    }
+
+    /// Whether the queue was shut down (by any process).
+    pub fn is_shutdown(&self) -> bool {
+        self.core.shut_down()
     }
 
     /// How blocking calls on this handle wait: spin for a while first (the default)
@@ -1043,7 +1299,7 @@ impl<T: Pod> JoinableQueue<T> {
     }
 
     fn unfinished(&self) -> &std::sync::atomic::AtomicU64 {
-        &self.queue.core.ring.user_words()[0]
+        &self.queue.core.ring.user_words()[UNFINISHED_WORD]
     }
 
     /// Puts `item` (waiting while full) and counts it as an unfinished task.
@@ -1110,6 +1366,36 @@ impl<T: Pod> JoinableQueue<T> {
         self.join_deadline(Some(Deadline::after(timeout)))
     }
 
+    /// Shuts the queue down as [`Queue::shutdown`] does; with `immediate`, every
+    /// item discarded counts as a finished task (Python: the unfinished count drops
+    /// by the number drained), so a `join` with no task outstanding elsewhere
+    /// returns. Tasks already taken still need their `task_done`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmproc::JoinableQueue;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let q = JoinableQueue::<u32>::new(4)?;
+    /// q.put(1)?;
+    /// q.put(2)?;
+    /// q.shutdown(true);
+    /// assert_eq!(q.unfinished_tasks(), 0);
+    /// q.join(); // returns: nothing is unfinished
+    /// # Ok(()) }
+    /// ```
+    pub fn shutdown(&self, immediate: bool) {
+        let drained = self.queue.core.shutdown(immediate);
+        if drained > 0 {
+            let _ = self
+                .unfinished()
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    Some(n.saturating_sub(drained))
+                });
+        }
+        self.queue.core.ring.user_event().notify_all();
+    }
+
     fn join_deadline(&self, deadline: Option<Deadline>) -> bool {
         self.queue
             .core
@@ -1134,7 +1420,8 @@ impl<T> std::ops::Deref for JoinableQueue<T> {
 
 /// A simpler queue: `put`, `get`, `empty`, `close` — Python's `SimpleQueue`.
 /// Bounded like every shared-memory queue (Python's is unbounded): `put` waits while
-/// it is full.
+/// it is full; capacity 0 gives [`UNBOUNDED_MAXSIZE`] items, with `put` failing at
+/// once when they run out (see [`Queue::new`]).
 ///
 /// # Examples
 ///
@@ -1143,7 +1430,7 @@ impl<T> std::ops::Deref for JoinableQueue<T> {
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let q = SimpleQueue::<i32>::new(4)?;
 /// q.put(-1)?;
-/// assert!(!q.empty());
+/// assert!(!q.empty()?);
 /// assert_eq!(q.get()?, -1);
 /// # Ok(()) }
 /// ```
@@ -1203,13 +1490,22 @@ impl<T: Pod> SimpleQueue<T> {
     }
 
     /// Whether the queue looks empty (a snapshot).
-    pub fn empty(&self) -> bool {
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] if this handle was closed.
+    pub fn empty(&self) -> Result<bool, Closed> {
         self.queue.empty()
     }
 
     /// Closes this handle.
     pub fn close(&self) {
         self.queue.close();
+    }
+
+    /// Whether [`close`](Self::close) was called on this handle.
+    pub fn closed(&self) -> bool {
+        self.queue.closed()
     }
 }
 
@@ -1309,12 +1605,10 @@ impl ByteQueue {
     ///
     /// [`CreateError::InvalidArgument`] for zero or oversized parameters; OS errors.
     pub fn new(slots: usize, slot_size: usize) -> Result<ByteQueue, CreateError> {
-        Core::new_anonymous(&ByteQueue::layout(
-            ObjectKind::Queue,
-            BYTES,
-            slots,
-            slot_size,
-        )?)
+        Core::new_anonymous(
+            &ByteQueue::layout(ObjectKind::Queue, BYTES, slots, slot_size)?,
+            false,
+        )
         .map(ByteQueue::with_core)
     }
 
@@ -1328,6 +1622,7 @@ impl ByteQueue {
             name,
             &ByteQueue::layout(ObjectKind::Queue, BYTES, slots, slot_size)?,
             CreateOptions::new(),
+            false,
         )
         .map(ByteQueue::with_core)
     }
@@ -1354,7 +1649,13 @@ impl ByteQueue {
         if self.queue.handle.closed() {
             return Err(PutBytesError::Closed);
         }
-        let slot = self.core().claim(len, block, self.queue.handle.spin())?;
+        if self.core().shut_down() {
+            return Err(PutBytesError::ShutDown);
+        }
+        let slot = self
+            .core()
+            .claim(len, block, self.queue.handle.spin())
+            .map_err(|e| self.put_error(e))?;
         Ok(Loan { slot })
     }
 
@@ -1362,8 +1663,24 @@ impl ByteQueue {
         if self.queue.handle.closed() {
             return Err(PutBytesError::Closed);
         }
+        if self.core().shut_down() {
+            return Err(PutBytesError::ShutDown);
+        }
         // A copy straight into the ring, no guard.
-        Ok(self.core().push(msg, block, self.queue.handle.spin())?)
+        self.core()
+            .push(msg, block, self.queue.handle.spin())
+            .map_err(|e| self.put_error(e))
+    }
+
+    /// What a failed claim means: a `Full` after a shutdown (which ends a waiting
+    /// put) is `ShutDown`, and in a queue made with maxsize 0 the default ran out.
+    #[cold]
+    fn put_error(&self, e: PushError) -> PutBytesError {
+        match e {
+            PushError::Full if self.core().shut_down() => PutBytesError::ShutDown,
+            PushError::Full if self.core().unbounded() => PutBytesError::DefaultMaxsizeReached,
+            e => e.into(),
+        }
     }
 
     /// Puts a message, waiting while the queue is full.
@@ -1417,7 +1734,10 @@ impl ByteQueue {
         if self.queue.handle.closed() {
             return Err(GetError::Closed);
         }
-        let slot = self.core().take(block, self.queue.handle.spin())?;
+        let slot = self
+            .core()
+            .take(block, self.queue.handle.spin())
+            .map_err(|e| self.core().get_error(e))?;
         Ok(MessageRef { slot })
     }
 
@@ -1493,18 +1813,45 @@ impl ByteQueue {
     }
 
     /// Approximate slots in use (a message spans one or more).
-    pub fn qsize(&self) -> usize {
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] if this handle was closed.
+    pub fn qsize(&self) -> Result<usize, Closed> {
         self.queue.qsize()
     }
 
     /// Whether the queue looks empty.
-    pub fn empty(&self) -> bool {
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] if this handle was closed.
+    pub fn empty(&self) -> Result<bool, Closed> {
         self.queue.empty()
+    }
+
+    /// Whether every slot looks taken.
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] if this handle was closed.
+    pub fn full(&self) -> Result<bool, Closed> {
+        self.queue.full()
     }
 
     /// Closes this handle.
     pub fn close(&self) {
         self.queue.close();
+    }
+
+    /// Whether [`close`](Self::close) was called on this handle.
+    pub fn closed(&self) -> bool {
+        self.queue.closed()
+    }
+
+    /// Shuts the queue down for every process; see [`Queue::shutdown`].
+    pub fn shutdown(&self, immediate: bool) {
+        self.queue.shutdown(immediate);
     }
 
     /// How blocking calls on this handle wait.
@@ -1547,9 +1894,18 @@ pub(crate) fn describe(segment: &Segment) -> Vec<(&'static str, String)> {
     if l.kind == ObjectKind::JoinableQueue {
         rows.push((
             "unfinished",
-            ring.user_words()[0].load(Ordering::SeqCst).to_string(),
+            ring.user_words()[UNFINISHED_WORD]
+                .load(Ordering::SeqCst)
+                .to_string(),
         ));
     }
+    let state = match ring.user_words()[SHUTDOWN_WORD].load(Ordering::SeqCst) {
+        RUNNING => "running".to_string(),
+        SHUT_DOWN => "shut down".into(),
+        SHUT_DOWN_NOW => "shut down (immediate)".into(),
+        other => format!("unknown ({other})"),
+    };
+    rows.push(("state", state));
     rows
 }
 
@@ -1610,16 +1966,24 @@ impl fmt::Display for SerdeGetError {
 impl std::error::Error for SerdeGetError {}
 
 /// A queue of any serde value — Python's `Queue` of picklable objects — encoded with
-/// postcard into a [`ByteQueue`] (feature `serde`). Encoding errors are returned by
-/// `put` itself.
+/// postcard (feature `serde`). Encoding errors are returned by `put` itself.
+///
+/// Sized in items, like [`Queue`]: it holds up to `maxsize` values, each encoded in
+/// at most `max_item_size` bytes (one slot of the ring per value), and
+/// [`qsize`](Self::qsize) and [`full`](Self::full) count values. A value that
+/// encodes longer is refused by `put` with `Put(TooLarge)` naming both sizes.
+/// `maxsize` 0 is Python's default: [`UNBOUNDED_MAXSIZE`] values (see
+/// [`Queue::new`]).
 ///
 /// # Examples
 ///
 /// ```
 /// use shmproc::queue::SerdeQueue;
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let q = SerdeQueue::<(u32, Option<String>)>::new(16, 64)?;
+/// let q = SerdeQueue::<(u32, Option<String>)>::new(2, 64)?; // 2 values of <= 64 bytes
 /// q.put(&(42, Some("hello".to_string())))?;
+/// q.put(&(7, None))?;
+/// assert_eq!((q.qsize()?, q.full()?), (2, true));
 /// assert_eq!(q.get()?, (42, Some("hello".to_string())));
 /// # Ok(()) }
 /// ```
@@ -1639,15 +2003,24 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
         }
     }
 
-    /// An anonymous queue of `slots` slots of `slot_size` bytes; an encoded value
-    /// may span several slots.
+    fn layout(maxsize: usize, max_item_size: usize) -> Result<ObjectLayout, CreateError> {
+        let slots = if maxsize == 0 {
+            UNBOUNDED_MAXSIZE
+        } else {
+            maxsize
+        };
+        ByteQueue::layout(ObjectKind::Queue, serde_elem::<T>(), slots, max_item_size)
+    }
+
+    /// An anonymous queue of up to `maxsize` values (0: [`UNBOUNDED_MAXSIZE`]), each
+    /// encoding to at most `max_item_size` bytes (rounded up to a multiple of 8).
     ///
     /// # Errors
     ///
     /// As for [`ByteQueue::new`].
-    pub fn new(slots: usize, slot_size: usize) -> Result<SerdeQueue<T>, CreateError> {
-        let l = ByteQueue::layout(ObjectKind::Queue, serde_elem::<T>(), slots, slot_size)?;
-        Core::new_anonymous(&l).map(|c| SerdeQueue::wrap(ByteQueue::with_core(c)))
+    pub fn new(maxsize: usize, max_item_size: usize) -> Result<SerdeQueue<T>, CreateError> {
+        let l = SerdeQueue::<T>::layout(maxsize, max_item_size)?;
+        Core::new_anonymous(&l, maxsize == 0).map(|c| SerdeQueue::wrap(ByteQueue::with_core(c)))
     }
 
     /// Creates a named queue of serde values.
@@ -1657,11 +2030,11 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
     /// As for [`ByteQueue::create`].
     pub fn create(
         name: &str,
-        slots: usize,
-        slot_size: usize,
+        maxsize: usize,
+        max_item_size: usize,
     ) -> Result<SerdeQueue<T>, CreateError> {
-        let l = ByteQueue::layout(ObjectKind::Queue, serde_elem::<T>(), slots, slot_size)?;
-        Core::create(name, &l, CreateOptions::new())
+        let l = SerdeQueue::<T>::layout(maxsize, max_item_size)?;
+        Core::create(name, &l, CreateOptions::new(), maxsize == 0)
             .map(|c| SerdeQueue::wrap(ByteQueue::with_core(c)))
     }
 
@@ -1675,8 +2048,29 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
             .map(|c| SerdeQueue::wrap(ByteQueue::with_core(c)))
     }
 
-    fn encode(value: &T) -> Result<Vec<u8>, SerdePutError> {
-        postcard::to_allocvec(value).map_err(|e| SerdePutError::Encode(e.to_string()))
+    /// The most values the queue holds.
+    pub fn maxsize(&self) -> usize {
+        self.bytes.core().ring.capacity() as usize
+    }
+
+    /// The longest encoding of a value the queue takes, in bytes.
+    pub fn max_item_size(&self) -> usize {
+        self.bytes.core().ring.slot_size()
+    }
+
+    /// Encodes `value`, refusing encodings longer than one slot (one value, one slot:
+    /// that is what makes `qsize` count values).
+    fn encode(&self, value: &T) -> Result<Vec<u8>, SerdePutError> {
+        let bytes =
+            postcard::to_allocvec(value).map_err(|e| SerdePutError::Encode(e.to_string()))?;
+        let max = self.max_item_size();
+        if bytes.len() > max {
+            return Err(SerdePutError::Put(PutBytesError::TooLarge {
+                len: bytes.len(),
+                max,
+            }));
+        }
+        Ok(bytes)
     }
 
     fn decode(bytes: &[u8]) -> Result<T, SerdeGetError> {
@@ -1687,10 +2081,12 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
     ///
     /// # Errors
     ///
-    /// [`SerdePutError::Encode`]; [`SerdePutError::Put`] (too large, closed).
+    /// [`SerdePutError::Encode`]; [`SerdePutError::Put`]: `TooLarge` (the encoding
+    /// is longer than [`max_item_size`](Self::max_item_size)), `Closed`, `ShutDown`,
+    /// `DefaultMaxsizeReached`.
     pub fn put(&self, value: &T) -> Result<(), SerdePutError> {
         self.bytes
-            .put(&SerdeQueue::encode(value)?)
+            .put(&self.encode(value)?)
             .map_err(SerdePutError::Put)
     }
 
@@ -1701,7 +2097,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
     /// As for [`put`](Self::put), and `Put(Full)` on timeout.
     pub fn put_timeout(&self, value: &T, timeout: Duration) -> Result<(), SerdePutError> {
         self.bytes
-            .put_timeout(&SerdeQueue::encode(value)?, timeout)
+            .put_timeout(&self.encode(value)?, timeout)
             .map_err(SerdePutError::Put)
     }
 
@@ -1712,7 +2108,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
     /// As for [`put`](Self::put), and `Put(Full)`.
     pub fn put_nowait(&self, value: &T) -> Result<(), SerdePutError> {
         self.bytes
-            .put_nowait(&SerdeQueue::encode(value)?)
+            .put_nowait(&self.encode(value)?)
             .map_err(SerdePutError::Put)
     }
 
@@ -1720,7 +2116,8 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
     ///
     /// # Errors
     ///
-    /// [`SerdeGetError::Get`]; [`SerdeGetError::Decode`].
+    /// [`SerdeGetError::Get`] (`Closed`, `ShutDown`, `Corrupt`);
+    /// [`SerdeGetError::Decode`].
     pub fn get(&self) -> Result<T, SerdeGetError> {
         let m = self.bytes.get_ref().map_err(SerdeGetError::Get)?;
         SerdeQueue::decode(&m)
@@ -1749,18 +2146,45 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
         SerdeQueue::decode(&m)
     }
 
-    /// Approximate slots in use.
-    pub fn qsize(&self) -> usize {
+    /// Approximate number of values in the queue (a snapshot).
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] if this handle was closed.
+    pub fn qsize(&self) -> Result<usize, Closed> {
         self.bytes.qsize()
     }
 
     /// Whether the queue looks empty.
-    pub fn empty(&self) -> bool {
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] if this handle was closed.
+    pub fn empty(&self) -> Result<bool, Closed> {
         self.bytes.empty()
+    }
+
+    /// Whether the queue holds `maxsize` values (a snapshot).
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`] if this handle was closed.
+    pub fn full(&self) -> Result<bool, Closed> {
+        self.bytes.full()
     }
 
     /// Closes this handle.
     pub fn close(&self) {
         self.bytes.close();
+    }
+
+    /// Whether [`close`](Self::close) was called on this handle.
+    pub fn closed(&self) -> bool {
+        self.bytes.closed()
+    }
+
+    /// Shuts the queue down for every process; see [`Queue::shutdown`].
+    pub fn shutdown(&self, immediate: bool) {
+        self.bytes.shutdown(immediate);
     }
 }

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{TestName, Words, wait_for};
-use shmproc::pipe::{RecvError, SendError, pipe_with_capacity, wait};
+use shmproc::pipe::{RecvError, SendError, Waitable, pipe_with_capacity, wait, wait_any};
 use shmproc::{Connection, Process, pipe};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -359,4 +359,215 @@ fn named_pipe_between_two_processes() {
         err.to_string().contains("expected Queue, found Pipe"),
         "{err}"
     );
+}
+
+/// Runs `body` in a child process of its own: the test harness runs tests as threads
+/// of one process, and a child another test forks meanwhile would hold copies of this
+/// test's pipe ends (as a forked Python child holds copies of its parent's
+/// connections), keeping them open.
+fn isolated(body: impl FnOnce()) {
+    let mut child = Process::spawn(|| {
+        // The harness captures this thread's output in memory the child drops:
+        // write a failure straight to stderr instead.
+        std::panic::set_hook(Box::new(|info| {
+            let msg = format!("isolated test: {info}\n");
+            // SAFETY: writes `msg`'s bytes, which live across the call, to fd 2.
+            unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+        }));
+        body();
+    })
+    .unwrap();
+    assert!(child.join().unwrap().success(), "the isolated test failed");
+}
+
+/// In a child that waits to be killed: dies with its parent, so a failing test
+/// leaves no process behind.
+fn die_with_parent() {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes no pointers.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+}
+
+#[test]
+fn the_first_send_after_the_peer_closed_is_a_broken_pipe() {
+    isolated(first_send_after_close);
+}
+
+fn first_send_after_close() {
+    // The parent closes its end while the child holds the other (and its own unused
+    // inherited copy of the parent's end, which does not count): the child's first
+    // send fails.
+    let (a, b) = pipe(true).unwrap();
+    let flags = Words::new(1);
+    let mut child = Process::spawn_returning(|| -> i32 {
+        die_with_parent();
+        b.send(&1u64).unwrap();
+        while flags.at(0).load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        match (b.send(&2u64), b.send_bytes(b"more")) {
+            (Err(SendError::BrokenPipe), Err(SendError::BrokenPipe)) => 0,
+            _ => 1,
+        }
+    })
+    .unwrap();
+    assert_eq!(a.recv::<u64>().unwrap(), 1);
+    a.close();
+    flags.at(0).store(1, Ordering::SeqCst);
+    assert_eq!(child.join().unwrap().code(), 0);
+
+    // The child closes its end and stays alive: the parent's first send fails.
+    let (a, b) = pipe(true).unwrap();
+    a.send(&1u64).unwrap();
+    let flags = Words::new(1);
+    let f = &flags;
+    let mut child = Process::spawn(move || {
+        die_with_parent();
+        b.close();
+        f.at(0).store(1, Ordering::SeqCst);
+        while f.at(0).load(Ordering::SeqCst) != 2 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    })
+    .unwrap();
+    wait_for("the child to close", || {
+        flags.at(0).load(Ordering::SeqCst) == 1
+    });
+    assert_eq!(a.send(&2u64), Err(SendError::BrokenPipe));
+    assert_eq!(a.send_bytes(&[7; 100]), Err(SendError::BrokenPipe));
+    flags.at(0).store(2, Ordering::SeqCst);
+    assert!(child.join().unwrap().success());
+
+    // One way: the receiving child exits without closing (its copy is borrowed, so
+    // never dropped in the child), and the parent dropped its own copy.
+    let (r, w) = pipe(false).unwrap();
+    let mut child = Process::spawn(|| {
+        let _ = r.poll(Some(Duration::ZERO));
+    })
+    .unwrap();
+    drop(r);
+    assert!(child.join().unwrap().success());
+    assert_eq!(w.send(&3u32), Err(SendError::BrokenPipe));
+}
+
+#[test]
+fn a_send_to_a_killed_peer_is_a_broken_pipe_within_liveness_every_sends() {
+    isolated(send_after_kill);
+}
+
+fn send_after_kill() {
+    let (a, b) = pipe(true).unwrap();
+    let started = Words::new(1);
+    let flag = &started;
+    let mut child = Process::spawn(move || {
+        die_with_parent();
+        let _keep = &b;
+        flag.at(0).store(1, Ordering::SeqCst);
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
+    .unwrap();
+    wait_for("the child to start", || {
+        started.at(0).load(Ordering::SeqCst) == 1
+    });
+    a.send(&0u64).unwrap();
+    child.kill().unwrap();
+    assert!(!child.join().unwrap().success());
+    // 8-byte messages take 32 bytes of the 256 KiB ring: LIVENESS_EVERY of them fit,
+    // so the broken pipe comes from the liveness check, not from a full ring. The
+    // child never read, so the first check after the kill decides.
+    let limit = shmproc::pipe::LIVENESS_EVERY as usize;
+    assert!(limit * 32 < shmproc::pipe::DEFAULT_CAPACITY);
+    let mut sent = 0;
+    let result = loop {
+        match a.send(&1u64) {
+            Ok(()) if sent <= limit => sent += 1,
+            other => break other,
+        }
+    };
+    assert_eq!(result, Err(SendError::BrokenPipe), "after {sent} sends");
+    assert!(sent < limit, "{sent} sends succeeded after the kill");
+    // And it stays broken.
+    assert_eq!(a.send_bytes(b"x"), Err(SendError::BrokenPipe));
+
+    // A child killed after reading: the first liveness check after the kill may
+    // still see its reads, the second decides.
+    let (a, b) = pipe(true).unwrap();
+    let read = Words::new(1);
+    let flag = &read;
+    let mut child = Process::spawn(move || {
+        die_with_parent();
+        for _ in 0..700 {
+            b.recv::<u64>().unwrap();
+        }
+        flag.at(0).store(1, Ordering::SeqCst);
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
+    .unwrap();
+    for i in 0..700u64 {
+        a.send(&i).unwrap();
+    }
+    wait_for("the child to read", || {
+        read.at(0).load(Ordering::SeqCst) == 1
+    });
+    child.kill().unwrap();
+    assert!(!child.join().unwrap().success());
+    assert!(2 * limit * 32 < shmproc::pipe::DEFAULT_CAPACITY);
+    let mut sent = 0;
+    let result = loop {
+        match a.send(&1u64) {
+            Ok(()) if sent <= 2 * limit => sent += 1,
+            other => break other,
+        }
+    };
+    assert_eq!(result, Err(SendError::BrokenPipe), "after {sent} sends");
+    assert!(sent < 2 * limit, "{sent} sends succeeded after the kill");
+}
+
+#[test]
+fn wait_any_sees_a_child_exit_beside_pipes() {
+    // A child that exits (after the waiter has gone to sleep) is ready; the pipe,
+    // with nothing in it, is not.
+    let (ours, theirs) = pipe(true).unwrap();
+    let mut child = Process::spawn(|| std::thread::sleep(Duration::from_millis(200))).unwrap();
+    let start = Instant::now();
+    let ready = wait_any(
+        &[Waitable::from(&ours), Waitable::from(&child)],
+        Some(Duration::from_secs(60)),
+    );
+    assert_eq!(ready, [1]);
+    assert!(start.elapsed() >= Duration::from_millis(150));
+    // Ended but not reaped is ready; so is reaped.
+    assert!(child.join().unwrap().success());
+    assert_eq!(
+        wait_any(&[Waitable::from(&child)], Some(Duration::ZERO)),
+        [0]
+    );
+
+    // A message is ready while a child still runs.
+    let stop = Words::new(1);
+    let mut sleeper = Process::spawn(|| {
+        while stop.at(0).load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    })
+    .unwrap();
+    let mut sender = Process::spawn(|| {
+        std::thread::sleep(Duration::from_millis(50));
+        theirs.send(&5u64).unwrap();
+    })
+    .unwrap();
+    let objects = [Waitable::from(&sleeper), Waitable::from(&ours)];
+    assert_eq!(wait_any(&objects, Some(Duration::from_secs(60))), [1]);
+    assert_eq!(ours.recv::<u64>().unwrap(), 5);
+    assert!(sender.join().unwrap().success());
+    // Nothing ready: the timeout is not early.
+    let start = Instant::now();
+    assert!(wait_any(&objects, Some(Duration::from_millis(50))).is_empty());
+    assert!(start.elapsed() >= Duration::from_millis(50));
+    stop.at(0).store(1, Ordering::SeqCst);
+    assert_eq!(wait_any(&objects, None), [0]);
+    assert!(sleeper.join().unwrap().success());
 }

@@ -4,7 +4,7 @@ mod common;
 
 use common::{TestName, Words, wait_for};
 use shmproc::layout::header::{ElemType, ObjectKind, ObjectLayout};
-use shmproc::queue::{GetError, PutBytesError, PutError, TaskDoneError};
+use shmproc::queue::{Closed, GetError, PutBytesError, PutError, TaskDoneError, UNBOUNDED_MAXSIZE};
 use shmproc::segment::{CreateOptions, OpenError, Segment};
 use shmproc::{ByteQueue, JoinableQueue, Process, Queue, SimpleQueue};
 use std::sync::atomic::Ordering;
@@ -91,7 +91,7 @@ fn producers_times_consumers_deliver_every_message_exactly_once_in_order() {
     for i in 0..total {
         assert_eq!(seen.at(i).load(Ordering::SeqCst), 1, "message {i}");
     }
-    assert!(q.empty());
+    assert_eq!(q.empty(), Ok(true));
 }
 
 trait GetTimeoutInto {
@@ -110,7 +110,10 @@ impl GetTimeoutInto for ByteQueue {
 #[test]
 fn python_semantics_put_get_timeouts_qsize_full_empty() {
     let q = Queue::<u64>::new(3).unwrap();
-    assert!(q.empty() && !q.full() && q.qsize() == 0 && q.maxsize() == 3);
+    assert_eq!(
+        (q.empty(), q.full(), q.qsize(), q.maxsize()),
+        (Ok(true), Ok(false), Ok(0), 3)
+    );
     assert_eq!(q.get_nowait(), Err(GetError::Empty));
     for timeout in [Duration::ZERO, Duration::from_millis(100)] {
         let start = Instant::now();
@@ -124,7 +127,7 @@ fn python_semantics_put_get_timeouts_qsize_full_empty() {
     q.put(1).unwrap();
     q.put_nowait(2).unwrap();
     q.put_timeout(3, Duration::from_millis(10)).unwrap();
-    assert!(q.full() && q.qsize() == 3);
+    assert_eq!((q.full(), q.qsize()), (Ok(true), Ok(3)));
     // A failed put hands the item back.
     assert_eq!(q.put_nowait(4), Err(PutError::Full(4)));
     let start = Instant::now();
@@ -143,7 +146,7 @@ fn python_semantics_put_get_timeouts_qsize_full_empty() {
         ],
         [1, 2, 3]
     );
-    assert!(q.empty());
+    assert_eq!(q.empty(), Ok(true));
 }
 
 #[test]
@@ -183,6 +186,172 @@ fn close_affects_only_this_handle() {
 }
 
 #[test]
+fn a_closed_handle_answers_qsize_empty_and_full_with_closed() {
+    let q = Queue::<u32>::new(2).unwrap();
+    q.put(5).unwrap();
+    let mut child = Process::spawn_returning(|| -> i32 {
+        // Closing the child's copy of the handle...
+        q.close();
+        let answers = (q.closed(), q.qsize(), q.empty(), q.full());
+        let closed = (true, Err(Closed), Err(Closed), Err(Closed));
+        i32::from(answers != closed || !Closed.to_string().contains("closed"))
+    })
+    .unwrap();
+    assert_eq!(child.join().unwrap().code(), 0);
+    // ... leaves the parent's open, and the queue as it was.
+    assert!(!q.closed());
+    assert_eq!(
+        (q.qsize(), q.empty(), q.full()),
+        (Ok(1), Ok(false), Ok(false))
+    );
+    let s = SimpleQueue::<u8>::new(1).unwrap();
+    s.close();
+    assert_eq!((s.closed(), s.empty()), (true, Err(Closed)));
+    let b = ByteQueue::new(2, 8).unwrap();
+    b.close();
+    assert_eq!(
+        (b.qsize(), b.empty(), b.full()),
+        (Err(Closed), Err(Closed), Err(Closed))
+    );
+}
+
+#[test]
+fn shutdown_wakes_blocked_getters_and_putters_in_other_processes() {
+    // A getter blocked on an empty queue, and a putter blocked on a full one.
+    let empty = Queue::<u64>::new(2).unwrap();
+    let full = Queue::<u64>::new(2).unwrap();
+    full.put(1).unwrap();
+    full.put(2).unwrap();
+    let mut getter =
+        Process::spawn_returning(|| -> i32 { i32::from(empty.get() != Err(GetError::ShutDown)) })
+            .unwrap();
+    let mut putter = Process::spawn_returning(|| -> i32 {
+        i32::from(full.put(3) != Err(PutError::ShutDown(3)))
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    empty.shutdown(false);
+    full.shutdown(false);
+    assert_eq!(getter.join().unwrap().code(), 0);
+    assert_eq!(putter.join().unwrap().code(), 0);
+    // The full queue's items are still there to drain, then ShutDown, even with a
+    // timeout (not Empty).
+    assert!(full.is_shutdown());
+    assert_eq!((full.get(), full.get()), (Ok(1), Ok(2)));
+    assert_eq!(
+        full.get_timeout(Duration::from_millis(10)),
+        Err(GetError::ShutDown)
+    );
+    assert_eq!(full.get_nowait(), Err(GetError::ShutDown));
+    assert_eq!(full.put_nowait(4), Err(PutError::ShutDown(4)));
+    assert_eq!(full.put_many(&[5, 6]), Err(PutError::ShutDown(0)));
+}
+
+#[test]
+fn shutdown_drains_or_discards_across_processes() {
+    // Not immediate: another process drains what is left, then gets ShutDown.
+    let q = Queue::<u32>::new(8).unwrap();
+    for i in 0..3 {
+        q.put(i).unwrap();
+    }
+    q.shutdown(false);
+    let mut child = Process::spawn_returning(|| -> i32 {
+        let got: Vec<_> = (0..4).map(|_| q.get()).collect();
+        let want = vec![Ok(0), Ok(1), Ok(2), Err(GetError::ShutDown)];
+        i32::from(got != want || q.put(9) != Err(PutError::ShutDown(9)))
+    })
+    .unwrap();
+    assert_eq!(child.join().unwrap().code(), 0);
+
+    // Immediate, from a child: the parent finds nothing left.
+    let q = Queue::<u32>::new(8).unwrap();
+    for i in 0..3 {
+        q.put(i).unwrap();
+    }
+    let mut child = Process::spawn(|| q.shutdown(true)).unwrap();
+    assert!(child.join().unwrap().success());
+    assert_eq!(q.qsize(), Ok(0));
+    assert_eq!(q.get(), Err(GetError::ShutDown));
+
+    // A JoinableQueue: immediate counts the discarded items as done, so a join
+    // blocked in another process returns; task_done past the count is an error.
+    let jq = JoinableQueue::<u32>::new(8).unwrap();
+    for i in 0..3 {
+        jq.put(i).unwrap();
+    }
+    let mut joiner = Process::spawn(|| jq.join()).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(jq.unfinished_tasks(), 3);
+    jq.shutdown(true);
+    assert!(joiner.join().unwrap().success());
+    assert_eq!(jq.unfinished_tasks(), 0);
+    assert_eq!(jq.task_done(), Err(TaskDoneError));
+    assert_eq!(jq.put(1), Err(PutError::ShutDown(1)));
+
+    // Not immediate: join still waits for task_done of what is left.
+    let jq = JoinableQueue::<u32>::new(8).unwrap();
+    jq.put(1).unwrap();
+    jq.shutdown(false);
+    assert!(!jq.join_timeout(Duration::from_millis(20)));
+    let mut worker = Process::spawn_returning(|| -> i32 {
+        let ok = jq.get() == Ok(1) && jq.task_done().is_ok();
+        i32::from(!ok || jq.get() != Err(GetError::ShutDown))
+    })
+    .unwrap();
+    assert_eq!(worker.join().unwrap().code(), 0);
+    assert!(jq.join_timeout(Duration::from_secs(30)));
+
+    // A byte queue too.
+    let bq = ByteQueue::new(4, 16).unwrap();
+    bq.put(b"left").unwrap();
+    bq.shutdown(false);
+    assert_eq!(bq.put(b"x"), Err(PutBytesError::ShutDown));
+    assert_eq!(bq.get(), Ok(b"left".to_vec()));
+    assert_eq!(bq.get(), Err(GetError::ShutDown));
+}
+
+#[test]
+fn maxsize_zero_is_a_documented_default_with_a_clear_error() {
+    let q = Queue::<u64>::new(0).unwrap();
+    assert_eq!(q.maxsize(), UNBOUNDED_MAXSIZE);
+    let mut child = Process::spawn(|| {
+        let items: Vec<u64> = (0..UNBOUNDED_MAXSIZE as u64).collect();
+        q.put_many(&items).unwrap();
+    })
+    .unwrap();
+    assert!(child.join().unwrap().success());
+    assert_eq!(q.full(), Ok(true));
+    // A blocking put does not wait: the default ran out, and the error says so.
+    let err = q.put(7).unwrap_err();
+    assert_eq!(err, PutError::DefaultMaxsizeReached(7));
+    let text = err.to_string();
+    assert!(
+        text.contains(&UNBOUNDED_MAXSIZE.to_string()) && text.contains("maxsize"),
+        "{text}"
+    );
+    assert_eq!(
+        q.put_timeout(8, Duration::from_millis(10)),
+        Err(PutError::DefaultMaxsizeReached(8))
+    );
+    assert_eq!(q.get(), Ok(0));
+    q.put(7).unwrap();
+    // A named one says so to its openers too.
+    let name = TestName::new("unbounded");
+    let named = Queue::<u8>::create(&name, 0).unwrap();
+    let opened = Queue::<u8>::open(&name).unwrap();
+    assert_eq!(opened.maxsize(), UNBOUNDED_MAXSIZE);
+    for _ in 0..UNBOUNDED_MAXSIZE {
+        named.put_nowait(1).unwrap();
+    }
+    assert_eq!(
+        opened.put_nowait(2),
+        Err(PutError::DefaultMaxsizeReached(2))
+    );
+    let s = SimpleQueue::<u8>::new(0).unwrap();
+    s.put(1).unwrap();
+}
+
+#[test]
 fn joinable_queue_join_waits_for_every_task() {
     let q = JoinableQueue::<u32>::new(4).unwrap();
     let done = Words::new(1);
@@ -213,7 +382,7 @@ fn joinable_queue_join_waits_for_every_task() {
 #[test]
 fn simple_queue_put_get_empty_close() {
     let q = SimpleQueue::<u16>::new(2).unwrap();
-    assert!(q.empty());
+    assert_eq!(q.empty(), Ok(true));
     let mut child = Process::spawn(|| {
         for i in 0..100 {
             q.put(i).unwrap();
@@ -310,7 +479,9 @@ fn named_queue_wrong_type_and_wrong_kind_are_clear_errors() {
         err.to_string().contains("expected Queue, found Pipe"),
         "{err}"
     );
-    assert!(Queue::<u64>::new(0).is_err());
+    // maxsize 0 is the documented default (see maxsize_zero_is_…); too large is an
+    // error.
+    assert!(Queue::<u64>::new(usize::MAX).is_err());
 }
 
 #[test]
@@ -454,7 +625,7 @@ fn producers_and_consumers_killed_at_random_points_lose_at_most_their_in_flight_
                         .fetch_add(1, Ordering::SeqCst);
                 }
                 Err(GetError::Empty) => {
-                    if !kids[1].is_alive() && q.empty() {
+                    if !kids[1].is_alive() && q.empty() == Ok(true) {
                         break;
                     }
                 }
@@ -579,7 +750,7 @@ fn threads_of_killed_processes_moving_runs_of_items_lose_at_most_their_runs() {
             got.clear();
             match q.get_many_nowait(&mut got, RUN) {
                 Ok(0) => {
-                    if !producers[1].is_alive() && q.empty() {
+                    if !producers[1].is_alive() && q.empty() == Ok(true) {
                         break;
                     }
                     let _ = q.get_timeout(Duration::from_millis(1)).map(|v| got.push(v));

@@ -4,7 +4,7 @@
 mod common;
 
 use serde::{Deserialize, Serialize};
-use shmproc::queue::{SerdeGetError, SerdePutError, SerdeQueue};
+use shmproc::queue::{Closed, GetError, PutBytesError, SerdeGetError, SerdePutError, SerdeQueue};
 use shmproc::{Process, pipe};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,7 +26,7 @@ fn job(id: u32) -> Job {
 
 #[test]
 fn serde_values_cross_a_queue_between_processes() {
-    let q = SerdeQueue::<Job>::new(32, 64).unwrap();
+    let q = SerdeQueue::<Job>::new(32, 512).unwrap();
     let mut child = Process::spawn(|| {
         for id in 0..200 {
             q.put(&job(id)).unwrap();
@@ -64,7 +64,7 @@ fn encoding_and_decoding_errors_are_reported_at_once() {
     // Too large for the queue: the sizes are in the error.
     let small = SerdeQueue::<Vec<u8>>::new(2, 8).unwrap();
     let err = small.put(&vec![0u8; 100]).unwrap_err();
-    assert!(err.to_string().contains("at most 16"), "{err}");
+    assert!(err.to_string().contains("at most 8"), "{err}");
 }
 
 #[test]
@@ -97,4 +97,54 @@ fn a_named_serde_queue_checks_the_value_type() {
         err.contains("serde u32") && err.contains("serde::Job"),
         "{err}"
     );
+}
+
+#[test]
+fn a_serde_queue_is_sized_in_values() {
+    // Values of different lengths each count one: qsize and full count values.
+    let q = SerdeQueue::<Vec<u8>>::new(3, 64).unwrap();
+    assert_eq!((q.maxsize(), q.max_item_size()), (3, 64));
+    let mut child = Process::spawn(|| {
+        for len in [0usize, 30, 60] {
+            q.put(&vec![1u8; len]).unwrap();
+        }
+    })
+    .unwrap();
+    assert!(child.join().unwrap().success());
+    assert_eq!(
+        (q.qsize(), q.full(), q.empty()),
+        (Ok(3), Ok(true), Ok(false))
+    );
+    assert!(matches!(
+        q.put_nowait(&vec![]),
+        Err(SerdePutError::Put(PutBytesError::Full))
+    ));
+    assert_eq!(q.get().unwrap().len(), 0);
+    assert_eq!((q.qsize(), q.full()), (Ok(2), Ok(false)));
+    // An encoding longer than one value's room is refused, naming both sizes.
+    let err = q.put(&vec![0u8; 100]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SerdePutError::Put(PutBytesError::TooLarge { max: 64, .. })
+        ),
+        "{err}"
+    );
+    // Shutdown and close, as for Queue.
+    q.shutdown(false);
+    assert!(matches!(
+        q.put(&vec![]),
+        Err(SerdePutError::Put(PutBytesError::ShutDown))
+    ));
+    assert_eq!(q.get().unwrap().len(), 30);
+    assert_eq!(q.get().unwrap().len(), 60);
+    assert_eq!(q.get(), Err(SerdeGetError::Get(GetError::ShutDown)));
+    q.close();
+    assert_eq!(
+        (q.closed(), q.qsize(), q.full()),
+        (true, Err(Closed), Err(Closed))
+    );
+    // maxsize 0: the documented default.
+    let d = SerdeQueue::<u8>::new(0, 8).unwrap();
+    assert_eq!(d.maxsize(), shmproc::queue::UNBOUNDED_MAXSIZE);
 }

@@ -329,6 +329,72 @@ pub(crate) fn wait_until(pid: u32, deadline: Deadline) -> io::Result<Option<Exit
     }
 }
 
+/// A process descriptor: `pidfd_open(2)`. It names one process for as long as it
+/// is held (pid reuse cannot fool it) and polls readable once that process has exited,
+/// reaped or not.
+///
+/// See [pidfd_open(2)](https://man7.org/linux/man-pages/man2/pidfd_open.2.html).
+#[derive(Debug)]
+pub(crate) struct Pidfd(rustix::fd::OwnedFd);
+
+impl Pidfd {
+    /// `pidfd_open(pid, 0)`: ESRCH if no such process (or only a reaped one), ENOSYS
+    /// before Linux 5.3.
+    pub(crate) fn open(pid: u32) -> io::Result<Pidfd> {
+        let fd = rustix::process::pidfd_open(to_pid(pid)?, rustix::process::PidfdFlags::empty())?;
+        Ok(Pidfd(fd))
+    }
+
+    /// Whether the process has exited (a zombie counts): `poll(2)` with a zero
+    /// timeout. A failing poll answers "not exited".
+    pub(crate) fn exited(&self) -> bool {
+        use rustix::event::{PollFd, PollFlags, poll};
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let mut fds = [PollFd::new(&self.0, PollFlags::IN)];
+        matches!(poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+    }
+}
+
+/// An `eventfd(2)` that ends a [`wait_exits`] running in another thread.
+///
+/// See [eventfd(2)](https://man7.org/linux/man-pages/man2/eventfd.2.html).
+#[derive(Debug)]
+pub(crate) struct WakeFd(rustix::fd::OwnedFd);
+
+impl WakeFd {
+    /// `eventfd(0, EFD_CLOEXEC)`.
+    pub(crate) fn new() -> io::Result<WakeFd> {
+        let fd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)?;
+        Ok(WakeFd(fd))
+    }
+
+    /// `write(2)` of 1: makes the descriptor readable.
+    pub(crate) fn wake(&self) {
+        let _ = rustix::io::write(&self.0, &1u64.to_ne_bytes());
+    }
+}
+
+/// `poll(2)` on `pidfds` and `wake` until one is readable (a process exited, or
+/// [`WakeFd::wake`] was called); retried on EINTR.
+pub(crate) fn wait_exits(pidfds: &[Pidfd], wake: &WakeFd) -> io::Result<()> {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let mut fds: Vec<PollFd<'_>> = pidfds
+        .iter()
+        .map(|p| PollFd::new(&p.0, PollFlags::IN))
+        .chain(std::iter::once(PollFd::new(&wake.0, PollFlags::IN)))
+        .collect();
+    loop {
+        match poll(&mut fds, None) {
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// `kill(pid, sig)`.
 pub(crate) fn signal(pid: u32, sig: Signal) -> io::Result<()> {
     rustix::process::kill_process(to_pid(pid)?, sig).map_err(Into::into)

@@ -7,7 +7,8 @@
 //! offset  size      what
 //!      0   128      write position (bytes, counts up forever); written by the writer
 //!    128   128      read position; written by the reader
-//!    256   128      readable: eventcount the reader sleeps on
+//!    256   128      readable: eventcount the reader sleeps on (8 bytes), then at
+//!                   264 the reader's presence word (8 bytes, see below)
 //!    384   128      writable: eventcount the writer sleeps on
 //!    512   capacity record data (capacity a power of two, >= 256)
 //! ```
@@ -31,6 +32,13 @@
 //! reuses the space). The writer keeps the read position in a local cache and reloads
 //! it only when the cache says the ring is full. The write position is stored too,
 //! for `used()` and tools; the reader never needs it.
+//!
+//! The reader's presence word is not part of the protocol: the ring never reads or
+//! writes it. It is zero in fresh memory, and the owner of the reading side may
+//! publish there whether anyone still reads (the Pipe keeps a count of the processes
+//! holding the receiving end). It shares the line of the `readable` eventcount, whose
+//! waiter count the writer loads after every write to decide whether to wake the
+//! reader, so a writer that looks at it on every write loads no extra line.
 //!
 //! # Trust
 //!
@@ -60,8 +68,16 @@ const PAD: u32 = 4;
 struct Control {
     write: CachePadded<AtomicU64>,
     read: CachePadded<AtomicU64>,
-    readable: CachePadded<EventCount>,
+    readable: CachePadded<ReadableLine>,
     writable: CachePadded<EventCount>,
+}
+
+/// The line the reader sleeps on, and the reader side's presence word beside it.
+#[repr(C)]
+struct ReadableLine {
+    event: EventCount,
+    /// Never touched by the ring (see the module docs); zero in fresh memory.
+    presence: std::sync::atomic::AtomicU64,
 }
 
 const _: () = {
@@ -69,6 +85,9 @@ const _: () = {
     assert!(offset_of!(Control, write) == 0);
     assert!(offset_of!(Control, read) == 128);
     assert!(offset_of!(Control, readable) == 256);
+    assert!(offset_of!(ReadableLine, event) == 0);
+    assert!(offset_of!(ReadableLine, presence) == 8);
+    assert!(size_of::<ReadableLine>() == 16);
     assert!(offset_of!(Control, writable) == 384);
     assert!(size_of::<Control>() == CONTROL_SIZE);
 };
@@ -212,12 +231,25 @@ impl Spsc {
 
     /// The eventcount the reader sleeps on.
     pub fn readable(&self) -> &EventCount {
-        &self.control().readable
+        &self.control().readable.event
+    }
+
+    /// The reader's presence word, on the line of [`readable`](Spsc::readable): the
+    /// ring never uses it (see the module docs); zero in fresh memory.
+    pub fn reader_presence(&self) -> &std::sync::atomic::AtomicU64 {
+        &self.control().readable.presence
     }
 
     /// The eventcount the writer sleeps on.
     pub fn writable(&self) -> &EventCount {
         &self.control().writable
+    }
+
+    /// The reader's position: bytes it has consumed, counting up forever (a
+    /// snapshot; a writer that sees it move knows the reader is at work). Acquire;
+    /// paired with the reader's Release store in `consume`.
+    pub fn read_position(&self) -> u64 {
+        self.control().read.load(Ordering::Acquire)
     }
 
     /// Bytes written and not yet read (a snapshot, clamped to the capacity).
@@ -440,6 +472,23 @@ mod tests {
             r.consume(&rec);
         }
         assert_eq!(r.peek(), Ok(None));
+    }
+
+    #[test]
+    fn the_presence_word_is_the_owners_alone() {
+        let (_m, ring) = ring(256);
+        let (w, r) = (ring.writer(), ring.reader());
+        let p = ring.reader_presence();
+        assert_eq!(p.load(std::sync::atomic::Ordering::Relaxed), 0);
+        p.store(5, std::sync::atomic::Ordering::Relaxed);
+        for _ in 0..20 {
+            assert!(w.try_write(b"x", FIRST));
+            let rec = r.peek().unwrap().unwrap();
+            r.consume(&rec);
+        }
+        ring.readable().notify_all();
+        assert_eq!(p.load(std::sync::atomic::Ordering::Relaxed), 5);
+        assert_eq!(ring.readable().waiters(), 0);
     }
 
     #[test]
