@@ -499,7 +499,7 @@ impl<T: Pod> Object for Value<T> {
         })
     }
 
-    fn segment(&self) -> &Arc<Segment> {
+    fn segment(&self) -> &Segment {
         &self.segment
     }
 
@@ -853,7 +853,7 @@ impl<T: Pod> Object for Array<T> {
         })
     }
 
-    fn segment(&self) -> &Arc<Segment> {
+    fn segment(&self) -> &Segment {
         &self.segment
     }
 
@@ -1257,7 +1257,7 @@ impl<T: Pod> Object for RawValue<T> {
         Ok(RawValue { segment, data })
     }
 
-    fn segment(&self) -> &Arc<Segment> {
+    fn segment(&self) -> &Segment {
         &self.segment
     }
 
@@ -1667,7 +1667,7 @@ impl<T: Pod> Object for RawArray<T> {
         })
     }
 
-    fn segment(&self) -> &Arc<Segment> {
+    fn segment(&self) -> &Segment {
         &self.segment
     }
 

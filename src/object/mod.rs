@@ -94,7 +94,7 @@ pub trait Object: Sized {
     fn attach(segment: Arc<Segment>) -> Result<Self, Mismatch>;
 
     /// The segment the handle keeps mapped.
-    fn segment(&self) -> &Arc<Segment>;
+    fn segment(&self) -> &Segment;
 
     /// What `shmproc inspect` shows of the object's live state, as (label, value)
     /// rows, read from `segment` (possibly a read-only mapping) without trusting it.

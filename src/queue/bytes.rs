@@ -3,13 +3,15 @@
 
 use crate::layout::header::{ElemType, ObjectKind, ObjectLayout};
 use crate::ring::mpmc::{PopError, PushError, ReadSlot, WriteSlot};
-use crate::segment::{CreateError, CreateOptions, OpenError};
+use crate::segment::{CreateError, CreateOptions, OpenError, OpenOptions, Segment};
 use crate::wait::Spin;
 use std::time::Duration;
 
 use super::Queue;
 use super::core::*;
 use super::error::*;
+use crate::object::{Mismatch, Object, Payload};
+use std::sync::Arc;
 
 /// A bounded MPMC queue of byte messages of any length up to its size: a message
 /// larger than one slot spans consecutive slots, claimed and published at once.
@@ -74,6 +76,34 @@ impl std::ops::Deref for MessageRef<'_> {
     }
 }
 
+impl Object for ByteQueue {
+    const KIND: ObjectKind = ObjectKind::Queue;
+    /// `(slots, slot_size)`: how many slots of how many bytes (rounded up to 8).
+    type Args<'a> = (usize, usize);
+
+    fn layout(&(slots, slot_size): &(usize, usize)) -> Result<ObjectLayout, CreateError> {
+        ByteQueue::layout(ObjectKind::Queue, BYTES, slots, slot_size)
+    }
+
+    fn init(args: (usize, usize), payload: &mut Payload<'_>) {
+        if let Ok(layout) = <ByteQueue as Object>::layout(&args) {
+            Core::init(&layout, false, payload);
+        }
+    }
+
+    fn attach(segment: Arc<Segment>) -> Result<ByteQueue, Mismatch> {
+        Core::attach(segment, BYTES, None).map(ByteQueue::with_core)
+    }
+
+    fn segment(&self) -> &Segment {
+        &self.queue.core.segment
+    }
+
+    fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
+        describe(segment)
+    }
+}
+
 impl ByteQueue {
     pub(super) fn layout(
         kind: ObjectKind,
@@ -107,11 +137,7 @@ impl ByteQueue {
     ///
     /// [`CreateError::InvalidArgument`] for zero or oversized parameters; OS errors.
     pub fn new(slots: usize, slot_size: usize) -> Result<ByteQueue, CreateError> {
-        Core::new_anonymous(
-            &ByteQueue::layout(ObjectKind::Queue, BYTES, slots, slot_size)?,
-            false,
-        )
-        .map(ByteQueue::with_core)
+        ByteQueue::create_anonymous((slots, slot_size))
     }
 
     /// Creates a named byte queue.
@@ -120,13 +146,7 @@ impl ByteQueue {
     ///
     /// As for [`ByteQueue::new`] and [`Segment::create`].
     pub fn create(name: &str, slots: usize, slot_size: usize) -> Result<ByteQueue, CreateError> {
-        Core::create(
-            name,
-            &ByteQueue::layout(ObjectKind::Queue, BYTES, slots, slot_size)?,
-            CreateOptions::new(),
-            false,
-        )
-        .map(ByteQueue::with_core)
+        ByteQueue::create_with(name, (slots, slot_size), CreateOptions::new())
     }
 
     /// Opens a named byte queue (any slot size).
@@ -135,7 +155,7 @@ impl ByteQueue {
     ///
     /// As for [`Segment::open`].
     pub fn open(name: &str) -> Result<ByteQueue, OpenError> {
-        Core::open(name, ObjectKind::Queue, BYTES, None).map(ByteQueue::with_core)
+        ByteQueue::open_with(name, OpenOptions::new())
     }
 
     /// The largest message this queue can hold, in bytes.

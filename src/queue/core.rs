@@ -3,11 +3,13 @@
 //! this module uses, and `shmproc inspect` of a queue.
 
 use crate::layout::header::{ElemType, ObjectKind, ObjectLayout, TypeName};
+use crate::object::{Mismatch, Payload};
 use crate::os::clock::Deadline;
 use crate::ring::mpmc::{PopError, PushError, ReadSlot, Ring, WriteSlot};
-use crate::segment::{CreateError, CreateOptions, OpenError, OpenOptions, Segment};
+use crate::segment::{CreateError, Segment};
 use crate::wait::{EventCount, Spin};
 use std::cell::Cell;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -60,7 +62,7 @@ pub(super) const BYTES: ElemType = ElemType {
 pub(super) struct Core {
     pub(super) ring: Ring,
     /// Keeps the mapping alive for `ring`.
-    pub(super) segment: Segment,
+    pub(super) segment: Arc<Segment>,
 }
 
 impl Core {
@@ -87,32 +89,46 @@ impl Core {
         })
     }
 
-    pub(super) fn init(
-        layout: &ObjectLayout,
-        unbounded: bool,
-    ) -> impl FnOnce(std::ptr::NonNull<u8>, usize) {
+    /// Lays a fresh ring into a new queue's payload (`layout`'s capacity and slot
+    /// size) and records whether the queue was made with `maxsize` 0.
+    pub(super) fn init(layout: &ObjectLayout, unbounded: bool, payload: &mut Payload<'_>) {
         let (capacity, slot_size) = (layout.capacity, u64::from(layout.slot_size));
-        move |payload, len| {
-            // SAFETY: the payload is fresh, zero-filled, 128-aligned memory of `len`
-            // bytes that no other process uses before the segment is published.
-            let r = unsafe { Ring::init(payload, len, capacity, slot_size) };
-            debug_assert!(r.is_ok(), "{r:?}");
-            if let Ok(ring) = r {
-                // Before the segment is published: every opener sees it.
-                ring.user_words()[UNBOUNDED_WORD].store(u64::from(unbounded), Ordering::Relaxed);
-            }
+        // SAFETY: the payload is fresh, zero-filled, 128-aligned memory of `len`
+        // bytes that no other process uses before the segment is published.
+        let r = unsafe { Ring::init(payload.as_ptr(), payload.len(), capacity, slot_size) };
+        debug_assert!(r.is_ok(), "{r:?}");
+        if let Ok(ring) = r {
+            // Before the segment is published: every opener sees it.
+            ring.user_words()[UNBOUNDED_WORD].store(u64::from(unbounded), Ordering::Relaxed);
         }
     }
 
-    pub(super) fn from_segment(segment: Segment) -> Result<Core, OpenError> {
+    /// The core over a validated segment of the right kind holding `elem` items in
+    /// slots of `slot_size` bytes (`None`: any slot size, a byte queue's). Checks the
+    /// ring's parameters against the payload before touching it.
+    pub(super) fn attach(
+        segment: Arc<Segment>,
+        elem: ElemType,
+        slot_size: Option<u64>,
+    ) -> Result<Core, Mismatch> {
         let l = segment.info().layout;
-        let name = segment.name().unwrap_or("<anonymous>").to_string();
+        if l.elem != elem {
+            return Err(Mismatch::new("element type", elem, l.elem));
+        }
+        if let Some(want) = slot_size {
+            if u64::from(l.slot_size) != want {
+                return Err(Mismatch::new(
+                    "slot size",
+                    format!("{want} bytes"),
+                    format!("{} bytes", l.slot_size),
+                ));
+            }
+        }
         let needed = Ring::bytes_for(l.capacity, u64::from(l.slot_size));
         if needed != Some(segment.payload_len()) {
-            return Err(OpenError::IncompatibleLayout {
-                name,
-                what: "ring size",
-                expected: match needed {
+            return Err(Mismatch::new(
+                "ring size",
+                match needed {
                     Some(n) => format!(
                         "{n} bytes for {} slots of {} bytes",
                         l.capacity, l.slot_size
@@ -122,8 +138,8 @@ impl Core {
                         l.capacity, l.slot_size
                     ),
                 },
-                found: format!("{} bytes", segment.payload_len()),
-            });
+                format!("{} bytes", segment.payload_len()),
+            ));
         }
         // SAFETY: the payload is a live mapping of payload_len bytes, 128-aligned,
         // owned by `segment` which the Core keeps alive; it was initialized as a ring
@@ -137,52 +153,8 @@ impl Core {
                 u64::from(l.slot_size),
             )
         }
-        .map_err(|e| OpenError::IncompatibleLayout {
-            name,
-            what: "ring",
-            expected: "a valid ring".into(),
-            found: e.to_string(),
-        })?;
+        .map_err(|e| Mismatch::new("ring", "a valid ring", e))?;
         Ok(Core { ring, segment })
-    }
-
-    pub(super) fn new_anonymous(
-        layout: &ObjectLayout,
-        unbounded: bool,
-    ) -> Result<Core, CreateError> {
-        let segment = Segment::anonymous(layout, Core::init(layout, unbounded))?;
-        Core::from_segment(segment).map_err(|e| CreateError::InvalidArgument(e.to_string()))
-    }
-
-    pub(super) fn create(
-        name: &str,
-        layout: &ObjectLayout,
-        options: CreateOptions,
-        unbounded: bool,
-    ) -> Result<Core, CreateError> {
-        let segment = Segment::create(name, layout, options, Core::init(layout, unbounded))?;
-        Core::from_segment(segment).map_err(|e| CreateError::InvalidArgument(e.to_string()))
-    }
-
-    pub(super) fn open(
-        name: &str,
-        kind: ObjectKind,
-        elem: ElemType,
-        slot_size: Option<u64>,
-    ) -> Result<Core, OpenError> {
-        let segment = Segment::open(name, kind, elem, OpenOptions::new())?;
-        if let Some(want) = slot_size {
-            let found = u64::from(segment.info().layout.slot_size);
-            if found != want {
-                return Err(OpenError::IncompatibleLayout {
-                    name: name.to_string(),
-                    what: "slot size",
-                    expected: format!("{want} bytes"),
-                    found: format!("{found} bytes"),
-                });
-            }
-        }
-        Core::from_segment(segment)
     }
 
     /// Claims room for a message of `len` bytes, waiting as `block` allows. The first

@@ -2,7 +2,7 @@
 
 use crate::layout::header::{ElemType, ObjectKind, ObjectLayout};
 use crate::ring::mpmc::PopError;
-use crate::segment::{CreateError, CreateOptions, OpenError};
+use crate::segment::{CreateError, CreateOptions, OpenError, OpenOptions, Segment};
 use crate::wait::Spin;
 use bytemuck::Pod;
 use std::fmt;
@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::UNBOUNDED_MAXSIZE;
 use super::core::*;
 use super::error::*;
+use super::{JoinableQueue, SimpleQueue, UNBOUNDED_MAXSIZE};
+use crate::object::{Mismatch, Object, Payload};
 
 /// A bounded multi-producer multi-consumer queue of plain-old-data items in shared
 /// memory: Python's `multiprocessing.Queue`.
@@ -103,57 +104,18 @@ impl<T: Pod> Queue<T> {
     ///
     /// [`CreateError::InvalidArgument`] for a `maxsize` too large; OS errors.
     pub fn new(maxsize: usize) -> Result<Queue<T>, CreateError> {
-        Queue::new_kind(ObjectKind::Queue, maxsize)
-    }
-
-    /// An anonymous queue of the given kind (Queue, JoinableQueue, SimpleQueue share
-    /// the layout; the kind tells them apart on open).
-    pub(super) fn new_kind(kind: ObjectKind, maxsize: usize) -> Result<Queue<T>, CreateError> {
-        Core::new_anonymous(&Queue::<T>::layout(kind, maxsize)?, maxsize == 0).map(Queue::with_core)
-    }
-
-    /// A named queue of the given kind.
-    pub(super) fn create_kind(
-        name: &str,
-        kind: ObjectKind,
-        maxsize: usize,
-        options: CreateOptions,
-    ) -> Result<Queue<T>, CreateError> {
-        Core::create(
-            name,
-            &Queue::<T>::layout(kind, maxsize)?,
-            options,
-            maxsize == 0,
-        )
-        .map(Queue::with_core)
-    }
-
-    /// Opens a named queue of the given kind holding `T` items.
-    pub(super) fn open_kind(name: &str, kind: ObjectKind) -> Result<Queue<T>, OpenError> {
-        Core::open(name, kind, ElemType::of::<T>(), Some(slot_for::<T>())).map(Queue::with_core)
+        Queue::create_anonymous(maxsize)
     }
 
     /// Creates a named queue (failing if the name exists), removed when this handle
-    /// and its clones are dropped unless [`persist`](Queue::persist) is called.
+    /// and its clones are dropped unless [`persist`](Object::persist) is called.
+    /// [`Object::create_with`] takes a file mode too.
     ///
     /// # Errors
     ///
     /// As for [`Segment::create`] and [`new`](Queue::new).
     pub fn create(name: &str, maxsize: usize) -> Result<Queue<T>, CreateError> {
         Queue::create_with(name, maxsize, CreateOptions::new())
-    }
-
-    /// [`create`](Queue::create) with options (file mode).
-    ///
-    /// # Errors
-    ///
-    /// As for [`create`](Queue::create).
-    pub fn create_with(
-        name: &str,
-        maxsize: usize,
-        options: CreateOptions,
-    ) -> Result<Queue<T>, CreateError> {
-        Queue::create_kind(name, ObjectKind::Queue, maxsize, options)
     }
 
     /// Opens a named queue of `T` items.
@@ -164,24 +126,19 @@ impl<T: Pod> Queue<T> {
     /// Pipe`), another item type (`expected u32 (4 bytes, align 4), found u64 (8
     /// bytes, align 8)`), a corrupt header.
     pub fn open(name: &str) -> Result<Queue<T>, OpenError> {
-        Queue::open_kind(name, ObjectKind::Queue)
+        Queue::open_with(name, OpenOptions::new())
     }
 
-    /// Keeps the name after the creator's handle is dropped.
-    ///
-    /// # Errors
-    ///
-    /// None today; reserved (the handle may be shared by clones).
-    pub fn persist(&mut self) -> Result<(), CreateError> {
-        match Arc::get_mut(&mut self.core) {
-            Some(core) => {
-                core.segment.persist();
-                Ok(())
-            }
-            None => Err(CreateError::InvalidArgument(
-                "persist must be called before the handle is cloned".into(),
-            )),
+    /// Fills a new queue's payload: the ring for `maxsize` items of kind `kind`.
+    pub(super) fn init_kind(kind: ObjectKind, maxsize: usize, payload: &mut Payload<'_>) {
+        if let Ok(layout) = Queue::<T>::layout(kind, maxsize) {
+            Core::init(&layout, maxsize == 0, payload);
         }
+    }
+
+    /// The handle over a validated segment holding `T` items.
+    pub(super) fn attach_items(segment: Arc<Segment>) -> Result<Queue<T>, Mismatch> {
+        Core::attach(segment, ElemType::of::<T>(), Some(slot_for::<T>())).map(Queue::with_core)
     }
 
     /// Puts `item`, waiting while the queue is full.
@@ -553,3 +510,51 @@ impl<T: Pod> Queue<T> {
         self.core.segment.name()
     }
 }
+
+/// The [`Object`] side of the three kinds of queue of `T` items, which share their
+/// layout and differ in the kind recorded in the header (and the handle wrapping the
+/// `Queue`).
+macro_rules! queue_object {
+    ($ty:ident, $kind:expr, |$q:ident| $wrap:expr, |$h:ident| $queue:expr) => {
+        impl<T: Pod> Object for $ty<T> {
+            const KIND: ObjectKind = $kind;
+            /// `maxsize`: the most items it holds (0: [`UNBOUNDED_MAXSIZE`]).
+            type Args<'a> = usize;
+
+            fn layout(maxsize: &usize) -> Result<ObjectLayout, CreateError> {
+                Queue::<T>::layout($kind, *maxsize)
+            }
+
+            fn init(maxsize: usize, payload: &mut Payload<'_>) {
+                Queue::<T>::init_kind($kind, maxsize, payload);
+            }
+
+            fn attach(segment: Arc<Segment>) -> Result<$ty<T>, Mismatch> {
+                Queue::<T>::attach_items(segment).map(|$q| $wrap)
+            }
+
+            fn segment(&self) -> &Segment {
+                let $h = self;
+                &$queue.core.segment
+            }
+
+            fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
+                describe(segment)
+            }
+        }
+    };
+}
+
+queue_object!(Queue, ObjectKind::Queue, |q| q, |h| h);
+queue_object!(
+    JoinableQueue,
+    ObjectKind::JoinableQueue,
+    |queue| JoinableQueue { queue },
+    |h| h.queue
+);
+queue_object!(
+    SimpleQueue,
+    ObjectKind::SimpleQueue,
+    |queue| SimpleQueue { queue },
+    |h| h.queue
+);

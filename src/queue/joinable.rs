@@ -1,8 +1,7 @@
 //! [`JoinableQueue<T>`]: a [`Queue`] that counts unfinished tasks.
 
-use crate::layout::header::ObjectKind;
 use crate::os::clock::Deadline;
-use crate::segment::{CreateError, CreateOptions, OpenError};
+use crate::segment::{CreateError, CreateOptions, OpenError, OpenOptions};
 use bytemuck::Pod;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -10,6 +9,7 @@ use std::time::Duration;
 use super::Queue;
 use super::core::*;
 use super::error::*;
+use crate::object::Object;
 
 /// A [`Queue`] that counts unfinished tasks: Python's `JoinableQueue`.
 ///
@@ -37,7 +37,7 @@ use super::error::*;
 /// ```
 #[derive(Debug, Clone)]
 pub struct JoinableQueue<T> {
-    queue: Queue<T>,
+    pub(super) queue: Queue<T>,
 }
 
 impl<T: Pod> JoinableQueue<T> {
@@ -47,8 +47,7 @@ impl<T: Pod> JoinableQueue<T> {
     ///
     /// As for [`Queue::new`].
     pub fn new(maxsize: usize) -> Result<JoinableQueue<T>, CreateError> {
-        let queue = Queue::new_kind(ObjectKind::JoinableQueue, maxsize)?;
-        Ok(JoinableQueue { queue })
+        JoinableQueue::create_anonymous(maxsize)
     }
 
     /// Creates a named joinable queue.
@@ -57,9 +56,7 @@ impl<T: Pod> JoinableQueue<T> {
     ///
     /// As for [`Queue::create`].
     pub fn create(name: &str, maxsize: usize) -> Result<JoinableQueue<T>, CreateError> {
-        let kind = ObjectKind::JoinableQueue;
-        let queue = Queue::create_kind(name, kind, maxsize, CreateOptions::new())?;
-        Ok(JoinableQueue { queue })
+        JoinableQueue::create_with(name, maxsize, CreateOptions::new())
     }
 
     /// Opens a named joinable queue.
@@ -68,8 +65,7 @@ impl<T: Pod> JoinableQueue<T> {
     ///
     /// As for [`Queue::open`].
     pub fn open(name: &str) -> Result<JoinableQueue<T>, OpenError> {
-        let queue = Queue::open_kind(name, ObjectKind::JoinableQueue)?;
-        Ok(JoinableQueue { queue })
+        JoinableQueue::open_with(name, OpenOptions::new())
     }
 
     pub(super) fn unfinished(&self) -> &std::sync::atomic::AtomicU64 {

@@ -1,7 +1,7 @@
 //! [`SerdeQueue<T>`]: any serde value, one encoded value per slot (feature `serde`).
 
 use crate::layout::header::{ElemType, ObjectKind, ObjectLayout, TypeName};
-use crate::segment::{CreateError, CreateOptions, OpenError};
+use crate::segment::{CreateError, CreateOptions, OpenError, OpenOptions, Segment};
 use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -9,6 +9,8 @@ use std::time::Duration;
 use super::core::*;
 use super::error::*;
 use super::{ByteQueue, UNBOUNDED_MAXSIZE};
+use crate::object::{Mismatch, Object, Payload};
+use std::sync::Arc;
 
 /// The element type recorded for a queue of serde values of type `T`.
 pub(super) fn serde_elem<T>() -> ElemType {
@@ -87,6 +89,36 @@ pub struct SerdeQueue<T> {
     _items: PhantomData<fn(T) -> T>,
 }
 
+impl<T: serde::Serialize + serde::de::DeserializeOwned> Object for SerdeQueue<T> {
+    const KIND: ObjectKind = ObjectKind::Queue;
+    /// `(maxsize, max_item_size)`: how many values (0: [`UNBOUNDED_MAXSIZE`]), each
+    /// encoding to at most how many bytes.
+    type Args<'a> = (usize, usize);
+
+    fn layout(&(maxsize, max_item_size): &(usize, usize)) -> Result<ObjectLayout, CreateError> {
+        SerdeQueue::<T>::layout(maxsize, max_item_size)
+    }
+
+    fn init(args: (usize, usize), payload: &mut Payload<'_>) {
+        if let Ok(layout) = <SerdeQueue<T> as Object>::layout(&args) {
+            Core::init(&layout, args.0 == 0, payload);
+        }
+    }
+
+    fn attach(segment: Arc<Segment>) -> Result<SerdeQueue<T>, Mismatch> {
+        Core::attach(segment, serde_elem::<T>(), None)
+            .map(|c| SerdeQueue::wrap(ByteQueue::with_core(c)))
+    }
+
+    fn segment(&self) -> &Segment {
+        self.bytes.segment()
+    }
+
+    fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
+        describe(segment)
+    }
+}
+
 impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
     pub(super) fn wrap(bytes: ByteQueue) -> SerdeQueue<T> {
         SerdeQueue {
@@ -114,8 +146,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
     ///
     /// As for [`ByteQueue::new`].
     pub fn new(maxsize: usize, max_item_size: usize) -> Result<SerdeQueue<T>, CreateError> {
-        let l = SerdeQueue::<T>::layout(maxsize, max_item_size)?;
-        Core::new_anonymous(&l, maxsize == 0).map(|c| SerdeQueue::wrap(ByteQueue::with_core(c)))
+        SerdeQueue::create_anonymous((maxsize, max_item_size))
     }
 
     /// Creates a named queue of serde values.
@@ -128,9 +159,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
         maxsize: usize,
         max_item_size: usize,
     ) -> Result<SerdeQueue<T>, CreateError> {
-        let l = SerdeQueue::<T>::layout(maxsize, max_item_size)?;
-        Core::create(name, &l, CreateOptions::new(), maxsize == 0)
-            .map(|c| SerdeQueue::wrap(ByteQueue::with_core(c)))
+        SerdeQueue::create_with(name, (maxsize, max_item_size), CreateOptions::new())
     }
 
     /// Opens a named queue of serde values of type `T` (the type name must match).
@@ -139,8 +168,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
     ///
     /// As for [`Segment::open`].
     pub fn open(name: &str) -> Result<SerdeQueue<T>, OpenError> {
-        Core::open(name, ObjectKind::Queue, serde_elem::<T>(), None)
-            .map(|c| SerdeQueue::wrap(ByteQueue::with_core(c)))
+        SerdeQueue::open_with(name, OpenOptions::new())
     }
 
     /// The most values the queue holds.

@@ -1,11 +1,11 @@
 //! [`SimpleQueue<T>`]: Python's `multiprocessing.SimpleQueue`.
 
-use crate::layout::header::ObjectKind;
-use crate::segment::{CreateError, CreateOptions, OpenError};
+use crate::segment::{CreateError, CreateOptions, OpenError, OpenOptions};
 use bytemuck::Pod;
 
 use super::Queue;
 use super::error::*;
+use crate::object::Object;
 
 /// A simpler queue: `put`, `get`, `empty`, `close` — Python's `SimpleQueue`.
 /// Bounded like every shared-memory queue (Python's is unbounded): `put` waits while
@@ -25,7 +25,7 @@ use super::error::*;
 /// ```
 #[derive(Debug, Clone)]
 pub struct SimpleQueue<T> {
-    queue: Queue<T>,
+    pub(super) queue: Queue<T>,
 }
 
 impl<T: Pod> SimpleQueue<T> {
@@ -35,8 +35,7 @@ impl<T: Pod> SimpleQueue<T> {
     ///
     /// As for [`Queue::new`].
     pub fn new(capacity: usize) -> Result<SimpleQueue<T>, CreateError> {
-        let queue = Queue::new_kind(ObjectKind::SimpleQueue, capacity)?;
-        Ok(SimpleQueue { queue })
+        SimpleQueue::create_anonymous(capacity)
     }
 
     /// Creates a named simple queue.
@@ -45,9 +44,7 @@ impl<T: Pod> SimpleQueue<T> {
     ///
     /// As for [`Queue::create`].
     pub fn create(name: &str, capacity: usize) -> Result<SimpleQueue<T>, CreateError> {
-        let kind = ObjectKind::SimpleQueue;
-        let queue = Queue::create_kind(name, kind, capacity, CreateOptions::new())?;
-        Ok(SimpleQueue { queue })
+        SimpleQueue::create_with(name, capacity, CreateOptions::new())
     }
 
     /// Opens a named simple queue.
@@ -56,8 +53,7 @@ impl<T: Pod> SimpleQueue<T> {
     ///
     /// As for [`Queue::open`].
     pub fn open(name: &str) -> Result<SimpleQueue<T>, OpenError> {
-        let queue = Queue::open_kind(name, ObjectKind::SimpleQueue)?;
-        Ok(SimpleQueue { queue })
+        SimpleQueue::open_with(name, OpenOptions::new())
     }
 
     /// Puts `item`, waiting while the queue is full.

@@ -190,7 +190,7 @@ impl Object for Barrier {
         })
     }
 
-    fn segment(&self) -> &Arc<Segment> {
+    fn segment(&self) -> &Segment {
         self.state.segment()
     }
 

@@ -390,7 +390,7 @@ impl<L: ConditionLock> Object for Condition<L> {
         })
     }
 
-    fn segment(&self) -> &Arc<Segment> {
+    fn segment(&self) -> &Segment {
         self.state.segment()
     }
 

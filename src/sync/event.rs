@@ -96,7 +96,7 @@ impl Object for Event {
         })
     }
 
-    fn segment(&self) -> &Arc<Segment> {
+    fn segment(&self) -> &Segment {
         self.state.segment()
     }
 

@@ -170,7 +170,7 @@ impl Object for Lock {
         Lock::from_state(segment, 0)
     }
 
-    fn segment(&self) -> &Arc<Segment> {
+    fn segment(&self) -> &Segment {
         self.state.segment()
     }
 

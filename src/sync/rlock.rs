@@ -137,7 +137,7 @@ impl Object for RLock {
         })
     }
 
-    fn segment(&self) -> &Arc<Segment> {
+    fn segment(&self) -> &Segment {
         self.state.segment()
     }
 

@@ -376,7 +376,7 @@ impl Object for Semaphore {
         Core::attach(segment, ObjectKind::Semaphore).map(|core| Semaphore { core })
     }
 
-    fn segment(&self) -> &Arc<Segment> {
+    fn segment(&self) -> &Segment {
         self.core.state.segment()
     }
 
@@ -402,7 +402,7 @@ impl Object for BoundedSemaphore {
         Core::attach(segment, ObjectKind::BoundedSemaphore).map(|core| BoundedSemaphore { core })
     }
 
-    fn segment(&self) -> &Arc<Segment> {
+    fn segment(&self) -> &Segment {
         self.core.state.segment()
     }
 
