@@ -52,6 +52,7 @@
 
 use crate::layout::header::{ElemType, ObjectKind, ObjectLayout};
 use crate::layout::padded::CachePadded;
+use crate::object::{Mismatch, Object};
 use crate::os::clock::Deadline;
 use crate::os::proc;
 use crate::ring::spsc::{self, FIRST, MORE, Reader, Record, Spsc, Writer};
@@ -219,7 +220,7 @@ impl From<spsc::Corrupt> for RecvError {
 /// The segment, shared by the handles of both ends in one process.
 #[derive(Debug)]
 struct PipeShared {
-    segment: Segment,
+    segment: Arc<Segment>,
     /// Ring carrying messages to end A (read by A, written by B).
     to_a: Spsc,
     /// Ring carrying messages to end B; `None` for a one-way pipe.
@@ -264,29 +265,25 @@ fn layout(capacity: u64, duplex: bool) -> Option<ObjectLayout> {
 }
 
 impl PipeShared {
-    fn from_segment(segment: Segment) -> Result<PipeShared, OpenError> {
+    /// The shared part over a validated `Pipe` segment: checks the direction count
+    /// and the sizes before touching the payload.
+    fn attach(segment: Arc<Segment>) -> Result<PipeShared, Mismatch> {
         let l = segment.info().layout;
-        let name = || segment.name().unwrap_or("<anonymous>").to_string();
+        if l.elem != ElemType::NONE {
+            return Err(Mismatch::new("element type", ElemType::NONE, l.elem));
+        }
         let duplex = match l.slot_size {
             1 => false,
             2 => true,
-            n => {
-                return Err(OpenError::IncompatibleLayout {
-                    name: name(),
-                    what: "direction count",
-                    expected: "1 or 2".into(),
-                    found: n.to_string(),
-                });
-            }
+            n => return Err(Mismatch::new("direction count", "1 or 2", n)),
         };
         let expected = layout(l.capacity, duplex);
         if expected.map(|e| e.payload_size) != Some(l.payload_size) {
-            return Err(OpenError::IncompatibleLayout {
-                name: name(),
-                what: "pipe size",
-                expected: format!("a pipe of {} bytes per direction", l.capacity),
-                found: format!("{} bytes of payload", l.payload_size),
-            });
+            return Err(Mismatch::new(
+                "pipe size",
+                format!("a pipe of {} bytes per direction", l.capacity),
+                format!("{} bytes of payload", l.payload_size),
+            ));
         }
         let ring_len = Spsc::bytes_for(l.capacity).unwrap_or(0);
         let base = segment.payload();
@@ -300,12 +297,7 @@ impl PipeShared {
             // handles of this capacity.
             unsafe { Spsc::attach(p, ring_len, l.capacity) }
         };
-        let bad = |e: spsc::LayoutError| OpenError::IncompatibleLayout {
-            name: name(),
-            what: "pipe ring",
-            expected: "a valid byte ring".into(),
-            found: e.to_string(),
-        };
+        let bad = |e: spsc::LayoutError| Mismatch::new("pipe ring", "a valid byte ring", e);
         let to_a = at(0).map_err(bad)?;
         let to_b = if duplex {
             Some(at(1).map_err(bad)?)
@@ -670,16 +662,9 @@ pub fn pipe_with_capacity(
     capacity: usize,
     duplex: bool,
 ) -> Result<(Connection, Connection), CreateError> {
-    let l = checked_layout(capacity, duplex)?;
-    let segment = Segment::anonymous(&l, |_, _| {})?;
-    let shared = Arc::new(
-        PipeShared::from_segment(segment)
-            .map_err(|e| CreateError::InvalidArgument(e.to_string()))?,
-    );
-    Ok((
-        Connection::end(shared.clone(), 0),
-        Connection::end(shared, 1),
-    ))
+    let first = Connection::create_anonymous((capacity, duplex))?;
+    let second = Connection::end(first.reg.shared.clone(), 1);
+    Ok((first, second))
 }
 
 fn checked_layout(capacity: usize, duplex: bool) -> Result<ObjectLayout, CreateError> {
@@ -688,6 +673,35 @@ fn checked_layout(capacity: usize, duplex: bool) -> Result<ObjectLayout, CreateE
             "pipe capacity {capacity} must be a power of two of at least 256 bytes"
         ))
     })
+}
+
+impl Object for Connection {
+    const KIND: ObjectKind = ObjectKind::Pipe;
+    /// `(capacity, duplex)`: bytes per direction (a power of two, at least 256) and
+    /// whether both ends send and receive.
+    type Args<'a> = (usize, bool);
+
+    fn layout(&(capacity, duplex): &(usize, bool)) -> Result<ObjectLayout, CreateError> {
+        checked_layout(capacity, duplex)
+    }
+
+    /// The opener's end: the second.
+    fn attach(segment: Arc<Segment>) -> Result<Connection, Mismatch> {
+        Ok(Connection::end(Arc::new(PipeShared::attach(segment)?), 1))
+    }
+
+    /// The creator's end: the first.
+    fn attach_created(segment: Arc<Segment>) -> Result<Connection, Mismatch> {
+        Ok(Connection::end(Arc::new(PipeShared::attach(segment)?), 0))
+    }
+
+    fn segment(&self) -> &Segment {
+        &self.reg.shared.segment
+    }
+
+    fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
+        describe(segment)
+    }
 }
 
 impl Connection {
@@ -719,11 +733,7 @@ impl Connection {
     ///
     /// As for [`Segment::create`]; a bad capacity.
     pub fn create(name: &str, capacity: usize, duplex: bool) -> Result<Connection, CreateError> {
-        let l = checked_layout(capacity, duplex)?;
-        let segment = Segment::create(name, &l, CreateOptions::new(), |_, _| {})?;
-        let shared = PipeShared::from_segment(segment)
-            .map_err(|e| CreateError::InvalidArgument(e.to_string()))?;
-        Ok(Connection::end(Arc::new(shared), 0))
+        Connection::create_with(name, (capacity, duplex), CreateOptions::new())
     }
 
     /// Opens the second end of a named pipe.
@@ -732,11 +742,7 @@ impl Connection {
     ///
     /// As for [`Segment::open`] (`expected Pipe, found Queue` …).
     pub fn open(name: &str) -> Result<Connection, OpenError> {
-        let segment = Segment::open(name, ObjectKind::Pipe, ElemType::NONE, OpenOptions::new())?;
-        Ok(Connection::end(
-            Arc::new(PipeShared::from_segment(segment)?),
-            1,
-        ))
+        Connection::open_with(name, OpenOptions::new())
     }
 
     /// Whether this end can receive (Python's `readable`).
@@ -1593,7 +1599,7 @@ pub fn wait_any(objects: &[Waitable<'_>], timeout: Option<Duration>) -> Vec<usiz
 }
 
 /// Pipe state for `shmproc inspect`.
-pub(crate) fn describe(segment: &Segment) -> Vec<(&'static str, String)> {
+fn describe(segment: &Segment) -> Vec<(&'static str, String)> {
     let l = segment.info().layout;
     let duplex = l.slot_size == 2;
     let ring_len = Spsc::bytes_for(l.capacity).unwrap_or(0);

@@ -1677,7 +1677,7 @@ impl<T: Pod> Object for RawArray<T> {
 }
 
 /// `shmproc inspect` rows for a `Value` or `Array` segment.
-pub(crate) fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
+fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
     let layout = segment.info().layout;
     let mut rows = vec![
         ("element", layout.elem.to_string()),

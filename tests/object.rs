@@ -104,3 +104,51 @@ fn bad_arguments_are_errors_through_every_constructor() {
     let arr = Array::<u16>::create_anonymous(ArrayInit::Copy(&[1, 2, 3])).unwrap();
     assert_eq!(arr.to_vec().unwrap(), [1, 2, 3]);
 }
+
+#[test]
+fn queues_and_pipes_share_the_skeleton() {
+    use shmproc::{ByteQueue, Connection, Queue};
+    let name = TestName::new("obj-queue");
+    let q = Queue::<u32>::create_with(&name, 8, CreateOptions::new().mode(0o640)).unwrap();
+    let mode = std::fs::metadata(name.path()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+    // An opener of another item type or another queue flavour is told both sides.
+    let err = Queue::<u64>::open(&name).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            OpenError::IncompatibleLayout {
+                what: "element type",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(ByteQueue::open(&name).is_err());
+    let (again, created) = Queue::<u32>::open_or_create(&name, 8).unwrap();
+    assert!(!created);
+    q.put(7).unwrap();
+    assert_eq!(again.get().unwrap(), 7);
+
+    // A named pipe: the creator holds the first end, an opener (here a child) the second.
+    let pipe = TestName::new("obj-pipe");
+    let (first, created) = Connection::open_or_create(&pipe, (4096, true)).unwrap();
+    assert!(created);
+    let child_name = pipe.0.clone();
+    let mut child = Process::spawn_returning(move || -> i32 {
+        let Ok((second, created)) = Connection::open_or_create(&child_name, (4096, true)) else {
+            return 1;
+        };
+        if created {
+            return 2;
+        }
+        match second.recv::<u64>() {
+            Ok(v) if second.send(&(v + 1)).is_ok() => 0,
+            _ => 3,
+        }
+    })
+    .unwrap();
+    first.send(&41u64).unwrap();
+    assert_eq!(first.recv::<u64>().unwrap(), 42);
+    assert_eq!(child.join().unwrap().code(), 0);
+}

@@ -3,8 +3,11 @@
 
 use super::Object;
 use crate::layout::header::ObjectKind;
+use crate::pipe::Connection;
+use crate::queue::{JoinableQueue, Queue, SimpleQueue};
 use crate::segment::Segment;
 use crate::sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};
+use crate::value::{Array, Value};
 
 /// Rows of (label, value) an object reports.
 type Rows = Vec<(&'static str, String)>;
@@ -23,12 +26,12 @@ const INSPECTORS: &[(ObjectKind, Inspect)] = &[
     (ObjectKind::Event, Event::inspect),
     (ObjectKind::Condition, Condition::<Lock>::inspect),
     (ObjectKind::Barrier, Barrier::inspect),
-    (ObjectKind::Value, crate::value::inspect),
-    (ObjectKind::Array, crate::value::inspect),
-    (ObjectKind::Pipe, crate::pipe::describe),
-    (ObjectKind::Queue, crate::queue::describe),
-    (ObjectKind::JoinableQueue, crate::queue::describe),
-    (ObjectKind::SimpleQueue, crate::queue::describe),
+    (ObjectKind::Value, Value::<u8>::inspect),
+    (ObjectKind::Array, Array::<u8>::inspect),
+    (ObjectKind::Pipe, Connection::inspect),
+    (ObjectKind::Queue, Queue::<u8>::inspect),
+    (ObjectKind::JoinableQueue, JoinableQueue::<u8>::inspect),
+    (ObjectKind::SimpleQueue, SimpleQueue::<u8>::inspect),
 ];
 
 /// The live state of the object in `segment`, as (label, value) rows: depth, waiters

@@ -93,6 +93,18 @@ pub trait Object: Sized {
     /// [`Mismatch`] saying what differs from what this type needs.
     fn attach(segment: Arc<Segment>) -> Result<Self, Mismatch>;
 
+    /// The handle for the process that just created `segment` (from
+    /// [`layout`](Object::layout) and [`init`](Object::init)). The same as
+    /// [`attach`](Object::attach) for most objects; a pipe gives its creator the first
+    /// end and an opener the second.
+    ///
+    /// # Errors
+    ///
+    /// As for [`attach`](Object::attach).
+    fn attach_created(segment: Arc<Segment>) -> Result<Self, Mismatch> {
+        Self::attach(segment)
+    }
+
     /// The segment the handle keeps mapped.
     fn segment(&self) -> &Segment;
 
@@ -198,7 +210,7 @@ pub trait Object: Sized {
 
 /// The handle over a segment this process just created from `O::layout`.
 fn attach_new<O: Object>(segment: Segment) -> Result<O, CreateError> {
-    O::attach(Arc::new(segment)).map_err(|m| {
+    O::attach_created(Arc::new(segment)).map_err(|m| {
         CreateError::InvalidArgument(format!(
             "a new {} does not fit its own layout: {} {} (expected {})",
             O::KIND,

@@ -472,7 +472,7 @@ pub(super) fn check_item_len<T>(len: usize) -> Result<(), GetError> {
 }
 
 /// Queue state for `shmproc inspect`.
-pub(crate) fn describe(segment: &Segment) -> Vec<(&'static str, String)> {
+pub(super) fn describe(segment: &Segment) -> Vec<(&'static str, String)> {
     let l = segment.info().layout;
     // SAFETY: the payload is a live mapping of payload_len bytes owned by `segment`;
     // attach checks the size against the parameters; we only load atomics.

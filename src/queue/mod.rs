@@ -43,7 +43,6 @@ mod serde;
 mod simple;
 
 pub use bytes::{ByteQueue, Loan, MessageRef};
-pub(crate) use core::describe;
 pub use error::{Closed, GetError, PutBytesError, PutError, TaskDoneError};
 pub use fifo::Queue;
 pub use joinable::JoinableQueue;
