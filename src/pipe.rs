@@ -1435,19 +1435,30 @@ pub enum Waitable<'a> {
     /// send-only connection (a receive on it fails at once).
     Connection(&'a Connection),
     /// Ready once the child has ended, reaped or not (Python's `Process.sentinel`);
-    /// [`Process::join`](crate::Process::join) then returns at once.
-    Process(&'a crate::Process),
+    /// [`Process::join`](crate::Process::join) then returns at once. Made with
+    /// `Waitable::from(&process)` or [`Process::sentinel`](crate::Process::sentinel).
+    Process(Sentinel),
+}
+
+/// What a [`Waitable::Process`] watches: a child's pid, or nothing once the child was
+/// reaped (it has ended: ready). This layer knows pids, not `Process` handles (which
+/// live a layer below and make these with
+/// [`Process::sentinel`](crate::Process::sentinel)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sentinel {
+    pid: Option<u32>,
+}
+
+impl Sentinel {
+    /// A sentinel for the child `pid`; `None`: a child already reaped.
+    pub(crate) fn new(pid: Option<u32>) -> Sentinel {
+        Sentinel { pid }
+    }
 }
 
 impl<'a> From<&'a Connection> for Waitable<'a> {
     fn from(c: &'a Connection) -> Waitable<'a> {
         Waitable::Connection(c)
-    }
-}
-
-impl<'a> From<&'a crate::Process> for Waitable<'a> {
-    fn from(p: &'a crate::Process) -> Waitable<'a> {
-        Waitable::Process(p)
     }
 }
 
@@ -1514,7 +1525,7 @@ pub fn wait_any(objects: &[Waitable<'_>], timeout: Option<Duration>) -> Vec<usiz
     let mut reaped = Vec::new();
     for (i, o) in objects.iter().enumerate() {
         if let Waitable::Process(p) = o {
-            match p.sentinel() {
+            match p.pid {
                 None => reaped.push(i),
                 Some(pid) => {
                     let fd = proc::Pidfd::open(pid).ok().map(|fd| {

@@ -3,6 +3,7 @@
 use crate::os::clock::Deadline;
 use crate::os::proc;
 pub use crate::os::proc::ExitStatus;
+use crate::pipe::{Sentinel, Waitable};
 use rustix::process::Signal;
 use std::io::{self, Write};
 use std::time::Duration;
@@ -149,13 +150,14 @@ impl Process {
         self.pid
     }
 
-    /// For [`pipe::wait_any`](crate::pipe::wait_any): the pid to watch, or `None` once
-    /// the child was reaped (it has ended: ready).
-    pub(crate) fn sentinel(&self) -> Option<u32> {
-        match self.status {
+    /// What [`pipe::wait_any`](crate::pipe::wait_any) watches for this child's end
+    /// (Python's `Process.sentinel`): its pid, or nothing once it was reaped (it has
+    /// ended: ready).
+    pub fn sentinel(&self) -> Sentinel {
+        Sentinel::new(match self.status {
             Some(_) => None,
             None => Some(self.pid),
-        }
+        })
     }
 
     /// Waits for the child to end and returns how it ended (at once if it already
@@ -236,5 +238,11 @@ impl Drop for Process {
     fn drop(&mut self) {
         // Reap a child that already ended, so it does not linger as a zombie.
         let _ = self.poll_status();
+    }
+}
+
+impl<'a> From<&'a Process> for Waitable<'a> {
+    fn from(p: &'a Process) -> Waitable<'a> {
+        Waitable::Process(p.sentinel())
     }
 }
