@@ -1,69 +1,22 @@
-//! `pipe()` and `Connection`: Python's `multiprocessing.Pipe` on shared memory, one
-//! SPSC byte ring ([`crate::ring::spsc`]) per direction.
-//!
-//! | Python | shmproc |
-//! |---|---|
-//! | `a, b = Pipe()` / `Pipe(duplex=False)` | [`pipe`]`(true)` / [`pipe`]`(false)` (`a` receives, `b` sends) |
-//! | `send(obj)` / `recv()` | [`Connection::send`] / [`Connection::recv`] (plain-old-data values) |
-//! | `send_bytes(buf, offset, size)` | [`Connection::send_bytes`], [`Connection::send_bytes_range`] |
-//! | `recv_bytes()` / `recv_bytes_into(buf, offset)` | [`Connection::recv_bytes`] / [`Connection::recv_bytes_into`] |
-//! | `poll(timeout)` | [`Connection::poll`] |
-//! | `close()`, `closed`, `readable`, `writable` | [`Connection::close`], [`Connection::closed`], … |
-//! | `EOFError`, `BufferTooShort` | [`RecvError::Eof`], [`RecvError::BufferTooShort`] (carrying the message) |
-//! | `multiprocessing.connection.wait(conns, timeout)` | [`wait`] |
-//! | `connection.wait([conn, process.sentinel, …])` | [`wait_any`] with [`Waitable`] |
-//!
-//! Messages of any size: a message longer than a quarter of the ring streams through
-//! it in fragments, reassembled by the receiver; messages never merge and an empty
-//! message is a message.
-//!
-//! # End of file, like an OS pipe
-//!
-//! Each end keeps a small registry of the processes holding it: the creator, every
-//! child started with [`Process`](crate::Process) while the end was alive (a forked
-//! child holds copies of everything, as it holds copies of file descriptors in
-//! Python), and processes that opened it by name. Closing or dropping a `Connection`
-//! removes its entry. A receiver gets [`RecvError::Eof`] once the ring is drained and
-//! every holder of the other end has closed it or died — including by SIGKILL (found
-//! by a liveness check when a wait stalls). Unlike Python, a process's own inherited
-//! copy of the other end does not keep its receives from seeing EOF unless it has
-//! used that copy.
-//!
-//! A send to a pipe whose other end is gone in that sense fails with
-//! [`SendError::BrokenPipe`] and writes nothing (Python's `BrokenPipeError`):
-//!
-//! - the first send after every holder of the other end closed it fails: the send
-//!   loads a count of the other end's holders, kept on the ring line it loads anyway
-//!   to see whether the reader sleeps; a [`Process`](crate::Process) child frees its
-//!   holds when it returns, so its exit counts as closing;
-//! - holders that died without closing (SIGKILL) are found by a liveness check that
-//!   a send runs once every [`LIVENESS_EVERY`] sends of its handle: if the other end
-//!   consumed anything since the previous check it is alive (one load, no system
-//!   call); otherwise a `poll(2)` of a pidfd per holder process decides. So the death
-//!   is seen within `LIVENESS_EVERY` sends if the peer had stopped reading, within
-//!   `2 × LIVENESS_EVERY` if it was reading up to its death; and by the check a send
-//!   makes when it has to wait for room. From then on every send fails, without
-//!   further system calls.
-//!
-//! A `Connection` is `Send` but not `Sync`: one thread uses an end at a time, and
-//! two processes must not send (or receive) on the same end at the same time (the
-//! ring is single-producer, single-consumer; doing so garbles data, at worst into a
-//! `Corrupt` error, never undefined behavior).
+//! [`Connection`]: one end of a pipe — send, receive, poll, close.
 
-use crate::layout::header::{ElemType, ObjectKind, ObjectLayout};
-use crate::layout::padded::CachePadded;
+use crate::layout::header::{ObjectKind, ObjectLayout};
 use crate::object::{Mismatch, Object};
 use crate::os::clock::Deadline;
 use crate::os::proc;
-use crate::ring::spsc::{self, FIRST, MORE, Reader, Record, Spsc, Writer};
+use crate::ring::spsc::{FIRST, MORE, Reader, Record, Spsc, Writer};
 use crate::segment::{CreateError, CreateOptions, OpenError, OpenOptions, Segment};
 use crate::wait::{EventCount, Spin};
 use bytemuck::Pod;
 use std::cell::{Cell, RefCell};
-use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+use super::DEFAULT_CAPACITY;
+use super::error::*;
+use super::registry::*;
+use super::shared::*;
 
 /// When a waiting end looks whether the peer has closed: on every 64th poll while
 /// spinning, and on every poll once the spin phase is over (`spun`, set by the wait's
@@ -72,506 +25,17 @@ use std::time::Duration;
 /// peer that closes while we spin is seen at most 64 polls late; one that closes
 /// while we sleep wakes us (`close` notifies) and is seen at once.
 #[derive(Default)]
-struct PeerCheck {
+pub(super) struct PeerCheck {
     spun: Cell<bool>,
     polls: Cell<u32>,
 }
 
 impl PeerCheck {
     /// Whether this poll should look.
-    fn due(&self) -> bool {
+    pub(super) fn due(&self) -> bool {
         let n = self.polls.get().wrapping_add(1);
         self.polls.set(n);
         self.spun.get() || n % 64 == 0
-    }
-}
-
-/// Default bytes per direction.
-pub const DEFAULT_CAPACITY: usize = 256 * 1024;
-/// Entries in each end's holder registry.
-const HOLDERS: usize = 15;
-const ACTIVE: u64 = 1 << 62;
-/// The entry was inherited through a fork, not created or opened by its process.
-const INHERITED: u64 = 1 << 63;
-const START_BITS: u64 = (1 << 30) - 1;
-
-/// Who holds one end: `ever` is set once anyone has registered (so a named end no
-/// one opened yet is "not connected yet", not "closed"); each entry is 0 or
-/// `pid | (start_ticks & 2^30-1) << 32 | ACTIVE? | INHERITED?`.
-#[repr(C)]
-struct Holders {
-    ever: AtomicU64,
-    entries: [AtomicU64; HOLDERS],
-}
-
-#[repr(C)]
-struct PipeControl {
-    ends: [CachePadded<Holders>; 2],
-}
-
-const _: () = assert!(size_of::<Holders>() == 128);
-const _: () = assert!(size_of::<PipeControl>() == 256);
-
-/// Why a message was not sent.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SendError {
-    /// This connection was closed.
-    Closed,
-    /// This end of a one-way pipe only receives.
-    ReceiveOnly,
-    /// Every holder of the other end has closed it or died (Python's
-    /// `BrokenPipeError`); nothing was written. Seen by the first send after the last
-    /// holder closed, and within `2 ×` [`LIVENESS_EVERY`] sends of the last holder's
-    /// death (see the module docs).
-    BrokenPipe,
-    /// The ring stayed full until the timeout.
-    Timeout,
-    /// A bad `offset` or `size` (the message says which and why).
-    InvalidArgument(String),
-}
-
-impl fmt::Display for SendError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SendError::Closed => f.write_str("connection is closed"),
-            SendError::ReceiveOnly => {
-                f.write_str("this end of a one-way pipe only receives; send on the other end")
-            }
-            SendError::BrokenPipe => f.write_str("broken pipe: the other end is closed"),
-            SendError::Timeout => f.write_str("timed out waiting for room in the pipe"),
-            SendError::InvalidArgument(why) => f.write_str(why),
-        }
-    }
-}
-
-impl std::error::Error for SendError {}
-
-/// Why no message was received.
-#[derive(Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum RecvError {
-    /// Every holder of the other end has closed it or died, and everything it sent
-    /// has been received (Python's `EOFError`).
-    Eof,
-    /// This connection was closed.
-    Closed,
-    /// This end of a one-way pipe only sends.
-    SendOnly,
-    /// Nothing arrived before the timeout.
-    Timeout,
-    /// The message did not fit the buffer; here is all of it (Python's
-    /// `BufferTooShort`, whose argument is the message).
-    BufferTooShort(Vec<u8>),
-    /// `recv::<T>` got a message that is not the size of a `T` (it was consumed).
-    WrongSize {
-        /// `size_of::<T>()`.
-        expected: usize,
-        /// The message's length.
-        found: usize,
-    },
-    /// A bad offset for `recv_bytes_into`.
-    InvalidArgument(String),
-    /// The pipe's shared memory is inconsistent (a peer scribbled on it).
-    Corrupt(String),
-}
-
-impl fmt::Debug for RecvError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RecvError::BufferTooShort(m) => write!(f, "BufferTooShort({} bytes)", m.len()),
-            other => fmt::Display::fmt(other, f),
-        }
-    }
-}
-
-impl fmt::Display for RecvError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RecvError::Eof => f.write_str("end of file: the other end is closed"),
-            RecvError::Closed => f.write_str("connection is closed"),
-            RecvError::SendOnly => {
-                f.write_str("this end of a one-way pipe only sends; receive on the other end")
-            }
-            RecvError::Timeout => f.write_str("timed out waiting for a message"),
-            RecvError::BufferTooShort(m) => write!(
-                f,
-                "buffer too short for a message of {} bytes (the message is in the error)",
-                m.len()
-            ),
-            RecvError::WrongSize { expected, found } => write!(
-                f,
-                "received a message of {found} bytes, expected {expected}"
-            ),
-            RecvError::InvalidArgument(why) => f.write_str(why),
-            RecvError::Corrupt(why) => write!(f, "pipe is corrupt: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for RecvError {}
-
-impl From<spsc::Corrupt> for RecvError {
-    fn from(e: spsc::Corrupt) -> RecvError {
-        RecvError::Corrupt(e.0)
-    }
-}
-
-/// The segment, shared by the handles of both ends in one process.
-#[derive(Debug)]
-struct PipeShared {
-    segment: Arc<Segment>,
-    /// Ring carrying messages to end A (read by A, written by B).
-    to_a: Spsc,
-    /// Ring carrying messages to end B; `None` for a one-way pipe.
-    to_b: Option<Spsc>,
-}
-
-impl PipeShared {
-    fn control(&self) -> &PipeControl {
-        // SAFETY: the payload starts with 256 bytes of PipeControl (checked against
-        // the layout at open), 128-aligned, made only of atomics.
-        unsafe { &*self.segment.payload().as_ptr().cast::<PipeControl>() }
-    }
-
-    fn holders(&self, end: usize) -> &Holders {
-        &self.control().ends[end & 1]
-    }
-
-    /// The presence word of `end`: on the readable line of the ring that `end`
-    /// receives from, so the other end's sender reads it with the line its notify
-    /// loads anyway. `None` for the send-only end of a one-way pipe (nobody sends to
-    /// it). Bit 0 is set once anyone has registered; the rest counts the end's
-    /// registry entries, two per entry (see [`Registration::claim_entry`]).
-    fn presence(&self, end: usize) -> Option<&AtomicU64> {
-        if end & 1 == 0 {
-            Some(self.to_a.reader_presence())
-        } else {
-            self.to_b.as_ref().map(|r| r.reader_presence())
-        }
-    }
-}
-
-fn layout(capacity: u64, duplex: bool) -> Option<ObjectLayout> {
-    let ring = Spsc::bytes_for(capacity)? as u64;
-    let directions: u64 = if duplex { 2 } else { 1 };
-    Some(ObjectLayout {
-        kind: ObjectKind::Pipe,
-        elem: ElemType::NONE,
-        slot_size: directions as u32,
-        capacity,
-        payload_size: size_of::<PipeControl>() as u64 + ring.checked_mul(directions)?,
-    })
-}
-
-impl PipeShared {
-    /// The shared part over a validated `Pipe` segment: checks the direction count
-    /// and the sizes before touching the payload.
-    fn attach(segment: Arc<Segment>) -> Result<PipeShared, Mismatch> {
-        let l = segment.info().layout;
-        if l.elem != ElemType::NONE {
-            return Err(Mismatch::new("element type", ElemType::NONE, l.elem));
-        }
-        let duplex = match l.slot_size {
-            1 => false,
-            2 => true,
-            n => return Err(Mismatch::new("direction count", "1 or 2", n)),
-        };
-        let expected = layout(l.capacity, duplex);
-        if expected.map(|e| e.payload_size) != Some(l.payload_size) {
-            return Err(Mismatch::new(
-                "pipe size",
-                format!("a pipe of {} bytes per direction", l.capacity),
-                format!("{} bytes of payload", l.payload_size),
-            ));
-        }
-        let ring_len = Spsc::bytes_for(l.capacity).unwrap_or(0);
-        let base = segment.payload();
-        let at = |i: usize| {
-            // SAFETY: 256 + i * ring_len + ring_len <= payload_size (checked above),
-            // so the pointer stays inside the payload; 128-aligned since ring_len is
-            // 512 + a power of two >= 256.
-            let p = unsafe { base.add(size_of::<PipeControl>() + i * ring_len) };
-            // SAFETY: the ring memory lives as long as the segment, which PipeShared
-            // keeps; it was zero-filled at creation and is used only through Spsc
-            // handles of this capacity.
-            unsafe { Spsc::attach(p, ring_len, l.capacity) }
-        };
-        let bad = |e: spsc::LayoutError| Mismatch::new("pipe ring", "a valid byte ring", e);
-        let to_a = at(0).map_err(bad)?;
-        let to_b = if duplex {
-            Some(at(1).map_err(bad)?)
-        } else {
-            None
-        };
-        Ok(PipeShared {
-            segment,
-            to_a,
-            to_b,
-        })
-    }
-}
-
-/// This handle's entry in its end's holder registry.
-#[derive(Debug)]
-struct Registration {
-    shared: Arc<PipeShared>,
-    end: usize,
-    /// (pid, entry index, the entry's value) for the process this handle is in.
-    entry: Mutex<Option<(u32, usize, u64)>>,
-}
-
-/// Every live registration of this process, so a forked child can register itself
-/// as a holder of everything it inherited.
-static LIVE: Mutex<Vec<Weak<Registration>>> = Mutex::new(Vec::new());
-
-impl Registration {
-    fn new(shared: Arc<PipeShared>, end: usize) -> Arc<Registration> {
-        let reg = Arc::new(Registration {
-            shared,
-            end,
-            entry: Mutex::new(None),
-        });
-        reg.register(false);
-        if let Ok(mut live) = LIVE.lock() {
-            live.retain(|w| w.strong_count() > 0);
-            live.push(Arc::downgrade(&reg));
-        }
-        reg
-    }
-
-    /// Claims an entry for this process (reclaiming entries of dead processes when
-    /// full). With all 15 entries held by live processes this handle goes unrecorded,
-    /// and the other end could see EOF while it is still open; pipes are meant for
-    /// a few processes, far fewer than that.
-    fn register(&self, active: bool) {
-        let me = proc::ProcessId::current();
-        let value = holder_value(me, active, false);
-        if let Some(i) = self.claim_entry(value) {
-            if let Ok(mut e) = self.entry.lock() {
-                *e = Some((me.pid, i, value));
-            }
-        }
-    }
-
-    /// Claims a free (or dead) entry of this end for `value`; its index.
-    ///
-    /// The end's presence word counts entries: raised before an entry is claimed and
-    /// lowered after one is freed, so it is never below the number of held entries
-    /// (a process killed between the two steps leaves it too high, which only sends
-    /// the peer's senders to the liveness check; see [`Connection::check_peer`]).
-    fn claim_entry(&self, value: u64) -> Option<usize> {
-        let holders = self.shared.holders(self.end);
-        holders.ever.store(1, Ordering::Release);
-        self.raise_presence();
-        for pass in 0..2 {
-            for (i, slot) in holders.entries.iter().enumerate() {
-                let cur = slot.load(Ordering::Acquire);
-                let free = cur == 0 || (pass == 1 && !entry_alive(cur));
-                if free
-                    && slot
-                        .compare_exchange(cur, value, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok()
-                {
-                    if cur != 0 {
-                        // The dead holder's count goes with its entry.
-                        self.lower_presence();
-                    }
-                    return Some(i);
-                }
-            }
-        }
-        self.lower_presence();
-        None
-    }
-
-    /// Counts one more entry of this end in its presence word (and marks the word as
-    /// registered-once, bit 0).
-    fn raise_presence(&self) {
-        if let Some(p) = self.shared.presence(self.end) {
-            p.fetch_add(2, Ordering::AcqRel);
-            p.fetch_or(1, Ordering::AcqRel);
-        }
-    }
-
-    /// Counts one entry fewer, after it was freed. Release: the freed entry is
-    /// visible to a sender whose Acquire load in `Connection::check_peer` sees the
-    /// lower count.
-    fn lower_presence(&self) {
-        if let Some(p) = self.shared.presence(self.end) {
-            p.fetch_sub(2, Ordering::AcqRel);
-        }
-    }
-
-    /// Marks this process's entry as used (so it keeps the peer's EOF away even
-    /// within this process).
-    fn mark_active(&self) {
-        let Ok(mut e) = self.entry.lock() else { return };
-        let me = proc::cached_pid();
-        match *e {
-            Some((pid, i, value)) if pid == me => {
-                if value & ACTIVE == 0 {
-                    let slot = &self.shared.holders(self.end).entries[i];
-                    if slot
-                        .compare_exchange(
-                            value,
-                            value | ACTIVE,
-                            Ordering::AcqRel,
-                            Ordering::Acquire,
-                        )
-                        .is_ok()
-                    {
-                        *e = Some((pid, i, value | ACTIVE));
-                    }
-                }
-            }
-            _ => {
-                drop(e);
-                self.register(true);
-            }
-        }
-    }
-
-    fn deregister(&self) {
-        let Ok(mut e) = self.entry.lock() else { return };
-        self.free_entry(e.take());
-    }
-
-    /// Frees this process's entry, if `entry` is one.
-    fn free_entry(&self, entry: Option<(u32, usize, u64)>) {
-        if let Some((pid, i, value)) = entry {
-            if pid == proc::cached_pid() {
-                let slot = &self.shared.holders(self.end).entries[i];
-                if slot
-                    .compare_exchange(value, 0, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    self.lower_presence();
-                }
-            }
-        }
-    }
-
-    /// Wakes everyone waiting on either ring, so they look at the holders again.
-    fn notify_rings(&self) {
-        let s = &self.shared;
-        s.to_a.readable().notify_all();
-        s.to_a.writable().notify_all();
-        if let Some(r) = &s.to_b {
-            r.readable().notify_all();
-            r.writable().notify_all();
-        }
-    }
-}
-
-/// Called by [`Process`](crate::Process) in a child that is about to exit: frees the
-/// child's entry in every pipe end it holds, so the peers see EOF or a broken pipe at
-/// once instead of at their next liveness check. Only `try_lock`s: a lock another
-/// thread of the parent held at the fork stays held in the child, and then that
-/// entry is left for the liveness checks.
-pub(crate) fn before_child_exit() {
-    let Ok(live) = LIVE.try_lock() else { return };
-    let regs: Vec<Arc<Registration>> = live.iter().filter_map(Weak::upgrade).collect();
-    drop(live);
-    for reg in regs {
-        let Ok(mut e) = reg.entry.try_lock() else {
-            continue;
-        };
-        let entry = e.take();
-        drop(e);
-        if entry.is_some() {
-            reg.free_entry(entry);
-            reg.notify_rings();
-        }
-    }
-}
-
-/// A holder entry: `pid | (start_ticks & 2^30-1) << 32 | ACTIVE? | INHERITED?`.
-fn holder_value(who: proc::ProcessId, active: bool, inherited: bool) -> u64 {
-    u64::from(who.pid)
-        | ((who.start_ticks & START_BITS) << 32)
-        | if active { ACTIVE } else { 0 }
-        | if inherited { INHERITED } else { 0 }
-}
-
-fn entry_alive(entry: u64) -> bool {
-    let pid = entry as u32;
-    let start = (entry >> 32) & START_BITS;
-    proc::is_alive_masked(pid, start, START_BITS)
-}
-
-/// Entries claimed by a parent for a child it is about to fork (see
-/// [`before_fork`]).
-pub(crate) struct ForkClaims(Vec<(Arc<Registration>, usize, u64)>);
-
-/// Called by [`Process`](crate::Process) just before `fork`: claims, in the parent,
-/// an entry for the child in every pipe end alive in this process (the child will
-/// hold copies of them all). Claiming before the fork matters: the parent may drop
-/// its own copy of the child's end right after forking, and the other end must not
-/// see EOF in the moment before the child runs.
-pub(crate) fn before_fork() -> ForkClaims {
-    let Ok(live) = LIVE.lock() else {
-        return ForkClaims(Vec::new());
-    };
-    let regs: Vec<Arc<Registration>> = live.iter().filter_map(Weak::upgrade).collect();
-    drop(live);
-    let mut claims = Vec::new();
-    for reg in regs {
-        // The placeholder names the parent (alive, inherited, inactive) until the
-        // child's pid is known.
-        let placeholder = holder_value(proc::ProcessId::current(), false, true);
-        if let Some(i) = reg.claim_entry(placeholder) {
-            claims.push((reg.clone(), i, placeholder));
-        }
-    }
-    ForkClaims(claims)
-}
-
-impl ForkClaims {
-    /// In the parent after `fork`: hands the claimed entries to the child (or frees
-    /// them if the fork failed, `child == None`).
-    pub(crate) fn in_parent(self, child: Option<u32>) {
-        for (reg, i, placeholder) in self.0 {
-            let new = child.map_or(0, |pid| {
-                holder_value(
-                    proc::ProcessId {
-                        pid,
-                        start_ticks: 0,
-                    },
-                    false,
-                    true,
-                )
-            });
-            let slot = &reg.shared.holders(reg.end).entries[i];
-            let swapped = slot
-                .compare_exchange(placeholder, new, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok();
-            if swapped && new == 0 {
-                reg.lower_presence();
-            }
-        }
-    }
-
-    /// In the child after `fork`: takes the claimed entries as its own (whichever of
-    /// parent and child replaces the placeholder first, the result is the same pid).
-    pub(crate) fn in_child(self) {
-        let me = proc::ProcessId::current();
-        let value = holder_value(me, false, true);
-        for (reg, i, placeholder) in self.0 {
-            let slot = &reg.shared.holders(reg.end).entries[i];
-            let now = match slot.compare_exchange(
-                placeholder,
-                value,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => value,
-                Err(cur) => cur,
-            };
-            if let Ok(mut e) = reg.entry.lock() {
-                *e = Some((me.pid, i, now));
-            }
-        }
     }
 }
 
@@ -594,27 +58,27 @@ impl ForkClaims {
 /// ```
 #[derive(Debug)]
 pub struct Connection {
-    reg: Arc<Registration>,
-    tx: Option<Writer>,
-    rx: Option<Reader>,
-    closed: Cell<bool>,
-    spin: Cell<Spin>,
+    pub(super) reg: Arc<Registration>,
+    pub(super) tx: Option<Writer>,
+    pub(super) rx: Option<Reader>,
+    pub(super) closed: Cell<bool>,
+    pub(super) spin: Cell<Spin>,
     /// The pid of the process that last marked this end as used (0: none yet), so
     /// the hot path checks one cell instead of the registry.
-    active_in: Cell<u32>,
+    pub(super) active_in: Cell<u32>,
     /// A send looks at the peer's registry when the peer's presence word is at most
     /// this (bit 0 set): `1 + 2 × n` where `n` counts this process's own unused
     /// inherited copies of the peer end, which do not keep the pipe from being broken
     /// (see [`Connection::check_peer`]). Recomputed by every look.
-    gone_at: Cell<u64>,
+    pub(super) gone_at: Cell<u64>,
     /// Sends made through this handle (wrapping); every [`LIVENESS_EVERY`]th one
     /// checks whether the peer's holders are alive.
-    sends: Cell<u32>,
+    pub(super) sends: Cell<u32>,
     /// Process descriptors of the peer's holders, by registry entry, for the
     /// liveness check.
-    peer_procs: RefCell<Vec<(u64, PeerProc)>>,
+    pub(super) peer_procs: RefCell<Vec<(u64, PeerProc)>>,
     /// The peer's read position at the last liveness check.
-    read_at_check: Cell<u64>,
+    pub(super) read_at_check: Cell<u64>,
 }
 
 /// Every this many sends, a send checks whether the processes holding the other end
@@ -626,7 +90,7 @@ pub const LIVENESS_EVERY: u32 = 1024;
 
 /// What the liveness check knows of one holder of the peer end.
 #[derive(Debug)]
-enum PeerProc {
+pub(super) enum PeerProc {
     /// Found dead.
     Dead,
     /// Alive when last looked at; the pidfd says when it exits.
@@ -637,7 +101,7 @@ enum PeerProc {
 
 /// Whether entry `v` is this process's copy of an end, inherited through a fork and
 /// never used here (it does not keep the pipe open for this process).
-fn own_unused_copy(v: u64, me: u32) -> bool {
+pub(super) fn own_unused_copy(v: u64, me: u32) -> bool {
     v as u32 == me && v & INHERITED != 0 && v & ACTIVE == 0
 }
 
@@ -667,7 +131,7 @@ pub fn pipe_with_capacity(
     Ok((first, second))
 }
 
-fn checked_layout(capacity: usize, duplex: bool) -> Result<ObjectLayout, CreateError> {
+pub(super) fn checked_layout(capacity: usize, duplex: bool) -> Result<ObjectLayout, CreateError> {
     layout(capacity as u64, duplex).ok_or_else(|| {
         CreateError::InvalidArgument(format!(
             "pipe capacity {capacity} must be a power of two of at least 256 bytes"
@@ -705,7 +169,7 @@ impl Object for Connection {
 }
 
 impl Connection {
-    fn end(shared: Arc<PipeShared>, end: usize) -> Connection {
+    pub(super) fn end(shared: Arc<PipeShared>, end: usize) -> Connection {
         let (tx, rx) = if end == 0 {
             (shared.to_b.map(|r| r.writer()), Some(shared.to_a.reader()))
         } else {
@@ -778,7 +242,7 @@ impl Connection {
 
     /// Marks this end as used by this process (once per process).
     #[inline]
-    fn mark_active(&self) {
+    pub(super) fn mark_active(&self) {
         let me = proc::cached_pid();
         if self.active_in.get() != me {
             self.first_use_here(me);
@@ -787,7 +251,7 @@ impl Connection {
 
     /// The first send or receive through this handle in this process.
     #[cold]
-    fn first_use_here(&self, me: u32) {
+    pub(super) fn first_use_here(&self, me: u32) {
         self.reg.mark_active();
         self.active_in.set(me);
         let own = self
@@ -807,7 +271,7 @@ impl Connection {
     /// a liveness check on every [`LIVENESS_EVERY`]th send of this handle, which
     /// makes system calls only if the reader consumed nothing since the last one.
     #[inline]
-    fn check_peer(&self, tx: &Writer) -> Result<(), SendError> {
+    pub(super) fn check_peer(&self, tx: &Writer) -> Result<(), SendError> {
         // Acquire; paired with the Release in `Registration::lower_presence`: the
         // entries freed before a lower count are visible to the look below.
         let presence = tx.ring().reader_presence().load(Ordering::Acquire);
@@ -823,7 +287,7 @@ impl Connection {
     /// Looks at the peer's registry (and, if `liveness`, at its processes).
     #[cold]
     #[inline(never)]
-    fn check_peer_slow(&self, tx: &Writer, liveness: bool) -> Result<(), SendError> {
+    pub(super) fn check_peer_slow(&self, tx: &Writer, liveness: bool) -> Result<(), SendError> {
         let h = self.peer();
         if h.ever.load(Ordering::Acquire) == 0 {
             return Ok(());
@@ -865,7 +329,7 @@ impl Connection {
 
     /// Whether every process named by `entries` has died (a pidfd poll each; the
     /// pidfds are kept for the next check).
-    fn all_dead(&self, entries: &[u64], me: u32) -> bool {
+    pub(super) fn all_dead(&self, entries: &[u64], me: u32) -> bool {
         let Ok(mut procs) = self.peer_procs.try_borrow_mut() else {
             return false;
         };
@@ -905,13 +369,13 @@ impl Connection {
     }
 
     /// The other end's holders.
-    fn peer(&self) -> &Holders {
+    pub(super) fn peer(&self) -> &Holders {
         self.reg.shared.holders(1 - self.reg.end)
     }
 
     /// Cheap: the other end was attached once and every holder has closed it.
     #[inline]
-    fn peer_gone(&self) -> bool {
+    pub(super) fn peer_gone(&self) -> bool {
         let h = self.peer();
         h.ever.load(Ordering::Acquire) != 0
             && h.entries.iter().all(|e| e.load(Ordering::Acquire) == 0)
@@ -919,7 +383,7 @@ impl Connection {
 
     /// Expensive (reads /proc): the other end was attached once and every holder has
     /// closed it, died, or is this process holding an inherited copy it never used.
-    fn peer_dead(&self) -> bool {
+    pub(super) fn peer_dead(&self) -> bool {
         let h = self.peer();
         if h.ever.load(Ordering::Acquire) == 0 {
             return false;
@@ -931,12 +395,12 @@ impl Connection {
         })
     }
 
-    fn deadline(timeout: Option<Duration>) -> Option<Deadline> {
+    pub(super) fn deadline(timeout: Option<Duration>) -> Option<Deadline> {
         timeout.map(Deadline::after)
     }
 
     #[inline]
-    fn writer(&self) -> Result<&Writer, SendError> {
+    pub(super) fn writer(&self) -> Result<&Writer, SendError> {
         if self.closed.get() {
             return Err(SendError::Closed);
         }
@@ -944,7 +408,7 @@ impl Connection {
     }
 
     #[inline]
-    fn reader(&self) -> Result<&Reader, RecvError> {
+    pub(super) fn reader(&self) -> Result<&Reader, RecvError> {
         if self.closed.get() {
             return Err(RecvError::Closed);
         }
@@ -954,7 +418,7 @@ impl Connection {
     /// Writes one record, waiting for room until `deadline` (the first try inline,
     /// the wait out of line).
     #[inline]
-    fn write_record(
+    pub(super) fn write_record(
         &self,
         tx: &Writer,
         fragment: &[u8],
@@ -969,7 +433,7 @@ impl Connection {
     }
 
     #[inline(never)]
-    fn wait_to_write(
+    pub(super) fn wait_to_write(
         &self,
         tx: &Writer,
         fragment: &[u8],
@@ -1004,7 +468,11 @@ impl Connection {
     }
 
     #[inline]
-    fn send_message(&self, msg: &[u8], deadline: Option<Deadline>) -> Result<(), SendError> {
+    pub(super) fn send_message(
+        &self,
+        msg: &[u8],
+        deadline: Option<Deadline>,
+    ) -> Result<(), SendError> {
         let tx = self.writer()?;
         self.mark_active();
         self.check_peer(tx)?;
@@ -1016,7 +484,7 @@ impl Connection {
 
     /// Sends a message longer than a fragment, in fragments.
     #[inline(never)]
-    fn send_fragments(
+    pub(super) fn send_fragments(
         &self,
         tx: &Writer,
         msg: &[u8],
@@ -1142,7 +610,11 @@ impl Connection {
 
     /// Waits for the first record of a message, or EOF.
     #[inline]
-    fn next_record(&self, rx: &Reader, deadline: Option<Deadline>) -> Result<Record, RecvError> {
+    pub(super) fn next_record(
+        &self,
+        rx: &Reader,
+        deadline: Option<Deadline>,
+    ) -> Result<Record, RecvError> {
         if let Some(rec) = rx.peek()? {
             return Ok(rec);
         }
@@ -1157,7 +629,7 @@ impl Connection {
     ///
     /// Whether the peer has closed is looked at as [`PeerCheck`] says.
     #[inline(never)]
-    fn wait_for_record<R>(
+    pub(super) fn wait_for_record<R>(
         &self,
         rx: &Reader,
         deadline: Option<Deadline>,
@@ -1202,21 +674,25 @@ impl Connection {
     }
 
     #[inline]
-    fn consume(&self, rx: &Reader, rec: &Record) {
+    pub(super) fn consume(&self, rx: &Reader, rec: &Record) {
         rx.consume(rec);
         rx.ring().writable().notify_one();
     }
 
     /// Receives one whole message into `out` (cleared first). A message whose writer
     /// dies mid-way is discarded: [`RecvError::Eof`].
-    fn recv_message(&self, out: &mut Vec<u8>, deadline: Option<Deadline>) -> Result<(), RecvError> {
+    pub(super) fn recv_message(
+        &self,
+        out: &mut Vec<u8>,
+        deadline: Option<Deadline>,
+    ) -> Result<(), RecvError> {
         out.clear();
         self.recv_fragments(deadline, |bytes| out.extend_from_slice(bytes))
     }
 
     /// Receives one whole message, handing each fragment's bytes to `put` in order.
     /// A message whose writer dies mid-way ends in [`RecvError::Eof`].
-    fn recv_fragments(
+    pub(super) fn recv_fragments(
         &self,
         deadline: Option<Deadline>,
         mut put: impl FnMut(&[u8]),
@@ -1334,7 +810,7 @@ impl Connection {
     }
 
     #[inline]
-    fn recv_value<T: Pod>(&self, deadline: Option<Deadline>) -> Result<T, RecvError> {
+    pub(super) fn recv_value<T: Pod>(&self, deadline: Option<Deadline>) -> Result<T, RecvError> {
         let rx = self.reader()?;
         self.mark_active();
         let got = match rx.peek()? {
@@ -1349,7 +825,7 @@ impl Connection {
 
     /// Reads and consumes `rec` if it is a whole message of `size_of::<T>()` bytes.
     #[inline]
-    fn take_value<T: Pod>(&self, rx: &Reader, rec: Record) -> Option<T> {
+    pub(super) fn take_value<T: Pod>(&self, rx: &Reader, rec: Record) -> Option<T> {
         if rec.flags != FIRST || rec.len != size_of::<T>() {
             return None;
         }
@@ -1360,7 +836,11 @@ impl Connection {
 
     /// Receives (and drops) a message that is not the size `recv` expected.
     #[cold]
-    fn wrong_size<T>(&self, expected: usize, deadline: Option<Deadline>) -> Result<T, RecvError> {
+    pub(super) fn wrong_size<T>(
+        &self,
+        expected: usize,
+        deadline: Option<Deadline>,
+    ) -> Result<T, RecvError> {
         let mut whole = Vec::new();
         self.recv_message(&mut whole, deadline)?;
         Err(RecvError::WrongSize {
@@ -1391,12 +871,12 @@ impl Connection {
     }
 
     /// The eventcount a waiter on this end sleeps on, for [`wait`].
-    fn readable_event(&self) -> Option<&EventCount> {
+    pub(super) fn readable_event(&self) -> Option<&EventCount> {
         self.rx.as_ref().map(|r| r.ring().readable())
     }
 
     /// Whether a receive would not block: a record or EOF.
-    fn ready_now(&self, thorough: bool) -> bool {
+    pub(super) fn ready_now(&self, thorough: bool) -> bool {
         match self.reader() {
             Ok(rx) => {
                 !matches!(rx.peek(), Ok(None)) || self.peer_gone() || (thorough && self.peer_dead())
@@ -1410,203 +890,6 @@ impl Drop for Connection {
     fn drop(&mut self) {
         self.close();
     }
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.deregister();
-    }
-}
-
-/// Waits until at least one of `connections` can be received from without blocking
-/// (a message or EOF), or until `timeout` (`None`: as long as it takes); returns the
-/// indices of the ready ones — Python's `multiprocessing.connection.wait`. A closed
-/// or send-only connection counts as ready (a receive on it fails at once). To wait
-/// on child processes too, use [`wait_any`].
-pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Vec<usize> {
-    let objects: Vec<Waitable<'_>> = connections.iter().map(|&c| c.into()).collect();
-    wait_any(&objects, timeout)
-}
-
-/// Something [`wait_any`] waits on.
-#[derive(Clone, Copy, Debug)]
-pub enum Waitable<'a> {
-    /// Ready when a receive would not block: a message, EOF, or a closed or
-    /// send-only connection (a receive on it fails at once).
-    Connection(&'a Connection),
-    /// Ready once the child has ended, reaped or not (Python's `Process.sentinel`);
-    /// [`Process::join`](crate::Process::join) then returns at once. Made with
-    /// `Waitable::from(&process)` or [`Process::sentinel`](crate::Process::sentinel).
-    Process(Sentinel),
-}
-
-/// What a [`Waitable::Process`] watches: a child's pid, or nothing once the child was
-/// reaped (it has ended: ready). This layer knows pids, not `Process` handles (which
-/// live a layer below and make these with
-/// [`Process::sentinel`](crate::Process::sentinel)).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Sentinel {
-    pid: Option<u32>,
-}
-
-impl Sentinel {
-    /// A sentinel for the child `pid`; `None`: a child already reaped.
-    pub(crate) fn new(pid: Option<u32>) -> Sentinel {
-        Sentinel { pid }
-    }
-}
-
-impl<'a> From<&'a Connection> for Waitable<'a> {
-    fn from(c: &'a Connection) -> Waitable<'a> {
-        Waitable::Connection(c)
-    }
-}
-
-/// Processes a [`wait_any`] watches, and the flag its watcher thread raises.
-struct Exits {
-    /// (index in the objects, pid, index in `fds` if it has a pidfd).
-    watched: Vec<(usize, u32, Option<usize>)>,
-    fds: Vec<proc::Pidfd>,
-    /// Notified by the watcher thread when a process exits; the waiter sleeps on it
-    /// beside the connections' eventcounts (it is in this process's memory: a shared
-    /// futex on private memory works within one process).
-    event: EventCount,
-    /// Set by the watcher before it notifies; paired with the waiter's SeqCst load.
-    fired: std::sync::atomic::AtomicBool,
-}
-
-impl Exits {
-    /// Whether the watched process at `w` has ended: its pidfd polls readable, or
-    /// without one, /proc says so.
-    fn ended(&self, w: &(usize, u32, Option<usize>)) -> bool {
-        match w.2 {
-            Some(i) => self.fds[i].exited(),
-            None => !proc::is_alive(w.1, 0),
-        }
-    }
-}
-
-/// Waits until at least one of `objects` is ready — a connection that can be
-/// received from without blocking, or a child process that has ended — or until
-/// `timeout` (`None`: as long as it takes), and returns the indices of the ready
-/// ones: Python's `multiprocessing.connection.wait` over connections and process
-/// sentinels.
-///
-/// Connections wake the waiter through their futexes, as in [`wait`]. A process's
-/// end is seen through a pidfd (`pidfd_open(2)`): once the wait has spun and is
-/// about to sleep, a helper thread blocks in `poll(2)` on the pidfds and wakes the
-/// waiter when one becomes readable, so an exit is seen at once; the thread is ended
-/// and joined before `wait_any` returns. (Without pidfds, or if the thread cannot be
-/// started, exits are looked for by the wait's stall checks: after 20 ms, 40 ms,
-/// 80 ms, then every 100 ms.)
-///
-/// # Examples
-///
-/// ```
-/// use shmproc::pipe::{pipe, wait_any, Waitable};
-/// use shmproc::Process;
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let (ours, _theirs) = pipe(true)?;
-/// let mut child = Process::spawn(|| {})?;
-/// let ready = wait_any(&[Waitable::from(&ours), Waitable::from(&child)], None);
-/// assert_eq!(ready, [1]);
-/// assert!(child.join()?.success());
-/// # Ok(()) }
-/// ```
-pub fn wait_any(objects: &[Waitable<'_>], timeout: Option<Duration>) -> Vec<usize> {
-    let deadline = timeout.map(Deadline::after);
-    let mut exits = Exits {
-        watched: Vec::new(),
-        fds: Vec::new(),
-        event: EventCount::new(),
-        fired: std::sync::atomic::AtomicBool::new(false),
-    };
-    // Reaped children are ready whatever else happens.
-    let mut reaped = Vec::new();
-    for (i, o) in objects.iter().enumerate() {
-        if let Waitable::Process(p) = o {
-            match p.pid {
-                None => reaped.push(i),
-                Some(pid) => {
-                    let fd = proc::Pidfd::open(pid).ok().map(|fd| {
-                        exits.fds.push(fd);
-                        exits.fds.len() - 1
-                    });
-                    exits.watched.push((i, pid, fd));
-                }
-            }
-        }
-    }
-    let exits = &exits;
-    let ready_set = |thorough: bool| -> Option<Vec<usize>> {
-        let look_at_exits = thorough || exits.fired.load(Ordering::SeqCst);
-        let v: Vec<usize> = objects
-            .iter()
-            .enumerate()
-            .filter(|&(i, o)| match o {
-                Waitable::Connection(c) => c.ready_now(thorough),
-                Waitable::Process(_) => {
-                    reaped.contains(&i)
-                        || (look_at_exits
-                            && exits.watched.iter().any(|w| w.0 == i && exits.ended(w)))
-                }
-            })
-            .map(|(i, _)| i)
-            .collect();
-        (!v.is_empty()).then_some(v)
-    };
-    // A child that has already ended is ready without any wait.
-    if let Some(v) = (!exits.watched.is_empty())
-        .then(|| ready_set(true))
-        .flatten()
-    {
-        return v;
-    }
-    let mut events: Vec<&EventCount> = objects
-        .iter()
-        .filter_map(|o| match o {
-            Waitable::Connection(c) => c.readable_event(),
-            Waitable::Process(_) => None,
-        })
-        .collect();
-    events.push(&exits.event);
-    std::thread::scope(|scope| {
-        let mut wake: Option<Arc<proc::WakeFd>> = None;
-        let mut tried = false;
-        let mut on_stall = || {
-            if !tried && !exits.fds.is_empty() {
-                tried = true;
-                // The first stall check comes when the spin phase is over: from here
-                // on the waiter sleeps, and the watcher wakes it on an exit.
-                if let Ok(w) = proc::WakeFd::new() {
-                    let w = Arc::new(w);
-                    let theirs = w.clone();
-                    let started = std::thread::Builder::new()
-                        .name("shmproc-wait".into())
-                        .spawn_scoped(scope, move || {
-                            let _ = proc::wait_exits(&exits.fds, &theirs);
-                            exits.fired.store(true, Ordering::SeqCst);
-                            exits.event.notify_all();
-                        });
-                    if started.is_ok() {
-                        wake = Some(w);
-                    }
-                }
-            }
-            ready_set(true)
-        };
-        let got = crate::wait::wait_any(
-            &events,
-            Spin::DEFAULT,
-            deadline,
-            || ready_set(false),
-            &mut on_stall,
-        );
-        if let Some(w) = &wake {
-            w.wake();
-        }
-        got.unwrap_or_default()
-    })
 }
 
 /// Pipe state for `shmproc inspect`.
