@@ -104,6 +104,6 @@ impl std::error::Error for RecvError {}
 
 impl From<spsc::Corrupt> for RecvError {
     fn from(e: spsc::Corrupt) -> RecvError {
-        RecvError::Corrupt(e.0)
+        RecvError::Corrupt(e.to_string())
     }
 }

@@ -110,7 +110,7 @@ impl From<PopError> for GetError {
     fn from(e: PopError) -> GetError {
         match e {
             PopError::Empty => GetError::Empty,
-            PopError::Corrupt(why) => GetError::Corrupt(why),
+            PopError::Corrupt(why) => GetError::Corrupt(why.to_string()),
         }
     }
 }

@@ -64,10 +64,12 @@
 //! # Ok(()) }
 //! ```
 
+mod error;
 mod memory;
 pub mod mpmc;
 pub mod spsc;
 
+pub use error::{Corrupt, CorruptPart, LayoutError};
 pub use memory::{AllocError, HeapMemory};
 
 #[cfg(all(test, shmproc_model))]

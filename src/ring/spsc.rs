@@ -51,7 +51,6 @@ use crate::layout::padded::CachePadded;
 use crate::shim::{AtomicU64, Ordering};
 use crate::wait::EventCount;
 use std::cell::Cell;
-use std::fmt;
 use std::ptr::NonNull;
 
 const CONTROL_SIZE: usize = 512;
@@ -92,30 +91,8 @@ const _: () = {
     assert!(size_of::<Control>() == CONTROL_SIZE);
 };
 
-/// The ring's shared state is inconsistent (a peer scribbled on it); the string says
-/// what was found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Corrupt(pub String);
-
-impl fmt::Display for Corrupt {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "byte ring is corrupt: {}", self.0)
-    }
-}
-
-impl std::error::Error for Corrupt {}
-
-/// The memory cannot hold a ring of that capacity.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LayoutError(pub String);
-
-impl fmt::Display for LayoutError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for LayoutError {}
+use super::error::CorruptPart;
+pub use super::error::{Corrupt, LayoutError};
 
 /// A handle to an SPSC byte ring in caller-provided memory (see the module docs).
 #[derive(Debug, Clone, Copy)]
@@ -153,20 +130,15 @@ impl Spsc {
     }
 
     fn check(ptr: NonNull<u8>, len: usize, capacity: u64) -> Result<(), LayoutError> {
-        let needed = Spsc::bytes_for(capacity).ok_or_else(|| {
-            LayoutError(format!(
-                "byte ring capacity {capacity} must be a power of two of at least 256"
-            ))
+        let needed = Spsc::bytes_for(capacity).ok_or(LayoutError::InvalidParameters {
+            capacity,
+            slot_size: 0,
         })?;
         if len < needed {
-            return Err(LayoutError(format!(
-                "byte ring needs {needed} bytes, got {len}"
-            )));
+            return Err(LayoutError::TooSmall { needed, given: len });
         }
         if ptr.as_ptr() as usize % 128 != 0 {
-            return Err(LayoutError(
-                "byte ring memory must be 128-byte aligned".into(),
-            ));
+            return Err(LayoutError::Misaligned);
         }
         Ok(())
     }
@@ -387,7 +359,12 @@ impl Reader {
         loop {
             let r = c.read.load(Ordering::Relaxed);
             if r % 16 != 0 {
-                return Err(Corrupt(format!("read position {r} is not 16-aligned")));
+                return Err(Corrupt {
+                    part: CorruptPart::ReadPosition,
+                    at: 0,
+                    position: r,
+                    found: r,
+                });
             }
             // Paired with the writer's Release store of the stamp: the record's
             // header and bytes are complete.
@@ -404,9 +381,12 @@ impl Reader {
             let to_end = cap as usize - idx;
             if flags == PAD {
                 if len != to_end - HEADER {
-                    return Err(Corrupt(format!(
-                        "bad padding of {len} bytes at offset {idx}"
-                    )));
+                    return Err(Corrupt {
+                        part: CorruptPart::Padding,
+                        at: idx as u64,
+                        position: r,
+                        found: len as u64,
+                    });
                 }
                 // Releases the padding; paired with the writer's Acquire load.
                 c.read
@@ -415,9 +395,12 @@ impl Reader {
             }
             let size = HEADER + len.next_multiple_of(16);
             if flags & !(FIRST | MORE) != 0 || len > self.ring.max_fragment() || size > to_end {
-                return Err(Corrupt(format!(
-                    "record at offset {idx}: {len} bytes, flags {flags:#x}"
-                )));
+                return Err(Corrupt {
+                    part: CorruptPart::RecordHeader,
+                    at: idx as u64,
+                    position: r,
+                    found: (len as u64) << 32 | u64::from(flags),
+                });
             }
             return Ok(Some(Record { pos: r, len, flags }));
         }

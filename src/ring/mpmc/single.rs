@@ -8,6 +8,7 @@ use super::state::{
 };
 use super::{MAX_SPAN, PopError, PushError, Ring};
 use crate::ring::copy_bytes;
+use crate::ring::error::{Corrupt, CorruptPart};
 use crate::shim::Ordering;
 
 /// `take_raw` flags above the meta bits: nothing taken; head is stuck on a state
@@ -170,20 +171,23 @@ impl Ring {
     fn stuck_at(&self, pos: u64) -> PopError {
         let idx = self.index(pos) as usize;
         let word = self.state(idx).load(Ordering::Relaxed);
-        PopError::Corrupt(format!(
-            "slot {idx} at head position {pos} has state {word:#x}"
-        ))
+        PopError::Corrupt(Corrupt {
+            part: CorruptPart::SlotState,
+            at: idx as u64,
+            position: pos,
+            found: word,
+        })
     }
 
     #[cold]
     fn invalid_meta(&self, pos: u64, m: u64) -> PopError {
         let m = m & !RAW_INVALID;
-        PopError::Corrupt(format!(
-            "slot {} holds a message of {} bytes over {} slots (meta {m:#x})",
-            self.index(pos),
-            m & 0xFFFF_FFFF,
-            (m >> 32) & 0xFFFF
-        ))
+        PopError::Corrupt(Corrupt {
+            part: CorruptPart::SlotMeta,
+            at: self.index(pos),
+            position: pos,
+            found: m,
+        })
     }
 
     /// Copies `msg` into a new message and publishes it. Does not block; wakes a
