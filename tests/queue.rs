@@ -4,7 +4,10 @@ mod common;
 
 use common::{TestName, Words, wait_for};
 use shmproc::layout::header::{ElemType, ObjectKind, ObjectLayout};
-use shmproc::queue::{Closed, GetError, PutBytesError, PutError, TaskDoneError, UNBOUNDED_MAXSIZE};
+use shmproc::queue::{
+    Closed, GetError, PutBytesError, PutError, TaskDoneError, TryGetError, TryPutError,
+    UNBOUNDED_MAXSIZE,
+};
 use shmproc::segment::{CreateOptions, OpenError, Segment};
 use shmproc::{ByteQueue, JoinableQueue, Process, Queue, SimpleQueue};
 use std::sync::atomic::Ordering;
@@ -65,7 +68,7 @@ fn producers_times_consumers_deliver_every_message_exactly_once_in_order() {
                 while seen.at(total).load(Ordering::SeqCst) < total as u32 {
                     match q.get_timeout_into(&mut buf) {
                         Ok(_) => {}
-                        Err(GetError::Empty) => continue,
+                        Err(TryGetError::Empty) => continue,
                         Err(_) => return 2,
                     }
                     let Some((p, seq)) = check(&buf) else {
@@ -95,11 +98,11 @@ fn producers_times_consumers_deliver_every_message_exactly_once_in_order() {
 }
 
 trait GetTimeoutInto {
-    fn get_timeout_into(&self, buf: &mut Vec<u8>) -> Result<usize, GetError>;
+    fn get_timeout_into(&self, buf: &mut Vec<u8>) -> Result<usize, TryGetError>;
 }
 
 impl GetTimeoutInto for ByteQueue {
-    fn get_timeout_into(&self, buf: &mut Vec<u8>) -> Result<usize, GetError> {
+    fn get_timeout_into(&self, buf: &mut Vec<u8>) -> Result<usize, TryGetError> {
         let m = self.get_timeout(Duration::from_millis(20))?;
         buf.clear();
         buf.extend_from_slice(&m);
@@ -114,10 +117,10 @@ fn python_semantics_put_get_timeouts_qsize_full_empty() {
         (q.empty(), q.full(), q.qsize(), q.maxsize()),
         (Ok(true), Ok(false), Ok(0), 3)
     );
-    assert_eq!(q.get_nowait(), Err(GetError::Empty));
+    assert_eq!(q.get_nowait(), Err(TryGetError::Empty));
     for timeout in [Duration::ZERO, Duration::from_millis(100)] {
         let start = Instant::now();
-        assert_eq!(q.get_timeout(timeout), Err(GetError::Empty));
+        assert_eq!(q.get_timeout(timeout), Err(TryGetError::Empty));
         assert!(
             start.elapsed() >= timeout,
             "Empty after {:?} of {timeout:?}",
@@ -129,7 +132,7 @@ fn python_semantics_put_get_timeouts_qsize_full_empty() {
     q.put_timeout(3, Duration::from_millis(10)).unwrap();
     assert_eq!((q.full(), q.qsize()), (Ok(true), Ok(3)));
     // A failed put hands the item back.
-    assert_eq!(q.put_nowait(4), Err(PutError::Full(4)));
+    assert_eq!(q.put_nowait(4), Err(TryPutError::Full(4)));
     let start = Instant::now();
     assert_eq!(
         q.put_timeout(5, Duration::from_millis(50))
@@ -240,10 +243,11 @@ fn shutdown_wakes_blocked_getters_and_putters_in_other_processes() {
     assert_eq!((full.get(), full.get()), (Ok(1), Ok(2)));
     assert_eq!(
         full.get_timeout(Duration::from_millis(10)),
-        Err(GetError::ShutDown)
+        Err(TryGetError::ShutDown)
     );
-    assert_eq!(full.get_nowait(), Err(GetError::ShutDown));
-    assert_eq!(full.put_nowait(4), Err(PutError::ShutDown(4)));
+    assert_eq!(full.get_nowait(), Err(TryGetError::ShutDown));
+    assert_eq!(full.get(), Err(GetError::ShutDown));
+    assert_eq!(full.put_nowait(4), Err(TryPutError::ShutDown(4)));
     assert_eq!(full.put_many(&[5, 6]), Err(PutError::ShutDown(0)));
 }
 
@@ -331,7 +335,7 @@ fn maxsize_zero_is_a_documented_default_with_a_clear_error() {
     );
     assert_eq!(
         q.put_timeout(8, Duration::from_millis(10)),
-        Err(PutError::DefaultMaxsizeReached(8))
+        Err(TryPutError::DefaultMaxsizeReached(8))
     );
     assert_eq!(q.get(), Ok(0));
     q.put(7).unwrap();
@@ -345,7 +349,7 @@ fn maxsize_zero_is_a_documented_default_with_a_clear_error() {
     }
     assert_eq!(
         opened.put_nowait(2),
-        Err(PutError::DefaultMaxsizeReached(2))
+        Err(TryPutError::DefaultMaxsizeReached(2))
     );
     let s = SimpleQueue::<u8>::new(0).unwrap();
     s.put(1).unwrap();
@@ -421,7 +425,7 @@ fn byte_messages_of_every_size_up_to_the_largest() {
     drop(m);
     // An uncommitted loan is never seen.
     drop(q.loan(5).unwrap());
-    assert_eq!(q.get_nowait(), Err(GetError::Empty));
+    assert_eq!(q.get_nowait(), Err(TryGetError::Empty));
 }
 
 #[test]
@@ -538,7 +542,7 @@ fn a_producer_killed_mid_put_does_not_wedge_the_queue() {
         assert_eq!(check(&m), Some((1, i)));
     }
     assert!(producer.join().unwrap().success());
-    assert_eq!(q.get_nowait(), Err(GetError::Empty));
+    assert_eq!(q.get_nowait(), Err(TryGetError::Empty));
 }
 
 #[test]
@@ -624,7 +628,7 @@ fn producers_and_consumers_killed_at_random_points_lose_at_most_their_in_flight_
                     seen.at((p * N + seq) as usize)
                         .fetch_add(1, Ordering::SeqCst);
                 }
-                Err(GetError::Empty) => {
+                Err(TryGetError::Empty) => {
                     if !kids[1].is_alive() && q.empty() == Ok(true) {
                         break;
                     }
@@ -674,7 +678,7 @@ fn a_loan_moved_into_a_child_is_resolved_by_the_process_that_made_it() {
     assert!(child.join().unwrap().success());
     q.put(b"next").unwrap();
     assert_eq!(q.get_timeout(Duration::from_secs(10)).unwrap(), b"next");
-    assert_eq!(q.get_nowait(), Err(GetError::Empty));
+    assert_eq!(q.get_nowait(), Err(TryGetError::Empty));
 }
 
 #[test]

@@ -4,7 +4,9 @@
 mod common;
 
 use serde::{Deserialize, Serialize};
-use shmproc::queue::{Closed, GetError, PutBytesError, SerdeGetError, SerdePutError, SerdeQueue};
+use shmproc::queue::{
+    Closed, GetError, PutBytesError, SerdeGetError, SerdePutError, SerdeQueue, TryPutBytesError,
+};
 use shmproc::{Process, pipe};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,7 +119,7 @@ fn a_serde_queue_is_sized_in_values() {
     );
     assert!(matches!(
         q.put_nowait(&vec![]),
-        Err(SerdePutError::Put(PutBytesError::Full))
+        Err(SerdePutError::Put(TryPutBytesError::Full))
     ));
     assert_eq!(q.get().unwrap().len(), 0);
     assert_eq!((q.qsize(), q.full()), (Ok(2), Ok(false)));

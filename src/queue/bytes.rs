@@ -167,12 +167,16 @@ impl ByteQueue {
         &self.queue.core
     }
 
-    pub(super) fn loan_block(&self, len: usize, block: Block) -> Result<Loan<'_>, PutBytesError> {
+    pub(super) fn loan_block(
+        &self,
+        len: usize,
+        block: Block,
+    ) -> Result<Loan<'_>, TryPutBytesError> {
         if self.queue.handle.closed() {
-            return Err(PutBytesError::Closed);
+            return Err(TryPutBytesError::Closed);
         }
         if self.core().shut_down() {
-            return Err(PutBytesError::ShutDown);
+            return Err(TryPutBytesError::ShutDown);
         }
         let slot = self
             .core()
@@ -181,12 +185,12 @@ impl ByteQueue {
         Ok(Loan { slot })
     }
 
-    pub(super) fn put_block(&self, msg: &[u8], block: Block) -> Result<(), PutBytesError> {
+    pub(super) fn put_block(&self, msg: &[u8], block: Block) -> Result<(), TryPutBytesError> {
         if self.queue.handle.closed() {
-            return Err(PutBytesError::Closed);
+            return Err(TryPutBytesError::Closed);
         }
         if self.core().shut_down() {
-            return Err(PutBytesError::ShutDown);
+            return Err(TryPutBytesError::ShutDown);
         }
         // A copy straight into the ring, no guard.
         self.core()
@@ -197,10 +201,10 @@ impl ByteQueue {
     /// What a failed claim means: a `Full` after a shutdown (which ends a waiting
     /// put) is `ShutDown`, and in a queue made with maxsize 0 the default ran out.
     #[cold]
-    pub(super) fn put_error(&self, e: PushError) -> PutBytesError {
+    pub(super) fn put_error(&self, e: PushError) -> TryPutBytesError {
         match e {
-            PushError::Full if self.core().shut_down() => PutBytesError::ShutDown,
-            PushError::Full if self.core().unbounded() => PutBytesError::DefaultMaxsizeReached,
+            PushError::Full if self.core().shut_down() => TryPutBytesError::ShutDown,
+            PushError::Full if self.core().unbounded() => TryPutBytesError::DefaultMaxsizeReached,
             e => e.into(),
         }
     }
@@ -213,14 +217,15 @@ impl ByteQueue {
     /// [`PutBytesError::Closed`].
     pub fn put(&self, msg: &[u8]) -> Result<(), PutBytesError> {
         self.put_block(msg, Block::Until(None))
+            .map_err(TryPutBytesError::blocking)
     }
 
     /// Puts a message, waiting up to `timeout`.
     ///
     /// # Errors
     ///
-    /// [`PutBytesError::Full`] if there was no room in time; as for [`put`](Self::put).
-    pub fn put_timeout(&self, msg: &[u8], timeout: Duration) -> Result<(), PutBytesError> {
+    /// [`TryPutBytesError::Full`] if there was no room in time; as for [`put`](Self::put).
+    pub fn put_timeout(&self, msg: &[u8], timeout: Duration) -> Result<(), TryPutBytesError> {
         self.put_block(msg, Block::timeout(timeout))
     }
 
@@ -228,8 +233,8 @@ impl ByteQueue {
     ///
     /// # Errors
     ///
-    /// [`PutBytesError::Full`]; as for [`put`](Self::put).
-    pub fn put_nowait(&self, msg: &[u8]) -> Result<(), PutBytesError> {
+    /// [`TryPutBytesError::Full`]; as for [`put`](Self::put).
+    pub fn put_nowait(&self, msg: &[u8]) -> Result<(), TryPutBytesError> {
         self.put_block(msg, Block::No)
     }
 
@@ -241,6 +246,7 @@ impl ByteQueue {
     /// As for [`put`](Self::put).
     pub fn loan(&self, len: usize) -> Result<Loan<'_>, PutBytesError> {
         self.loan_block(len, Block::Until(None))
+            .map_err(TryPutBytesError::blocking)
     }
 
     /// Loans a buffer if there is room now.
@@ -248,13 +254,13 @@ impl ByteQueue {
     /// # Errors
     ///
     /// As for [`put_nowait`](Self::put_nowait).
-    pub fn try_loan(&self, len: usize) -> Result<Loan<'_>, PutBytesError> {
+    pub fn try_loan(&self, len: usize) -> Result<Loan<'_>, TryPutBytesError> {
         self.loan_block(len, Block::No)
     }
 
-    pub(super) fn take_block(&self, block: Block) -> Result<MessageRef<'_>, GetError> {
+    pub(super) fn take_block(&self, block: Block) -> Result<MessageRef<'_>, TryGetError> {
         if self.queue.handle.closed() {
-            return Err(GetError::Closed);
+            return Err(TryGetError::Closed);
         }
         let slot = self
             .core()
@@ -269,15 +275,17 @@ impl ByteQueue {
     ///
     /// [`GetError::Closed`]; [`GetError::Corrupt`].
     pub fn get(&self) -> Result<Vec<u8>, GetError> {
-        self.take_block(Block::Until(None)).map(|m| m.to_vec())
+        self.take_block(Block::Until(None))
+            .map(|m| m.to_vec())
+            .map_err(TryGetError::blocking)
     }
 
     /// Takes a message, waiting up to `timeout`; never `Empty` before the timeout.
     ///
     /// # Errors
     ///
-    /// [`GetError::Empty`]; as for [`get`](Self::get).
-    pub fn get_timeout(&self, timeout: Duration) -> Result<Vec<u8>, GetError> {
+    /// [`TryGetError::Empty`]; as for [`get`](Self::get).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<Vec<u8>, TryGetError> {
         self.take_block(Block::timeout(timeout)).map(|m| m.to_vec())
     }
 
@@ -285,8 +293,8 @@ impl ByteQueue {
     ///
     /// # Errors
     ///
-    /// [`GetError::Empty`]; as for [`get`](Self::get).
-    pub fn get_nowait(&self) -> Result<Vec<u8>, GetError> {
+    /// [`TryGetError::Empty`]; as for [`get`](Self::get).
+    pub fn get_nowait(&self) -> Result<Vec<u8>, TryGetError> {
         self.take_block(Block::No).map(|m| m.to_vec())
     }
 
@@ -297,6 +305,11 @@ impl ByteQueue {
     ///
     /// As for [`get`](Self::get).
     pub fn get_into(&self, buf: &mut Vec<u8>) -> Result<usize, GetError> {
+        self.get_into_blocking(buf).map_err(TryGetError::blocking)
+    }
+
+    #[inline]
+    fn get_into_blocking(&self, buf: &mut Vec<u8>) -> Result<usize, TryGetError> {
         if !self.queue.handle.closed() {
             // The fast path: one message read in place, without moving a guard.
             let copy = |m: &[u8]| {
@@ -323,6 +336,7 @@ impl ByteQueue {
     /// As for [`get`](Self::get).
     pub fn get_ref(&self) -> Result<MessageRef<'_>, GetError> {
         self.take_block(Block::Until(None))
+            .map_err(TryGetError::blocking)
     }
 
     /// Takes a message to read in place if one is there now.
@@ -330,7 +344,7 @@ impl ByteQueue {
     /// # Errors
     ///
     /// As for [`get_nowait`](Self::get_nowait).
-    pub fn get_ref_nowait(&self) -> Result<MessageRef<'_>, GetError> {
+    pub fn get_ref_nowait(&self) -> Result<MessageRef<'_>, TryGetError> {
         self.take_block(Block::No)
     }
 

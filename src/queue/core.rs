@@ -378,9 +378,9 @@ impl Core {
     /// What an `Empty` (or `Corrupt`) from the ring means for a get: `ShutDown` once
     /// the queue is shut down and empty.
     #[cold]
-    pub(super) fn get_error(&self, e: PopError) -> GetError {
+    pub(super) fn get_error(&self, e: PopError) -> TryGetError {
         match e {
-            PopError::Empty if self.shut_down() => GetError::ShutDown,
+            PopError::Empty if self.shut_down() => TryGetError::ShutDown,
             e => e.into(),
         }
     }
@@ -460,11 +460,11 @@ pub(super) fn slot_for<T>() -> u64 {
 
 /// A message of `len` bytes holds a `T` only if it has exactly its size.
 #[inline]
-pub(super) fn check_item_len<T>(len: usize) -> Result<(), GetError> {
+pub(super) fn check_item_len<T>(len: usize) -> Result<(), TryGetError> {
     if len == size_of::<T>() {
         return Ok(());
     }
-    Err(GetError::Corrupt(format!(
+    Err(TryGetError::Corrupt(format!(
         "message of {len} bytes, expected a {} of {} bytes",
         std::any::type_name::<T>(),
         size_of::<T>()

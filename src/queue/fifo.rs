@@ -96,7 +96,7 @@ impl<T: Pod> Queue<T> {
     /// `maxsize` 0 is Python's default, "no limit", which a segment of fixed size
     /// cannot give: the queue then holds up to [`UNBOUNDED_MAXSIZE`] (65 536) items,
     /// and a `put` that finds it full fails at once with
-    /// [`PutError::DefaultMaxsizeReached`], whose message names the default, rather
+    /// [`TryPutError::DefaultMaxsizeReached`], whose message names the default, rather
     /// than waiting. (The simpler honest choice over a ring that grows: growth would
     /// mean new segments and every process following them.)
     ///
@@ -145,13 +145,14 @@ impl<T: Pod> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`PutError::Closed`] if this handle was closed, [`PutError::ShutDown`] if the
+    /// [`TryPutError::Closed`] if this handle was closed, [`TryPutError::ShutDown`] if the
     /// queue was shut down (also while this put waits),
-    /// [`PutError::DefaultMaxsizeReached`] for a full queue made with `maxsize` 0;
+    /// [`TryPutError::DefaultMaxsizeReached`] for a full queue made with `maxsize` 0;
     /// the item is handed back.
     #[inline]
     pub fn put(&self, item: T) -> Result<(), PutError<T>> {
         self.put_block(item, Block::Until(None))
+            .map_err(TryPutError::blocking)
     }
 
     /// Puts `item`, waiting up to `timeout` while the queue is full. A zero timeout
@@ -159,8 +160,8 @@ impl<T: Pod> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`PutError::Full`] if the queue stayed full; [`PutError::Closed`].
-    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+    /// [`TryPutError::Full`] if the queue stayed full; [`TryPutError::Closed`].
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), TryPutError<T>> {
         self.put_block(item, Block::timeout(timeout))
     }
 
@@ -168,14 +169,14 @@ impl<T: Pod> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`PutError::Full`] if the queue is full; [`PutError::Closed`].
+    /// [`TryPutError::Full`] if the queue is full; [`TryPutError::Closed`].
     #[inline]
-    pub fn put_nowait(&self, item: T) -> Result<(), PutError<T>> {
+    pub fn put_nowait(&self, item: T) -> Result<(), TryPutError<T>> {
         self.put_block(item, Block::No)
     }
 
     #[inline]
-    pub(super) fn put_block(&self, item: T, block: Block) -> Result<(), PutError<T>> {
+    pub(super) fn put_block(&self, item: T, block: Block) -> Result<(), TryPutError<T>> {
         self.put_counted(item, block, None)
     }
 
@@ -188,12 +189,12 @@ impl<T: Pod> Queue<T> {
         item: T,
         block: Block,
         count: Option<&std::sync::atomic::AtomicU64>,
-    ) -> Result<(), PutError<T>> {
+    ) -> Result<(), TryPutError<T>> {
         if self.handle.closed() {
-            return Err(PutError::Closed(item));
+            return Err(TryPutError::Closed(item));
         }
         if self.core.shut_down() {
-            return Err(PutError::ShutDown(item));
+            return Err(TryPutError::ShutDown(item));
         }
         if count.is_none() {
             // A copy straight into the ring, no guard.
@@ -223,13 +224,13 @@ impl<T: Pod> Queue<T> {
     /// What a put that found no room says: shut down (it may have been waiting),
     /// the default maxsize ran out, or full.
     #[cold]
-    pub(super) fn full_error(&self, item: T) -> PutError<T> {
+    pub(super) fn full_error(&self, item: T) -> TryPutError<T> {
         if self.core.shut_down() {
-            PutError::ShutDown(item)
+            TryPutError::ShutDown(item)
         } else if self.core.unbounded() {
-            PutError::DefaultMaxsizeReached(item)
+            TryPutError::DefaultMaxsizeReached(item)
         } else {
-            PutError::Full(item)
+            TryPutError::Full(item)
         }
     }
 
@@ -243,6 +244,7 @@ impl<T: Pod> Queue<T> {
     #[inline]
     pub fn get(&self) -> Result<T, GetError> {
         self.get_block(Block::Until(None))
+            .map_err(TryGetError::blocking)
     }
 
     /// Takes an item, waiting up to `timeout` while the queue is empty; never returns
@@ -250,8 +252,8 @@ impl<T: Pod> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`GetError::Empty`] if the queue stayed empty; as for [`get`](Queue::get).
-    pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
+    /// [`TryGetError::Empty`] if the queue stayed empty; as for [`get`](Queue::get).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, TryGetError> {
         self.get_block(Block::timeout(timeout))
     }
 
@@ -259,16 +261,16 @@ impl<T: Pod> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`GetError::Empty`]; as for [`get`](Queue::get).
+    /// [`TryGetError::Empty`]; as for [`get`](Queue::get).
     #[inline]
-    pub fn get_nowait(&self) -> Result<T, GetError> {
+    pub fn get_nowait(&self) -> Result<T, TryGetError> {
         self.get_block(Block::No)
     }
 
     #[inline]
-    pub(super) fn get_block(&self, block: Block) -> Result<T, GetError> {
+    pub(super) fn get_block(&self, block: Block) -> Result<T, TryGetError> {
         if self.handle.closed() {
-            return Err(GetError::Closed);
+            return Err(TryGetError::Closed);
         }
         // A copy straight out of the ring, no guard.
         let mut item = T::zeroed();
@@ -284,14 +286,14 @@ impl<T: Pod> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`PutError::Closed`] (carrying 0) if this handle was closed,
-    /// [`PutError::ShutDown`] (carrying 0) if the queue was shut down.
-    pub fn put_many_nowait(&self, items: &[T]) -> Result<usize, PutError<usize>> {
+    /// [`TryPutError::Closed`] (carrying 0) if this handle was closed,
+    /// [`TryPutError::ShutDown`] (carrying 0) if the queue was shut down.
+    pub fn put_many_nowait(&self, items: &[T]) -> Result<usize, TryPutError<usize>> {
         if self.handle.closed() {
-            return Err(PutError::Closed(0));
+            return Err(TryPutError::Closed(0));
         }
         if self.core.shut_down() {
-            return Err(PutError::ShutDown(0));
+            return Err(TryPutError::ShutDown(0));
         }
         let n = if size_of::<T>() == 0 {
             items
@@ -323,13 +325,18 @@ impl<T: Pod> Queue<T> {
     ///
     /// As for [`put`](Queue::put), carrying how many items were put before it.
     pub fn put_many(&self, items: &[T]) -> Result<(), PutError<usize>> {
+        self.put_many_blocking(items).map_err(TryPutError::blocking)
+    }
+
+    fn put_many_blocking(&self, items: &[T]) -> Result<(), TryPutError<usize>> {
         let mut done = 0;
         while done < items.len() {
             done += self
                 .put_many_nowait(&items[done..])
                 .map_err(|e| e.carrying(done))?;
             if done < items.len() {
-                self.put(items[done]).map_err(|e| e.carrying(done))?;
+                self.put(items[done])
+                    .map_err(|e| TryPutError::from(e).carrying(done))?;
                 done += 1;
             }
         }
@@ -341,11 +348,11 @@ impl<T: Pod> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`GetError::Closed`]; [`GetError::Corrupt`] (items taken before it stay in
+    /// [`TryGetError::Closed`]; [`TryGetError::Corrupt`] (items taken before it stay in
     /// `out`).
-    pub fn get_many_nowait(&self, out: &mut Vec<T>, max: usize) -> Result<usize, GetError> {
+    pub fn get_many_nowait(&self, out: &mut Vec<T>, max: usize) -> Result<usize, TryGetError> {
         if self.handle.closed() {
-            return Err(GetError::Closed);
+            return Err(TryGetError::Closed);
         }
         // No more than the ring holds can be there now (and a huge `max` must not
         // become a huge allocation).
@@ -391,7 +398,7 @@ impl<T: Pod> Queue<T> {
         if n > 0 {
             self.core.ring.notify_producers();
         } else if result.is_ok() && self.core.shut_down() {
-            result = Err(GetError::ShutDown);
+            result = Err(TryGetError::ShutDown);
         }
         result.map(|()| n)
     }
@@ -403,6 +410,11 @@ impl<T: Pod> Queue<T> {
     ///
     /// As for [`get`](Queue::get).
     pub fn get_many(&self, out: &mut Vec<T>, max: usize) -> Result<usize, GetError> {
+        self.get_many_blocking(out, max)
+            .map_err(TryGetError::blocking)
+    }
+
+    fn get_many_blocking(&self, out: &mut Vec<T>, max: usize) -> Result<usize, TryGetError> {
         if max == 0 {
             return Ok(0);
         }
@@ -466,8 +478,8 @@ impl<T: Pod> Queue<T> {
 
     /// Shuts the queue down, for every handle and process (Python 3.13's
     /// `Queue.shutdown(immediate)`): from now on puts fail with
-    /// [`PutError::ShutDown`]; gets take what is left and then fail with
-    /// [`GetError::ShutDown`] — with `immediate`, what is left is discarded now, so
+    /// [`TryPutError::ShutDown`]; gets take what is left and then fail with
+    /// [`TryGetError::ShutDown`] — with `immediate`, what is left is discarded now, so
     /// gets fail at once. Every put and get blocked on the queue wakes and fails
     /// with `ShutDown` (a get only if nothing is left). The state lives in shared
     /// memory and never goes back. (A `JoinableQueue` has its own

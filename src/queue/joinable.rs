@@ -79,6 +79,7 @@ impl<T: Pod> JoinableQueue<T> {
     /// As for [`Queue::put`].
     pub fn put(&self, item: T) -> Result<(), PutError<T>> {
         self.put_block(item, Block::Until(None))
+            .map_err(TryPutError::blocking)
     }
 
     /// Puts with a timeout; see [`Queue::put_timeout`].
@@ -86,7 +87,7 @@ impl<T: Pod> JoinableQueue<T> {
     /// # Errors
     ///
     /// As for [`Queue::put_timeout`].
-    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), TryPutError<T>> {
         self.put_block(item, Block::timeout(timeout))
     }
 
@@ -95,11 +96,11 @@ impl<T: Pod> JoinableQueue<T> {
     /// # Errors
     ///
     /// As for [`Queue::put_nowait`].
-    pub fn put_nowait(&self, item: T) -> Result<(), PutError<T>> {
+    pub fn put_nowait(&self, item: T) -> Result<(), TryPutError<T>> {
         self.put_block(item, Block::No)
     }
 
-    pub(super) fn put_block(&self, item: T, block: Block) -> Result<(), PutError<T>> {
+    pub(super) fn put_block(&self, item: T, block: Block) -> Result<(), TryPutError<T>> {
         self.queue.put_counted(item, block, Some(self.unfinished()))
     }
 

@@ -21,16 +21,28 @@ pub(super) fn serde_elem<T>() -> ElemType {
     }
 }
 
-/// Why a serde value was not put.
+/// Why a serde value was not put: by a blocking `put` (`E` =
+/// [`PutBytesError`]) or by `put_nowait` / `put_timeout` (`E` = [`TryPutBytesError`],
+/// which adds `Full`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SerdePutError {
+pub enum SerdePutError<E = PutBytesError> {
     /// The value could not be encoded (reported here, by `put` itself, never later).
     Encode(String),
     /// The encoded message was not put.
-    Put(PutBytesError),
+    Put(E),
 }
 
-impl fmt::Display for SerdePutError {
+impl<E> SerdePutError<E> {
+    /// The same error with the put's error turned into another type.
+    fn map<F>(self, f: impl FnOnce(E) -> F) -> SerdePutError<F> {
+        match self {
+            SerdePutError::Encode(why) => SerdePutError::Encode(why),
+            SerdePutError::Put(e) => SerdePutError::Put(f(e)),
+        }
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for SerdePutError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SerdePutError::Encode(why) => write!(f, "cannot encode the value: {why}"),
@@ -39,18 +51,19 @@ impl fmt::Display for SerdePutError {
     }
 }
 
-impl std::error::Error for SerdePutError {}
+impl<E: fmt::Debug + fmt::Display> std::error::Error for SerdePutError<E> {}
 
-/// Why no serde value was got.
+/// Why no serde value was got: by a blocking `get` (`E` = [`GetError`]) or by
+/// `get_nowait` / `get_timeout` (`E` = [`TryGetError`], which adds `Empty`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SerdeGetError {
+pub enum SerdeGetError<E = GetError> {
     /// No message was got.
-    Get(GetError),
+    Get(E),
     /// A message was taken but does not decode as the queue's type (it is consumed).
     Decode(String),
 }
 
-impl fmt::Display for SerdeGetError {
+impl<E: fmt::Display> fmt::Display for SerdeGetError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SerdeGetError::Get(e) => e.fmt(f),
@@ -59,7 +72,7 @@ impl fmt::Display for SerdeGetError {
     }
 }
 
-impl std::error::Error for SerdeGetError {}
+impl<E: fmt::Debug + fmt::Display> std::error::Error for SerdeGetError<E> {}
 
 /// A queue of any serde value — Python's `Queue` of picklable objects — encoded with
 /// postcard (feature `serde`). Encoding errors are returned by `put` itself.
@@ -196,7 +209,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
         Ok(bytes)
     }
 
-    pub(super) fn decode(bytes: &[u8]) -> Result<T, SerdeGetError> {
+    pub(super) fn decode<E>(bytes: &[u8]) -> Result<T, SerdeGetError<E>> {
         postcard::from_bytes(bytes).map_err(|e| SerdeGetError::Decode(e.to_string()))
     }
 
@@ -218,9 +231,14 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
     /// # Errors
     ///
     /// As for [`put`](Self::put), and `Put(Full)` on timeout.
-    pub fn put_timeout(&self, value: &T, timeout: Duration) -> Result<(), SerdePutError> {
+    pub fn put_timeout(
+        &self,
+        value: &T,
+        timeout: Duration,
+    ) -> Result<(), SerdePutError<TryPutBytesError>> {
+        let bytes = self.encode(value).map_err(|e| e.map(Into::into))?;
         self.bytes
-            .put_timeout(&self.encode(value)?, timeout)
+            .put_timeout(&bytes, timeout)
             .map_err(SerdePutError::Put)
     }
 
@@ -229,10 +247,9 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
     /// # Errors
     ///
     /// As for [`put`](Self::put), and `Put(Full)`.
-    pub fn put_nowait(&self, value: &T) -> Result<(), SerdePutError> {
-        self.bytes
-            .put_nowait(&self.encode(value)?)
-            .map_err(SerdePutError::Put)
+    pub fn put_nowait(&self, value: &T) -> Result<(), SerdePutError<TryPutBytesError>> {
+        let bytes = self.encode(value).map_err(|e| e.map(Into::into))?;
+        self.bytes.put_nowait(&bytes).map_err(SerdePutError::Put)
     }
 
     /// Takes and decodes a value, waiting while empty.
@@ -251,7 +268,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
     /// # Errors
     ///
     /// As for [`get`](Self::get), and `Get(Empty)` on timeout.
-    pub fn get_timeout(&self, timeout: Duration) -> Result<T, SerdeGetError> {
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, SerdeGetError<TryGetError>> {
         let m = self
             .bytes
             .get_timeout(timeout)
@@ -264,7 +281,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
     /// # Errors
     ///
     /// As for [`get`](Self::get), and `Get(Empty)`.
-    pub fn get_nowait(&self) -> Result<T, SerdeGetError> {
+    pub fn get_nowait(&self) -> Result<T, SerdeGetError<TryGetError>> {
         let m = self.bytes.get_ref_nowait().map_err(SerdeGetError::Get)?;
         SerdeQueue::decode(&m)
     }

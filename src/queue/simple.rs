@@ -60,7 +60,7 @@ impl<T: Pod> SimpleQueue<T> {
     ///
     /// # Errors
     ///
-    /// [`PutError::Closed`] after [`close`](Self::close).
+    /// [`TryPutError::Closed`] after [`close`](Self::close).
     pub fn put(&self, item: T) -> Result<(), PutError<T>> {
         self.queue.put(item)
     }
