@@ -230,6 +230,34 @@ impl AtomicU64 {
         step();
         self.0.fetch_sub(v, order)
     }
+
+    pub(crate) fn compare_exchange_weak(
+        &self,
+        current: u64,
+        new: u64,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<u64, u64> {
+        step();
+        self.0.compare_exchange_weak(current, new, success, failure)
+    }
+
+    /// A CAS loop, as `std`'s: a scheduling point before every load and CAS.
+    pub(crate) fn fetch_update(
+        &self,
+        set: Ordering,
+        fetch: Ordering,
+        mut f: impl FnMut(u64) -> Option<u64>,
+    ) -> Result<u64, u64> {
+        let mut prev = self.load(fetch);
+        while let Some(next) = f(prev) {
+            match self.compare_exchange_weak(prev, next, set, fetch) {
+                Ok(x) => return Ok(x),
+                Err(actual) => prev = actual,
+            }
+        }
+        Err(prev)
+    }
 }
 
 /// `std`'s `AtomicU32` with a scheduling point before every operation; the same
@@ -283,6 +311,44 @@ impl AtomicU32 {
     ) -> Result<u32, u32> {
         step();
         self.0.compare_exchange(current, new, success, failure)
+    }
+
+    pub(crate) fn swap(&self, v: u32, order: Ordering) -> u32 {
+        step();
+        self.0.swap(v, order)
+    }
+
+    pub(crate) fn fetch_and(&self, v: u32, order: Ordering) -> u32 {
+        step();
+        self.0.fetch_and(v, order)
+    }
+
+    pub(crate) fn compare_exchange_weak(
+        &self,
+        current: u32,
+        new: u32,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<u32, u32> {
+        step();
+        self.0.compare_exchange_weak(current, new, success, failure)
+    }
+
+    /// A CAS loop, as `std`'s: a scheduling point before every load and CAS.
+    pub(crate) fn fetch_update(
+        &self,
+        set: Ordering,
+        fetch: Ordering,
+        mut f: impl FnMut(u32) -> Option<u32>,
+    ) -> Result<u32, u32> {
+        let mut prev = self.load(fetch);
+        while let Some(next) = f(prev) {
+            match self.compare_exchange_weak(prev, next, set, fetch) {
+                Ok(x) => return Ok(x),
+                Err(actual) => prev = actual,
+            }
+        }
+        Err(prev)
     }
 }
 

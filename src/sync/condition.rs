@@ -30,11 +30,11 @@ use crate::layout::padded::CachePadded;
 use crate::object::{self, Mismatch, Object, Shared, SharedState, owner};
 use crate::os::clock::Deadline;
 use crate::segment::{CreateError, CreateOptions, OpenError, OpenOptions, Segment};
+use crate::shim::{AtomicU32, AtomicU64, Ordering};
 use crate::wait::{EventCount, TimedOut};
 use std::fmt;
 use std::mem::offset_of;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// How many threads (of all processes together) can wait on one condition at once.

@@ -12,11 +12,11 @@ use crate::layout::padded::CachePadded;
 use crate::object::{self, Mismatch, Object, Shared, SharedState};
 use crate::os::clock::Deadline;
 use crate::segment::{CreateError, CreateOptions, OpenError, OpenOptions, Segment};
+use crate::shim::{AtomicU32, Ordering};
 use crate::wait::EventCount;
 use std::fmt;
 use std::mem::offset_of;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 /// The shared state of an event. All-zero bytes are a clear event.

@@ -27,11 +27,11 @@ use crate::object::owner::{self, INCONSISTENT};
 use crate::object::{self, Mismatch, Object, Shared, SharedState};
 use crate::os::clock::Deadline;
 use crate::segment::{CreateError, CreateOptions, OpenError, OpenOptions, Segment};
+use crate::shim::{AtomicU64, Ordering};
 use crate::wait::{EventCount, Spin, TimedOut};
 use std::fmt;
 use std::mem::offset_of;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The shared state of a lock: the owner word and the eventcount its waiters sleep

@@ -65,6 +65,9 @@ mod lock;
 mod rlock;
 mod semaphore;
 
+#[cfg(all(test, shmproc_model))]
+mod model_tests;
+
 pub use barrier::{Barrier, BrokenBarrier, MAX_PARTIES};
 pub use condition::{Condition, ConditionLock, MAX_WAITERS, RELOCK_GRACE, WaitError};
 pub use event::Event;

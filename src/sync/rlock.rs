@@ -28,12 +28,12 @@ use crate::object::owner::{self, INCONSISTENT};
 use crate::object::{self, Mismatch, Object, Shared, SharedState};
 use crate::os::clock::Deadline;
 use crate::segment::{CreateError, CreateOptions, OpenError, OpenOptions, Segment};
+use crate::shim::{AtomicU64, Ordering};
 use crate::wait::{EventCount, Spin, TimedOut};
 use std::fmt;
 use std::marker::PhantomData;
 use std::mem::offset_of;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The owner word and recursion count, on one line: only the owner writes the count.
