@@ -165,192 +165,117 @@ pub(crate) fn thread_exists(pid: u32, tid: u32) -> bool {
     crate::os::proc::thread_exists(pid, tid)
 }
 
-/// `std`'s `AtomicU64` with a scheduling point before every operation; the same
-/// layout, so shared memory can be cast to it.
-#[repr(transparent)]
-#[derive(Debug, Default)]
-pub(crate) struct AtomicU64(atomic::AtomicU64);
+/// A `std` atomic integer with a scheduling point before every operation: the same
+/// layout (`repr(transparent)`), so shared memory can be cast to it. One macro for
+/// both widths the rings, the eventcount and the sync objects use.
+macro_rules! model_atomic {
+    ($name:ident, $std:ident, $int:ty, $size:expr) => {
+        #[doc = concat!("`std`'s `", stringify!($std), "` with a scheduling point before every operation.")]
+        #[repr(transparent)]
+        #[derive(Debug, Default)]
+        pub(crate) struct $name(atomic::$std);
 
-const _: () = assert!(size_of::<AtomicU64>() == 8 && align_of::<AtomicU64>() == 8);
+        const _: () = assert!(size_of::<$name>() == $size && align_of::<$name>() == $size);
 
-#[allow(
-    dead_code,
-    reason = "the subset of std's API the rings happen to use varies"
-)]
-impl AtomicU64 {
-    pub(crate) const fn new(v: u64) -> AtomicU64 {
-        AtomicU64(atomic::AtomicU64::new(v))
-    }
+        #[allow(
+            dead_code,
+            reason = "the subset of std's API the model's users happen to use varies"
+        )]
+        impl $name {
+            pub(crate) const fn new(v: $int) -> $name {
+                $name(atomic::$std::new(v))
+            }
 
-    /// # Safety
-    ///
-    /// As for [`std::sync::atomic::AtomicU64::from_ptr`].
-    pub(crate) unsafe fn from_ptr<'a>(ptr: *mut u64) -> &'a AtomicU64 {
-        // SAFETY: the caller's contract for std's `from_ptr`; the wrapper is
-        // `repr(transparent)` over std's atomic, so the cast keeps layout and validity.
-        unsafe {
-            &*atomic::AtomicU64::from_ptr(ptr)
-                .as_ptr()
-                .cast::<AtomicU64>()
-        }
-    }
+            /// # Safety
+            ///
+            #[doc = concat!("As for [`std::sync::atomic::", stringify!($std), "::from_ptr`].")]
+            pub(crate) unsafe fn from_ptr<'a>(ptr: *mut $int) -> &'a $name {
+                // SAFETY: the caller's contract for std's `from_ptr` (valid, aligned,
+                // only accessed atomically for 'a); the wrapper is `repr(transparent)`
+                // over std's atomic, so the cast keeps layout and validity.
+                unsafe { &*atomic::$std::from_ptr(ptr).as_ptr().cast::<$name>() }
+            }
 
-    pub(crate) fn load(&self, order: Ordering) -> u64 {
-        step();
-        self.0.load(order)
-    }
+            /// The `std` atomic underneath, for the real futex calls outside an
+            /// execution.
+            pub(crate) fn as_std(&self) -> &atomic::$std {
+                &self.0
+            }
 
-    pub(crate) fn store(&self, v: u64, order: Ordering) {
-        step();
-        self.0.store(v, order);
-    }
+            pub(crate) fn load(&self, order: Ordering) -> $int {
+                step();
+                self.0.load(order)
+            }
 
-    pub(crate) fn swap(&self, v: u64, order: Ordering) -> u64 {
-        step();
-        self.0.swap(v, order)
-    }
+            pub(crate) fn store(&self, v: $int, order: Ordering) {
+                step();
+                self.0.store(v, order);
+            }
 
-    pub(crate) fn compare_exchange(
-        &self,
-        current: u64,
-        new: u64,
-        success: Ordering,
-        failure: Ordering,
-    ) -> Result<u64, u64> {
-        step();
-        self.0.compare_exchange(current, new, success, failure)
-    }
+            pub(crate) fn swap(&self, v: $int, order: Ordering) -> $int {
+                step();
+                self.0.swap(v, order)
+            }
 
-    pub(crate) fn fetch_add(&self, v: u64, order: Ordering) -> u64 {
-        step();
-        self.0.fetch_add(v, order)
-    }
+            pub(crate) fn fetch_add(&self, v: $int, order: Ordering) -> $int {
+                step();
+                self.0.fetch_add(v, order)
+            }
 
-    pub(crate) fn fetch_sub(&self, v: u64, order: Ordering) -> u64 {
-        step();
-        self.0.fetch_sub(v, order)
-    }
+            pub(crate) fn fetch_sub(&self, v: $int, order: Ordering) -> $int {
+                step();
+                self.0.fetch_sub(v, order)
+            }
 
-    pub(crate) fn compare_exchange_weak(
-        &self,
-        current: u64,
-        new: u64,
-        success: Ordering,
-        failure: Ordering,
-    ) -> Result<u64, u64> {
-        step();
-        self.0.compare_exchange_weak(current, new, success, failure)
-    }
+            pub(crate) fn fetch_and(&self, v: $int, order: Ordering) -> $int {
+                step();
+                self.0.fetch_and(v, order)
+            }
 
-    /// A CAS loop, as `std`'s: a scheduling point before every load and CAS.
-    pub(crate) fn fetch_update(
-        &self,
-        set: Ordering,
-        fetch: Ordering,
-        mut f: impl FnMut(u64) -> Option<u64>,
-    ) -> Result<u64, u64> {
-        let mut prev = self.load(fetch);
-        while let Some(next) = f(prev) {
-            match self.compare_exchange_weak(prev, next, set, fetch) {
-                Ok(x) => return Ok(x),
-                Err(actual) => prev = actual,
+            pub(crate) fn compare_exchange(
+                &self,
+                current: $int,
+                new: $int,
+                success: Ordering,
+                failure: Ordering,
+            ) -> Result<$int, $int> {
+                step();
+                self.0.compare_exchange(current, new, success, failure)
+            }
+
+            pub(crate) fn compare_exchange_weak(
+                &self,
+                current: $int,
+                new: $int,
+                success: Ordering,
+                failure: Ordering,
+            ) -> Result<$int, $int> {
+                step();
+                self.0.compare_exchange_weak(current, new, success, failure)
+            }
+
+            /// A CAS loop, as `std`'s: a scheduling point before every load and CAS.
+            pub(crate) fn fetch_update(
+                &self,
+                set: Ordering,
+                fetch: Ordering,
+                mut f: impl FnMut($int) -> Option<$int>,
+            ) -> Result<$int, $int> {
+                let mut prev = self.load(fetch);
+                while let Some(next) = f(prev) {
+                    match self.compare_exchange_weak(prev, next, set, fetch) {
+                        Ok(x) => return Ok(x),
+                        Err(actual) => prev = actual,
+                    }
+                }
+                Err(prev)
             }
         }
-        Err(prev)
-    }
+    };
 }
 
-/// `std`'s `AtomicU32` with a scheduling point before every operation; the same
-/// layout, so shared memory can be cast to it (the eventcount's words).
-#[repr(transparent)]
-#[derive(Debug, Default)]
-pub(crate) struct AtomicU32(atomic::AtomicU32);
-
-const _: () = assert!(size_of::<AtomicU32>() == 4 && align_of::<AtomicU32>() == 4);
-
-#[allow(
-    dead_code,
-    reason = "the subset of std's API the eventcount happens to use varies"
-)]
-impl AtomicU32 {
-    pub(crate) const fn new(v: u32) -> AtomicU32 {
-        AtomicU32(atomic::AtomicU32::new(v))
-    }
-
-    /// The `std` atomic underneath, for the real futex calls outside an execution.
-    pub(crate) fn as_std(&self) -> &atomic::AtomicU32 {
-        &self.0
-    }
-
-    pub(crate) fn load(&self, order: Ordering) -> u32 {
-        step();
-        self.0.load(order)
-    }
-
-    pub(crate) fn store(&self, v: u32, order: Ordering) {
-        step();
-        self.0.store(v, order);
-    }
-
-    pub(crate) fn fetch_add(&self, v: u32, order: Ordering) -> u32 {
-        step();
-        self.0.fetch_add(v, order)
-    }
-
-    pub(crate) fn fetch_sub(&self, v: u32, order: Ordering) -> u32 {
-        step();
-        self.0.fetch_sub(v, order)
-    }
-
-    pub(crate) fn compare_exchange(
-        &self,
-        current: u32,
-        new: u32,
-        success: Ordering,
-        failure: Ordering,
-    ) -> Result<u32, u32> {
-        step();
-        self.0.compare_exchange(current, new, success, failure)
-    }
-
-    pub(crate) fn swap(&self, v: u32, order: Ordering) -> u32 {
-        step();
-        self.0.swap(v, order)
-    }
-
-    pub(crate) fn fetch_and(&self, v: u32, order: Ordering) -> u32 {
-        step();
-        self.0.fetch_and(v, order)
-    }
-
-    pub(crate) fn compare_exchange_weak(
-        &self,
-        current: u32,
-        new: u32,
-        success: Ordering,
-        failure: Ordering,
-    ) -> Result<u32, u32> {
-        step();
-        self.0.compare_exchange_weak(current, new, success, failure)
-    }
-
-    /// A CAS loop, as `std`'s: a scheduling point before every load and CAS.
-    pub(crate) fn fetch_update(
-        &self,
-        set: Ordering,
-        fetch: Ordering,
-        mut f: impl FnMut(u32) -> Option<u32>,
-    ) -> Result<u32, u32> {
-        let mut prev = self.load(fetch);
-        while let Some(next) = f(prev) {
-            match self.compare_exchange_weak(prev, next, set, fetch) {
-                Ok(x) => return Ok(x),
-                Err(actual) => prev = actual,
-            }
-        }
-        Err(prev)
-    }
-}
+model_atomic!(AtomicU64, AtomicU64, u64, 8);
+model_atomic!(AtomicU32, AtomicU32, u32, 4);
 
 fn model_futex() -> Option<std::sync::Arc<Futex>> {
     STATE.with(|s| {
