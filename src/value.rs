@@ -451,28 +451,15 @@ fn check_guard(lock: &Lock, guard: &LockGuard<'_>) -> Result<(), AccessError> {
 /// # Ok(()) }
 /// ```
 pub struct Value<T: Pod> {
-    /// The lock: in `segment` (at offset 0), or its own segment for a value made
-    /// with [`with_lock`](Value::with_lock), which the handle keeps alive.
-    lock: Lock,
-    /// The segment holding the data.
-    segment: Arc<Segment>,
-    /// One `T` in `segment`.
-    data: NonNull<T>,
+    /// An array of one `T`, in a segment of kind `Value` (or, for a value made with
+    /// [`with_lock`](Value::with_lock), its own segment beside the lock's).
+    array: Array<T>,
 }
-
-// SAFETY: the data pointer points into the mapping `segment` keeps alive; it is
-// dereferenced only while the lock is held (or copied out under it). Pod types are
-// plain data, safe to move between and share across threads.
-unsafe impl<T: Pod> Send for Value<T> {}
-// SAFETY: as for Send.
-unsafe impl<T: Pod> Sync for Value<T> {}
 
 impl<T: Pod> Clone for Value<T> {
     fn clone(&self) -> Value<T> {
         Value {
-            lock: self.lock.clone(),
-            segment: Arc::clone(&self.segment),
-            data: self.data,
+            array: self.array.clone(),
         }
     }
 }
@@ -491,16 +478,12 @@ impl<T: Pod> Object for Value<T> {
     }
 
     fn attach(segment: Arc<Segment>) -> Result<Value<T>, Mismatch> {
-        let (data, _) = attach_data::<T>(&segment, ObjectKind::Value, LOCKED_DATA_OFFSET)?;
-        Ok(Value {
-            lock: Lock::from_state(Arc::clone(&segment), 0)?,
-            segment,
-            data,
-        })
+        // The kind's check (`attach_data`) holds the length to exactly 1.
+        Array::attach_kind(segment, ObjectKind::Value).map(|array| Value { array })
     }
 
     fn segment(&self) -> &Segment {
-        &self.segment
+        &self.array.segment
     }
 
     fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
@@ -513,7 +496,7 @@ impl<T: Pod> fmt::Debug for Value<T> {
         f.debug_struct("Value")
             .field("type", &std::any::type_name::<T>())
             .field("name", &self.name())
-            .field("lock", &self.lock)
+            .field("lock", &self.array.lock)
             .finish()
     }
 }
@@ -586,15 +569,18 @@ impl<T: Pod> Value<T> {
         // The data alone, as a raw value has it; the lock is the caller's.
         let RawValue { segment, data } = RawValue::new(value)?;
         Ok(Value {
-            lock: lock.clone(),
-            segment,
-            data,
+            array: Array {
+                lock: lock.clone(),
+                segment,
+                data,
+                len: 1,
+            },
         })
     }
 
     /// The segment's name, `None` if anonymous.
     pub fn name(&self) -> Option<&str> {
-        self.segment.name()
+        self.array.name()
     }
 
     /// The lock that guards the value (Python's `get_lock()`): its own, or the one
@@ -603,7 +589,7 @@ impl<T: Pod> Value<T> {
     /// the lock is not recursive); use [`get_with`](Value::get_with) and
     /// [`set_with`](Value::set_with) with that guard.
     pub fn get_lock(&self) -> &Lock {
-        &self.lock
+        self.array.get_lock()
     }
 
     /// A copy of the value, read under a hold of its lock that the caller already
@@ -614,13 +600,9 @@ impl<T: Pod> Value<T> {
     ///
     /// [`AccessError`] if `guard` is not a held guard of this value's lock.
     pub fn get_with(&self, guard: &LockGuard<'_>) -> Result<T, AccessError> {
-        self.check_guard(guard)?;
-        let mut out = T::zeroed();
-        // SAFETY: the lock is held (checked), so processes that respect it do not
-        // write the value; data is valid and aligned for one T in the live mapping,
-        // and copy_out touches it only through atomics; `out` is local.
-        unsafe { copy_out(self.data.as_ptr(), &mut out, 1) };
-        Ok(out)
+        let mut out = [T::zeroed()];
+        self.array.copy_out_with(guard, &mut out)?;
+        Ok(out[0])
     }
 
     /// Stores `value` under a hold of its lock that the caller already has (see
@@ -631,30 +613,14 @@ impl<T: Pod> Value<T> {
     /// [`AccessError`] if `guard` is not a held guard of this value's lock; the value
     /// is not stored.
     pub fn set_with(&self, guard: &LockGuard<'_>, value: T) -> Result<(), AccessError> {
-        self.check_guard(guard)?;
-        // SAFETY: as for get_with, the roles of the copy swapped.
-        unsafe { copy_in(&value, self.data.as_ptr(), 1) };
-        Ok(())
-    }
-
-    fn check_guard(&self, guard: &LockGuard<'_>) -> Result<(), AccessError> {
-        check_guard(&self.lock, guard)
+        self.array.copy_from_slice_with(guard, &[value])
     }
 
     fn guard<'a>(
-        &'a self,
-        r: Result<LockGuard<'a>, AcquireError<LockGuard<'a>>>,
+        r: Result<ArrayGuard<'a, T>, AcquireError<ArrayGuard<'a, T>>>,
     ) -> Result<ValueGuard<'a, T>, AcquireError<ValueGuard<'a, T>>> {
-        let wrap = |guard| ValueGuard {
-            guard,
-            data: self.data,
-        };
-        match r {
-            Ok(g) => Ok(wrap(g)),
-            Err(AcquireError::OwnerDied(g)) => Err(AcquireError::OwnerDied(wrap(g))),
-            Err(AcquireError::Timeout) => Err(AcquireError::Timeout),
-            Err(AcquireError::WouldBlock) => Err(AcquireError::WouldBlock),
-        }
+        let wrap = |array| ValueGuard { array };
+        r.map(wrap).map_err(|e| e.map_guard(wrap))
     }
 
     /// Locks the value, waiting as long as it takes.
@@ -663,7 +629,7 @@ impl<T: Pod> Value<T> {
     ///
     /// [`AcquireError::OwnerDied`] with the guard if a holder died (see [`Lock`]).
     pub fn lock(&self) -> Result<ValueGuard<'_, T>, AcquireError<ValueGuard<'_, T>>> {
-        self.guard(self.lock.acquire())
+        Value::guard(self.array.lock())
     }
 
     /// Locks the value, waiting at most `timeout`.
@@ -676,7 +642,7 @@ impl<T: Pod> Value<T> {
         &self,
         timeout: Duration,
     ) -> Result<ValueGuard<'_, T>, AcquireError<ValueGuard<'_, T>>> {
-        self.guard(self.lock.acquire_timeout(timeout))
+        Value::guard(self.array.lock_timeout(timeout))
     }
 
     /// Locks the value if the lock is free, without waiting.
@@ -686,7 +652,7 @@ impl<T: Pod> Value<T> {
     /// [`AcquireError::WouldBlock`] if it is held; [`AcquireError::OwnerDied`] as for
     /// [`lock`](Value::lock).
     pub fn try_lock(&self) -> Result<ValueGuard<'_, T>, AcquireError<ValueGuard<'_, T>>> {
-        self.guard(self.lock.try_acquire())
+        Value::guard(self.array.try_lock())
     }
 
     /// A copy of the value, read under the lock (Python's `.value`).
@@ -724,26 +690,20 @@ impl<T: Pod> Value<T> {
 /// would.
 #[must_use = "the value is unlocked as soon as the guard is dropped"]
 pub struct ValueGuard<'a, T: Pod> {
-    guard: LockGuard<'a>,
-    /// One `T` in the live mapping the `Value` keeps; the lock is held.
-    data: NonNull<T>,
+    /// The guard of an array of exactly one element.
+    array: ArrayGuard<'a, T>,
 }
 
 impl<T: Pod> ValueGuard<'_, T> {
     /// A copy of the value.
     pub fn get(&self) -> T {
-        let mut out = T::zeroed();
-        // SAFETY: data is valid and aligned for one T in the live mapping (the
-        // handle's checked layout, kept alive by the borrowed Value), touched by
-        // copy_out only through atomics; `out` is local.
-        unsafe { copy_out(self.data.as_ptr(), &mut out, 1) };
-        out
+        // The array holds exactly one element (checked when the handle was made).
+        self.array.get(0).unwrap_or_else(T::zeroed)
     }
 
     /// Stores `value`.
     pub fn set(&mut self, value: T) {
-        // SAFETY: as for get, the roles of the copy swapped.
-        unsafe { copy_in(&value, self.data.as_ptr(), 1) };
+        self.array.set(0, value);
     }
 
     /// Applies `f` to a copy of the value and stores the result: `*v += 1` under the
@@ -758,13 +718,13 @@ impl<T: Pod> ValueGuard<'_, T> {
     /// Declares the value repaired after [`AcquireError::OwnerDied`] (see
     /// [`LockGuard::mark_consistent`]).
     pub fn mark_consistent(&mut self) {
-        self.guard.mark_consistent();
+        self.array.mark_consistent();
     }
 
     /// Whether the value is known to be consistent (`false` after a holder died and
     /// before [`mark_consistent`](ValueGuard::mark_consistent)).
     pub fn is_consistent(&self) -> bool {
-        self.guard.is_consistent()
+        self.array.is_consistent()
     }
 }
 
@@ -844,13 +804,7 @@ impl<T: Pod> Object for Array<T> {
     }
 
     fn attach(segment: Arc<Segment>) -> Result<Array<T>, Mismatch> {
-        let (data, len) = attach_data::<T>(&segment, ObjectKind::Array, LOCKED_DATA_OFFSET)?;
-        Ok(Array {
-            lock: Lock::from_state(Arc::clone(&segment), 0)?,
-            segment,
-            data,
-            len,
-        })
+        Array::attach_kind(segment, ObjectKind::Array)
     }
 
     fn segment(&self) -> &Segment {
@@ -947,6 +901,18 @@ impl<T: Pod> Array<T> {
         Array::make_with_lock(ArrayInit::Copy(values), lock)
     }
 
+    /// The handle over a validated segment of `kind` (a `Value` is an `Array` of
+    /// one) holding a lock and `T`s.
+    fn attach_kind(segment: Arc<Segment>, kind: ObjectKind) -> Result<Array<T>, Mismatch> {
+        let (data, len) = attach_data::<T>(&segment, kind, LOCKED_DATA_OFFSET)?;
+        Ok(Array {
+            lock: Lock::from_state(Arc::clone(&segment), 0)?,
+            segment,
+            data,
+            len,
+        })
+    }
+
     fn make_with_lock(init: ArrayInit<'_, T>, lock: &Lock) -> Result<Array<T>, CreateError> {
         // The data alone, as a raw array has it; the lock is the caller's.
         let RawArray {
@@ -972,13 +938,26 @@ impl<T: Pod> Array<T> {
     ///
     /// [`AccessError`] if `guard` is not a held guard of this array's lock.
     pub fn to_vec_with(&self, guard: &LockGuard<'_>) -> Result<Vec<T>, AccessError> {
-        check_guard(&self.lock, guard)?;
         let mut out = vec![T::zeroed(); self.len];
+        self.copy_out_with(guard, &mut out)?;
+        Ok(out)
+    }
+
+    /// Copies every element into `out`, which must be exactly `len` long, under a
+    /// hold of the array's lock that the caller proves with `guard`.
+    fn copy_out_with(&self, guard: &LockGuard<'_>, out: &mut [T]) -> Result<(), AccessError> {
+        check_guard(&self.lock, guard)?;
+        if out.len() != self.len {
+            return Err(AccessError::Length {
+                expected: self.len,
+                found: out.len(),
+            });
+        }
         // SAFETY: the lock is held (checked); len elements are valid and aligned in
         // the live mapping, touched by copy_out only through atomics; `out` is local
-        // and as long.
+        // and exactly as long (checked).
         unsafe { copy_out(self.data.as_ptr(), out.as_mut_ptr(), self.len) };
-        Ok(out)
+        Ok(())
     }
 
     /// Overwrites the elements with `values` under a hold of the array's lock that
@@ -1025,17 +1004,9 @@ impl<T: Pod> Array<T> {
         &'a self,
         r: Result<LockGuard<'a>, AcquireError<LockGuard<'a>>>,
     ) -> Result<ArrayGuard<'a, T>, AcquireError<ArrayGuard<'a, T>>> {
-        let wrap = |guard| ArrayGuard {
-            guard,
-            data: self.data,
-            len: self.len,
-        };
-        match r {
-            Ok(g) => Ok(wrap(g)),
-            Err(AcquireError::OwnerDied(g)) => Err(AcquireError::OwnerDied(wrap(g))),
-            Err(AcquireError::Timeout) => Err(AcquireError::Timeout),
-            Err(AcquireError::WouldBlock) => Err(AcquireError::WouldBlock),
-        }
+        let (data, len) = (self.data, self.len);
+        let wrap = move |guard| ArrayGuard { guard, data, len };
+        r.map(wrap).map_err(|e| e.map_guard(wrap))
     }
 
     /// Locks the array, waiting as long as it takes.

@@ -101,6 +101,16 @@ pub enum AcquireError<G = ()> {
 }
 
 impl<G> AcquireError<G> {
+    /// The same error with the guard (if any) turned into another type — a guard
+    /// that wraps the lock's, as a `Value`'s does.
+    pub fn map_guard<H>(self, f: impl FnOnce(G) -> H) -> AcquireError<H> {
+        match self {
+            AcquireError::OwnerDied(g) => AcquireError::OwnerDied(f(g)),
+            AcquireError::Timeout => AcquireError::Timeout,
+            AcquireError::WouldBlock => AcquireError::WouldBlock,
+        }
+    }
+
     /// The guard, if this is [`OwnerDied`](AcquireError::OwnerDied).
     pub fn into_guard(self) -> Option<G> {
         match self {
