@@ -60,11 +60,15 @@ pub(crate) fn resize(fd: impl AsFd, len: u64) -> io::Result<()> {
     Ok(rustix::fs::ftruncate(fd, len)?)
 }
 
-/// `fallocate(0, len)`: reserves the file's memory now, so a full `/dev/shm` is an
-/// error here instead of a SIGBUS on first touch. Filesystems without fallocate
-/// succeed (memory is then reserved lazily).
-pub(crate) fn reserve(fd: impl AsFd, len: u64) -> io::Result<()> {
-    match rustix::fs::fallocate(fd, FallocateFlags::empty(), 0, len) {
+/// `fallocate(0, offset, len)`: reserves that range of the file's memory now, so a
+/// full `/dev/shm` is an error here instead of a SIGBUS on first touch. Filesystems
+/// without fallocate succeed (memory is then reserved lazily). An empty range does
+/// nothing.
+pub(crate) fn reserve(fd: impl AsFd, offset: u64, len: u64) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    match rustix::fs::fallocate(fd, FallocateFlags::empty(), offset, len) {
         Ok(()) | Err(Errno::OPNOTSUPP) | Err(Errno::NOSYS) => Ok(()),
         Err(e) => Err(e.into()),
     }
