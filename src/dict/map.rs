@@ -15,7 +15,8 @@
 //!
 //! The index and data regions are reserved (`fallocate`) as they are used, in
 //! [`GROW_STEP`] steps: the segment's file is as large as the map can ever grow, but
-//! only what is used is backed by memory. Every process touches a page of a region
+//! only what is used is backed by memory (doubling from 64 KiB, in steps of at most
+//! [`GROW_STEP`]). Every process touches a page of a region
 //! only after the region's reserved word says it is reserved, and reserves it again
 //! itself (`fallocate` is idempotent) before its first touch, so a full `/dev/shm`
 //! is an error at the writer that grows the map, never a SIGBUS anywhere.
@@ -89,8 +90,9 @@ const MAX_LOG2: u32 = 27;
 const MIN_CLASS: u32 = 4;
 /// The largest block (log2 bytes): records up to 1 GiB.
 pub(crate) const MAX_CLASS: u32 = 30;
-/// Regions are reserved in steps of this many bytes (or what a record needs).
-const GROW_STEP: u64 = 1 << 20;
+/// Regions are reserved in steps of at most this many bytes (or what a record
+/// needs), doubling from 64 KiB.
+const GROW_STEP: u64 = 64 << 20;
 /// Data regions are multiples of this.
 pub(crate) const REGION_ALIGN: u64 = 1 << 16;
 /// Validations a reader retries before it takes the stripe lock.
@@ -379,6 +381,14 @@ pub(crate) enum Action {
 /// A writer's decision: given the current value bytes (`None`: absent).
 pub(crate) type Decide<'a> = dyn FnMut(Option<&[u8]>) -> Result<Action, WriteError> + 'a;
 
+/// A point where a test may make the writer "die" (panic, leaving its intent
+/// behind; its guard releases the lock, and the next holder finds the intent).
+#[inline]
+fn crash_point() {
+    #[cfg(test)]
+    tests::crash_point();
+}
+
 /// A key's and its value's bytes.
 pub(crate) type Item = (Vec<u8>, Vec<u8>);
 
@@ -592,7 +602,13 @@ impl Map {
         if end <= shared {
             return self.ensure(r, end);
         }
-        let target = end.next_multiple_of(GROW_STEP).min(limit);
+        // Grow by what is reserved already (doubling), from 64 KiB up to steps of
+        // GROW_STEP: a small map stays small, a large one makes few syscalls.
+        let step = shared.clamp(REGION_ALIGN, GROW_STEP);
+        let target = (shared + step)
+            .max(end)
+            .next_multiple_of(REGION_ALIGN)
+            .min(limit);
         if end > target || shared > limit {
             return Err(Fault::Full(format!("a region of {limit} bytes is full")));
         }
@@ -961,6 +977,7 @@ impl Map {
         fence(Ordering::Release);
         // SAFETY: the caller checked the block (in the region, reserved).
         unsafe { self.word(block) }.store(first, Ordering::Relaxed);
+        crash_point();
         head.store(block, Ordering::Release);
     }
 
@@ -984,7 +1001,9 @@ impl Map {
                 st.class.store(u64::from(class), Ordering::Relaxed);
                 st.from_free.store(1, Ordering::Relaxed);
                 st.op.store(OP_ALLOC, Ordering::Release);
+                crash_point();
                 head.store(next, Ordering::Relaxed);
+                crash_point();
                 return Ok(first);
             }
             head.store(0, Ordering::Relaxed); // a scribbled head: drop the list
@@ -1006,7 +1025,9 @@ impl Map {
         st.from_free.store(0, Ordering::Relaxed);
         st.top_before.store(top, Ordering::Relaxed);
         st.op.store(OP_ALLOC, Ordering::Release);
+        crash_point();
         st.top.store(end, Ordering::Relaxed);
+        crash_point();
         Ok(block)
     }
 
@@ -1030,7 +1051,9 @@ impl Map {
         let head = key.len() as u64 | ((value.len() as u64) << 32);
         // SAFETY: the block is ours (just allocated, checked, reserved).
         unsafe { self.word(block) }.store(head, Ordering::Relaxed);
+        crash_point();
         self.write_bytes(block + 8, key);
+        crash_point();
         self.write_bytes(block + 8 + pad8(key.len() as u64), value);
         Ok(make_entry(block, class, tag_of(h)))
     }
@@ -1148,16 +1171,21 @@ impl Map {
         st.new.store(new, Ordering::Relaxed);
         st.len_after.store(len_after, Ordering::Relaxed);
         st.op.store(OP_PUBLISH, Ordering::Release);
+        crash_point();
         // SAFETY: a bucket `find` returned from the checked table, stable under our
         // lock (no resize without it).
         let (version, entry) = unsafe { (self.word(bucket), self.word(bucket + 8)) };
         // Release: publishes the record; paired with the readers' Acquire load.
         entry.store(new, Ordering::Release);
+        crash_point();
         // Release: orders the bump after the publish for readers that re-check it;
         // every later free (and reuse) of the old block comes after it.
         version.fetch_add(1, Ordering::Release);
+        crash_point();
         st.len.store(len_after, Ordering::Relaxed);
+        crash_point();
         st.op.store(OP_FREE, Ordering::Release);
+        crash_point();
         self.free_entry(s, old);
         st.op.store(OP_NONE, Ordering::Release);
         Ok(())
@@ -1174,6 +1202,7 @@ impl Map {
         st.len_after.store(len_after, Ordering::Relaxed);
         st.bucket.store(free, Ordering::Relaxed);
         st.op.store(OP_PUBLISH, Ordering::Release);
+        crash_point();
         let start = (free - t) / 16;
         for probe in 0..1u64 << log2 {
             let (version, entry) = self.bucket(t, log2, start + probe);
@@ -1183,14 +1212,18 @@ impl Map {
                 continue;
             }
             st.bucket.store(bucket, Ordering::Release);
+            crash_point();
             // Release: publishes the record (paired with the readers' Acquire load);
             // Acquire on failure is not needed (we only move on).
             if entry
                 .compare_exchange(cur, new, Ordering::Release, Ordering::Relaxed)
                 .is_ok()
             {
+                crash_point();
                 version.fetch_add(1, Ordering::Release);
+                crash_point();
                 st.len.store(len_after, Ordering::Relaxed);
+                crash_point();
                 if cur == EMPTY {
                     self.header().used.fetch_add(1, Ordering::Relaxed);
                 }
@@ -1263,6 +1296,7 @@ impl Map {
         fence(Ordering::Release);
         // SAFETY: the table was checked (inside the index region, reserved).
         unsafe { self.word(off) }.store(first, Ordering::Relaxed);
+        crash_point();
         head.store(off, Ordering::Release);
     }
 
@@ -1332,11 +1366,16 @@ impl Map {
             self.stripe(s).len.store(n, Ordering::Relaxed);
         }
         header.used.store(counts.iter().sum(), Ordering::Relaxed);
+        crash_point();
         // Release: publishes the built table; paired with the readers' Acquire loads.
         header.table.store(new_desc, Ordering::Release);
+        crash_point();
         header.generation.fetch_add(1, Ordering::Release);
+        crash_point();
         header.rz_op.store(RZ_FREE_OLD, Ordering::Release);
+        crash_point();
         self.free_table(desc);
+        crash_point();
         header.rz_op.store(OP_NONE, Ordering::Release);
         drop(guards);
         Ok(())
@@ -1365,7 +1404,9 @@ impl Map {
                     .store(first | u64::from(log2), Ordering::Relaxed);
                 header.rz_from_free.store(1, Ordering::Relaxed);
                 header.rz_op.store(RZ_BUILD, Ordering::Release);
+                crash_point();
                 head.store(next, Ordering::Relaxed);
+                crash_point();
                 return Ok(first);
             }
             head.store(0, Ordering::Relaxed);
@@ -1383,7 +1424,9 @@ impl Map {
         header.rz_from_free.store(0, Ordering::Relaxed);
         header.rz_top_before.store(top, Ordering::Relaxed);
         header.rz_op.store(RZ_BUILD, Ordering::Release);
+        crash_point();
         header.index_top.store(end, Ordering::Relaxed);
+        crash_point();
         Ok(off)
     }
 }
@@ -1424,8 +1467,124 @@ pub(crate) fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
 }
 
 #[cfg(test)]
-mod tests {
+impl Map {
+    /// Checks the map's bookkeeping after recovering every stripe and any resize:
+    /// every byte of every region handed out is exactly one live record or one free
+    /// block (nothing leaked, nothing freed twice), every table is current or free,
+    /// and each stripe's count is its live entries.
+    pub(crate) fn audit(&self) -> Result<(), String> {
+        let _guards = self.lock_all().map_err(|e| format!("{e:?}"))?;
+        let header = self.header();
+        let desc = header.table.load(Ordering::Relaxed);
+        let (t, log2) = self.table(desc).map_err(|e| format!("{e:?}"))?;
+        let mut blocks: Vec<Vec<(u64, u64)>> = vec![Vec::new(); STRIPES];
+        let mut live = [0u64; STRIPES];
+        for i in 0..1u64 << log2 {
+            let e = self.bucket(t, log2, i).1.load(Ordering::Relaxed);
+            if is_live(e) {
+                let (block, class, _) = split(e);
+                let s = self.region_of(block).ok_or("entry outside the regions")?;
+                blocks[s].push((block, 1 << class));
+                live[s] += 1;
+            }
+        }
+        for s in 0..STRIPES {
+            let st = self.stripe(s);
+            if st.op.load(Ordering::Relaxed) != OP_NONE {
+                return Err(format!("stripe {s}: intent left"));
+            }
+            if st.len.load(Ordering::Relaxed) != live[s] {
+                return Err(format!(
+                    "stripe {s}: len {} but {} live",
+                    st.len.load(Ordering::Relaxed),
+                    live[s]
+                ));
+            }
+            for class in MIN_CLASS..=MAX_CLASS {
+                let mut at = st.free[class as usize].load(Ordering::Relaxed);
+                while at != 0 {
+                    blocks[s].push((at, 1 << class));
+                    self.check_block(s, at, class)
+                        .map_err(|e| format!("{e:?}"))?;
+                    // SAFETY: checked.
+                    at = unsafe { self.word(at) }.load(Ordering::Relaxed);
+                    if blocks[s].len() > 1 << 20 {
+                        return Err("a free list with a cycle".into());
+                    }
+                }
+            }
+            blocks[s].sort_unstable();
+            let mut end = self.region_start(s);
+            for &(b, size) in &blocks[s] {
+                if b != end {
+                    return Err(format!(
+                        "stripe {s}: block {b:#x} where {end:#x} was expected (leak or overlap)"
+                    ));
+                }
+                end = b + size;
+            }
+            if end != self.region_start(s) + st.top.load(Ordering::Relaxed) {
+                return Err(format!(
+                    "stripe {s}: blocks end at {end:#x}, top says otherwise"
+                ));
+            }
+        }
+        let mut tables = vec![(t, 16u64 << log2)];
+        for l in MIN_LOG2..=self.geo.max_log2 {
+            let mut at = header.free_tables[l as usize].load(Ordering::Relaxed);
+            while at != 0 {
+                tables.push((at, 16 << l));
+                // SAFETY: a table of the index region (checked when freed).
+                at = unsafe { self.word(at) }.load(Ordering::Relaxed);
+                if tables.len() > 1000 {
+                    return Err("a table list with a cycle".into());
+                }
+            }
+        }
+        tables.sort_unstable();
+        let mut end = INDEX_BASE as u64;
+        for &(off, size) in &tables {
+            if off != end {
+                return Err(format!("table {off:#x} where {end:#x} was expected"));
+            }
+            end = off + size;
+        }
+        if end != INDEX_BASE as u64 + header.index_top.load(Ordering::Relaxed) {
+            return Err("tables do not add up to the index top".into());
+        }
+        if header.rz_op.load(Ordering::Relaxed) != OP_NONE {
+            return Err("resize intent left".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
     use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Crash points to pass before the injected crash (0: none).
+        static CRASH_IN: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// Makes this thread's writer "die" (panic) at its `n`th crash point from now.
+    pub(crate) fn crash_at(n: u32) {
+        CRASH_IN.with(|c| c.set(n));
+    }
+
+    pub(super) fn crash_point() {
+        CRASH_IN.with(|c| {
+            let n = c.get();
+            if n > 0 {
+                c.set(n - 1);
+                if n == 1 {
+                    panic!("injected crash");
+                }
+            }
+        });
+    }
 
     #[test]
     fn entries_pack_and_classes_round_up() {
