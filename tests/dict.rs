@@ -548,3 +548,56 @@ fn creating_reserves_little_and_names_are_removed() {
     drop(d);
     assert!(!std::path::Path::new(&name.path()).exists());
 }
+
+/// The fuzz target's body (fuzz/fuzz_targets/dict_image.rs) over random images:
+/// whatever the map's memory holds, operations return (errors at worst).
+#[test]
+fn random_images_never_panic() {
+    const STRIPE_STATES: usize = 1024;
+    const INDEX_BASE: usize = 1024 + 16 * 768;
+    const DATA_BASE: usize = INDEX_BASE + 4 * 16 * (1 << 17);
+    let mut spots = Vec::new();
+    spots.extend((0..64).map(|w| w * 8));
+    for s in 0..16 {
+        spots.extend((0..64).map(|w| STRIPE_STATES + s * 768 + 256 + w * 8));
+    }
+    spots.extend((0..256).map(|w| INDEX_BASE + w * 8));
+    spots.extend((0..8192).map(|w| DATA_BASE + w * 8));
+    let mut rng = Rng(0xfeed);
+    let runs = if cfg!(debug_assertions) { 150 } else { 600 };
+    for _ in 0..runs {
+        let d =
+            Dict::<u64, Vec<u8>>::create_anonymous(DictOptions::new().max_bytes(1 << 20)).unwrap();
+        for k in 0..rng.below(40) {
+            let _ = d.insert(k, vec![k as u8; (k * 5 % 40) as usize]);
+        }
+        let seg = d.segment();
+        let base = seg.payload().as_ptr();
+        for _ in 0..1 + rng.below(30) {
+            let at = spots[rng.below(spots.len() as u64) as usize];
+            let word = match rng.below(5) {
+                0 => rng.next(),
+                1 => rng.below(1 << 24),
+                2 => rng.below(4),
+                3 => u64::MAX - rng.below(4),
+                _ => (DATA_BASE as u64 + rng.below(1 << 16)) >> 3 | rng.below(31) << 40,
+            };
+            assert!(at + 8 <= seg.payload_len());
+            // SAFETY: in bounds of the payload (checked above), 8-aligned; the dict
+            // reads these words only atomically.
+            unsafe { std::sync::atomic::AtomicU64::from_ptr(base.add(at).cast()) }
+                .store(word, Ordering::Relaxed);
+        }
+        let _ = d.len();
+        for k in 0..40u64 {
+            let _ = d.get(&k);
+        }
+        let _ = d.items();
+        for k in 0..8u64 {
+            let _ = d.insert(k * 3, vec![1; 12]);
+            let _ = d.remove(&(k * 5));
+        }
+        let _ = d.clear();
+        let _ = shmproc::inspect::object_state(seg);
+    }
+}

@@ -599,8 +599,16 @@ impl Map {
             )
         };
         let shared = word.load(Ordering::Relaxed);
+        if shared > limit {
+            return Err(corrupt(format!(
+                "a region of {limit} bytes says {shared} are reserved"
+            )));
+        }
         if end <= shared {
             return self.ensure(r, end);
+        }
+        if end > limit {
+            return Err(Fault::Full(format!("a region of {limit} bytes is full")));
         }
         // Grow by what is reserved already (doubling), from 64 KiB up to steps of
         // GROW_STEP: a small map stays small, a large one makes few syscalls.
@@ -609,9 +617,6 @@ impl Map {
             .max(end)
             .next_multiple_of(REGION_ALIGN)
             .min(limit);
-        if end > target || shared > limit {
-            return Err(Fault::Full(format!("a region of {limit} bytes is full")));
-        }
         self.segment
             .reserve_range(start + shared, target - shared)
             .map_err(Fault::Reserve)?;
@@ -645,7 +650,9 @@ impl Map {
         let base = INDEX_BASE as u64;
         let ok = (MIN_LOG2..=self.geo.max_log2).contains(&log2)
             && off >= base
-            && (off - base) + (16 << log2) <= self.geo.index_bytes;
+            && (off - base)
+                .checked_add(16 << log2)
+                .is_some_and(|end| end <= self.geo.index_bytes);
         if !ok {
             return Err(corrupt(format!("table descriptor {desc:#x}")));
         }
@@ -1132,7 +1139,7 @@ impl Map {
                 }
                 Place::Absent { free } => {
                     let used = self.header().used.load(Ordering::Relaxed);
-                    let crowded = used + STRIPES as u64 >= (3 << log2) / 4;
+                    let crowded = used.saturating_add(STRIPES as u64) >= (3 << log2) / 4;
                     let Some(free) = free.filter(|_| !crowded) else {
                         drop(guard);
                         self.resize(t | u64::from(log2))?;
@@ -1196,7 +1203,7 @@ impl Map {
     /// returned) if the table has no free bucket left.
     fn insert_new(&self, s: usize, t: u64, log2: u32, free: u64, new: u64) -> Result<bool, Fault> {
         let st = self.stripe(s);
-        let len_after = st.len.load(Ordering::Relaxed) + 1;
+        let len_after = st.len.load(Ordering::Relaxed).saturating_add(1);
         st.old.store(EMPTY, Ordering::Relaxed);
         st.new.store(new, Ordering::Relaxed);
         st.len_after.store(len_after, Ordering::Relaxed);
