@@ -11,7 +11,7 @@
 //! | `Pipe()`, `Connection`, `connection.wait` | [`pipe()`], [`Connection`], [`pipe::wait`] |
 //! | `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`, `Event`, `Condition`, `Barrier` | [`sync`] |
 //! | `Value`, `Array`, `RawValue`, `RawArray` | [`value`] |
-//! | `Manager().dict()` | [`Dict`] |
+//! | `Manager().dict()`, `Manager().list()` | [`Dict`], [`List`] |
 //! | `shared_memory.SharedMemory` | [`segment::Segment`] |
 //!
 //! ```
@@ -93,7 +93,7 @@ pub mod sync;
 pub mod value;
 pub mod wait;
 
-pub use dict::Dict;
+pub use dict::{Dict, List};
 pub use object::{Object, inspect};
 pub use os::clock::Deadline;
 pub use pipe::{Connection, pipe};

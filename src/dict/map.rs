@@ -76,8 +76,11 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 
 /// Stripes of every map (v1: fixed).
 pub(crate) const STRIPES: usize = 16;
-/// Bytes of the map's own header at payload offset 0.
+/// Bytes of the map's own header at payload offset 0 (its second half,
+/// [`SPARE`] on, is free for an object built on the map: a `List`).
 const HEADER_BYTES: usize = 1024;
+/// Payload offset of the 512 header bytes the map does not use.
+pub(crate) const SPARE: usize = 512;
 /// Bytes per stripe: its lock state, then its [`StripeState`].
 const STRIPE_BYTES: usize = 768;
 /// Offset of the index region.
@@ -188,7 +191,7 @@ unsafe impl SharedState for StripeState {}
 
 const _: () = {
     assert!(size_of::<Header>() == 512);
-    assert!(size_of::<Header>() <= HEADER_BYTES);
+    assert!(size_of::<Header>() <= SPARE && SPARE + 512 == HEADER_BYTES);
     assert!(size_of::<StripeState>() == 512);
     assert!(crate::sync::LOCK_STATE_SIZE == 256);
     assert!(256 + size_of::<StripeState>() == STRIPE_BYTES);
@@ -384,7 +387,7 @@ pub(crate) type Decide<'a> = dyn FnMut(Option<&[u8]>) -> Result<Action, WriteErr
 /// A point where a test may make the writer "die" (panic, leaving its intent
 /// behind; its guard releases the lock, and the next holder finds the intent).
 #[inline]
-fn crash_point() {
+pub(crate) fn crash_point() {
     #[cfg(test)]
     tests::crash_point();
 }

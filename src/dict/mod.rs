@@ -49,11 +49,13 @@
 //!   writers can be made slow (long probe sequences), never wrong or unsafe.
 
 mod codec;
+mod list;
 mod map;
 
 #[cfg(feature = "serde")]
 pub use codec::Serde;
 pub use codec::{Counter, Decode, DecodeError, Encode, EncodeError, Plain};
+pub use list::{List, ListError};
 
 use crate::layout::header::{ElemType, HEADER_SIZE, ObjectKind, ObjectLayout};
 use crate::object::{self, Mismatch, Object, Payload};
@@ -253,10 +255,16 @@ impl<K, V> fmt::Debug for Dict<K, V> {
 
 /// The layout of a dict of `(K, V)` whose data regions are `region_bytes` each.
 fn dict_layout<K, V>(region_bytes: u64) -> Option<ObjectLayout> {
+    map_layout(ObjectKind::Dict, ElemType::of::<(K, V)>(), region_bytes)
+}
+
+/// The layout of an object of `kind` built on a map with data regions of
+/// `region_bytes` each.
+fn map_layout(kind: ObjectKind, elem: ElemType, region_bytes: u64) -> Option<ObjectLayout> {
     let geo = Geometry::new(region_bytes)?;
     Some(ObjectLayout {
-        kind: ObjectKind::Dict,
-        elem: ElemType::of::<(K, V)>(),
+        kind,
+        elem,
         slot_size: STRIPES as u32,
         capacity: region_bytes,
         payload_size: geo.payload,
@@ -307,6 +315,11 @@ impl<K: Encode + Decode, V: Encode + Decode> Object for Dict<K, V> {
     fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
         inspect(segment)
     }
+}
+
+/// `shmproc inspect` rows for a `List` segment (any element type).
+pub(crate) fn list_inspect(segment: &Segment) -> Vec<(&'static str, String)> {
+    list::inspect(segment)
 }
 
 /// `shmproc inspect` rows for a `Dict` segment (any key and value types).

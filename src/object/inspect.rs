@@ -30,6 +30,7 @@ const INSPECTORS: &[(ObjectKind, Inspect)] = &[
     (ObjectKind::JoinableQueue, crate::queue::describe),
     (ObjectKind::SimpleQueue, crate::queue::describe),
     (ObjectKind::Dict, crate::dict::inspect),
+    (ObjectKind::List, crate::dict::list_inspect),
 ];
 
 /// The live state of the object in `segment`, as (label, value) rows: depth, waiters
