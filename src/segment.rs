@@ -723,7 +723,7 @@ impl Segment {
 
         // 1. The header, with the creator on record, before anything large happens.
         shm::resize(&fd, HEADER_SIZE as u64).map_err(create_io(&owned_name, "sizing"))?;
-        let head = Mapping::new(&fd, HEADER_SIZE, true)
+        let head = Mapping::new(&fd, HEADER_SIZE, true, true)
             .map_err(create_io(&owned_name, "mapping the header"))?;
         let head_base = head.ptr().as_ptr();
         for (i, &b) in fields.iter().enumerate() {
@@ -750,7 +750,9 @@ impl Segment {
         if name.is_none() {
             shm::seal_size(&fd).map_err(create_io(&owned_name, "sealing"))?;
         }
-        let map = Mapping::new(&fd, len, true).map_err(create_io(&owned_name, "mapping"))?;
+        // A sparse segment is not populated: that would allocate its holes.
+        let map = Mapping::new(&fd, len, true, reserve == size)
+            .map_err(create_io(&owned_name, "mapping"))?;
         let base = map.ptr().as_ptr();
 
         // 3. The payload, then READY.
@@ -853,7 +855,8 @@ impl Segment {
                     name: name.to_string(),
                     reason: HeaderError::Corrupt(format!("file size {file_len} too large")),
                 })?;
-                let map = Mapping::new(&fd, len, writable).map_err(io_err("mapping"))?;
+                let sparse = shm::is_sparse(&fd).map_err(io_err("fstat"))?;
+                let map = Mapping::new(&fd, len, writable, !sparse).map_err(io_err("mapping"))?;
                 let base = map.ptr().as_ptr();
                 // SAFETY: the mapping holds at least HEADER_SIZE bytes.
                 let state = unsafe { header::init_state(base) };

@@ -547,6 +547,19 @@ fn creating_reserves_little_and_names_are_removed() {
     assert!(used(&name.path()) < 64 << 10);
     drop(d);
     assert!(!std::path::Path::new(&name.path()).exists());
+    // A small dict (its whole segment is below the size mappings are populated at)
+    // stays sparse when created and when opened.
+    let small = TestName::new("dict-small");
+    let d = Dict::<u64, u64>::create_with(
+        &small,
+        DictOptions::new().max_bytes(1 << 20),
+        CreateOptions::new(),
+    )
+    .unwrap();
+    d.insert(1, 1).unwrap();
+    let opened = Dict::<u64, u64>::open(&small).unwrap();
+    assert_eq!(opened.get(&1).unwrap(), Some(1));
+    assert!(used(&small.path()) < 1024, "{} KiB", used(&small.path()));
 }
 
 /// The fuzz target's body (fuzz/fuzz_targets/dict_image.rs) over random images:
