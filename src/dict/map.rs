@@ -1449,12 +1449,15 @@ pub(crate) fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
     };
     let mut entries = 0u64;
     let mut used = 0u64;
+    let mut reserved = INDEX_BASE as u64;
     for s in 0..STRIPES {
         let st = HEADER_BYTES + s * STRIPE_BYTES + 256;
         entries = entries.saturating_add(object::peek::<u64>(segment, st).unwrap_or(0));
         used = used.saturating_add(object::peek::<u64>(segment, st + 8).unwrap_or(0));
+        reserved = reserved.saturating_add(object::peek::<u64>(segment, st + 16).unwrap_or(0));
     }
     let index = object::peek::<u64>(segment, 16 * 8).unwrap_or(0);
+    reserved = reserved.saturating_add(object::peek::<u64>(segment, 17 * 8).unwrap_or(0));
     let region = segment.info().layout.capacity;
     vec![
         ("entries", entries.to_string()),
@@ -1466,6 +1469,7 @@ pub(crate) fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
                 used.saturating_add(index)
             ),
         ),
+        ("memory reserved", format!("{reserved} bytes")),
         (
             "capacity",
             format!(

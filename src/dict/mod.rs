@@ -834,6 +834,26 @@ mod tests {
     }
 
     #[test]
+    fn threads_of_one_process_share_a_handle() {
+        let d = Dict::<u64, u64>::new().unwrap();
+        std::thread::scope(|scope| {
+            for t in 0..4u64 {
+                let d = &d;
+                scope.spawn(move || {
+                    for i in 0..2000 {
+                        d.insert(t * 10_000 + i, i).unwrap();
+                        d.fetch_add(&u64::MAX, 1).unwrap();
+                        assert_eq!(d.get(&(t * 10_000 + i)).unwrap(), Some(i));
+                    }
+                });
+            }
+        });
+        assert_eq!(d.len(), 4 * 2000 + 1);
+        assert_eq!(d.get(&u64::MAX).unwrap(), Some(8000));
+        d.map.audit().unwrap();
+    }
+
+    #[test]
     fn oversize_is_an_error() {
         let d =
             Dict::<u8, Vec<u8>>::create_anonymous(DictOptions::new().max_bytes(1 << 20)).unwrap();
