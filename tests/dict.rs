@@ -614,3 +614,43 @@ fn random_images_never_panic() {
         let _ = shmproc::inspect::object_state(seg);
     }
 }
+
+#[cfg(feature = "serde")]
+#[test]
+fn serde_values_cross_processes() {
+    use shmproc::dict::Serde;
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq, Clone)]
+    struct Job {
+        id: u32,
+        tags: Vec<String>,
+        weight: Option<f64>,
+    }
+    let d = Dict::<String, Serde<Job>>::new().unwrap();
+    let mut child = Process::spawn_returning(|| -> i32 {
+        let job = Job {
+            id: 7,
+            tags: vec!["a".into(), "bc".into()],
+            weight: Some(0.5),
+        };
+        match d.insert("job".to_string(), Serde(job)) {
+            Ok(None) => 0,
+            _ => 1,
+        }
+    })
+    .unwrap();
+    assert_eq!(join_or_kill(&mut child), 0);
+    let Serde(job) = d.get("job").unwrap().unwrap();
+    assert_eq!(job.tags, ["a", "bc"]);
+    assert_eq!(job.weight, Some(0.5));
+    assert_eq!(
+        d.update_with("job".to_string(), |j| {
+            let mut j = j.unwrap().0;
+            j.id += 1;
+            Serde(j)
+        })
+        .unwrap()
+        .0
+        .id,
+        8
+    );
+}

@@ -101,7 +101,7 @@ pub(crate) const REGION_ALIGN: u64 = 1 << 16;
 /// Validations a reader retries before it takes the stripe lock.
 const READ_RETRIES: u32 = 64;
 /// Rounds of (resize, retry) a writer makes before it reports the map full.
-const WRITE_ROUNDS: u32 = 8;
+const WRITE_ROUNDS: u32 = 32;
 
 const EMPTY: u64 = 0;
 const TOMB: u64 = 1;
