@@ -743,15 +743,19 @@ impl Map {
             // SAFETY: the block was checked (in bounds, reserved).
             let head = unsafe { self.word(block) }.load(Ordering::Relaxed);
             let (klen, vlen) = ((head & 0xffff_ffff) as usize, (head >> 32) as usize);
-            if klen != key.len() || record_bytes(klen, vlen) > 1 << class {
-                if record_bytes(klen, vlen) > 1 << class && !self.moved(version, v1, generation) {
+            let fits = record_bytes(klen, vlen) <= 1 << class;
+            if !fits || klen != key.len() || !self.bytes_equal(block + 8, key) {
+                // Not our key — unless the block was freed and reused while we read
+                // it: a replace of our key would change this bucket's version, and
+                // moving on would report a present key absent.
+                if self.moved(version, v1, generation) {
+                    return Ok(Look::Retry);
+                }
+                if !fits {
                     return Err(corrupt(format!(
                         "record at {block:#x} longer than its block"
                     )));
                 }
-                continue;
-            }
-            if !self.bytes_equal(block + 8, key) {
                 continue;
             }
             self.read_bytes(block + 8 + pad8(klen as u64), vlen, out);
@@ -1101,7 +1105,12 @@ impl Map {
             self.check_block(s, block, class)?;
             // SAFETY: checked; records of our stripe do not change while we hold it.
             let head = unsafe { self.word(block) }.load(Ordering::Relaxed);
-            let klen = (head & 0xffff_ffff) as usize;
+            let (klen, vlen) = ((head & 0xffff_ffff) as usize, (head >> 32) as usize);
+            if record_bytes(klen, vlen) > 1 << class {
+                return Err(corrupt(format!(
+                    "record at {block:#x} longer than its block"
+                )));
+            }
             if klen == key.len() && self.bytes_equal(block + 8, key) {
                 return Ok((Place::Present { bucket, entry: e }, t, log2));
             }
