@@ -654,3 +654,41 @@ fn serde_values_cross_processes() {
         8
     );
 }
+
+#[test]
+fn a_key_being_replaced_is_never_absent_or_torn() {
+    const KEYS: u64 = 8;
+    let d = Dict::<u64, Vec<u8>>::new().unwrap();
+    for key in 0..KEYS {
+        d.insert(key, chaos_value(key, 0)).unwrap();
+    }
+    let stop = Words::new(1);
+    let mut children = Children(vec![
+        Process::spawn(|| {
+            // Replacements only: each frees the block the previous value used, which
+            // the next replacement of the same size class reuses at once.
+            let mut seq = 1;
+            while stop.at(0).load(Ordering::SeqCst) == 0 {
+                for key in 0..KEYS {
+                    let _ = d.insert(key, chaos_value(key, seq));
+                }
+                seq += 1;
+            }
+        })
+        .unwrap(),
+    ]);
+    let reads = if cfg!(debug_assertions) {
+        100_000
+    } else {
+        1_000_000
+    };
+    for i in 0..reads {
+        let key = i % KEYS;
+        match d.get(&key).unwrap() {
+            Some(v) => assert!(chaos_seq(key, &v).is_some(), "key {key}: torn value"),
+            None => panic!("key {key} reported absent while only being replaced"),
+        }
+    }
+    stop.at(0).store(1, Ordering::SeqCst);
+    assert_eq!(children.join_all(), [0]);
+}
