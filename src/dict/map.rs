@@ -38,8 +38,11 @@
 //! a block is freed (and can be reused) only after that bump. A reader loads the
 //! version, the entry, copies the record, and re-checks the version and the table
 //! generation: unchanged means the block was not freed during the copy, so the copy
-//! is whole. Readers never write and never lock (after [`READ_RETRIES`] failed
-//! validations in a row they take the key's stripe lock, so a reader cannot starve).
+//! is whole. Readers never write to the map and never lock: only after
+//! [`READ_RETRIES`] failed validations in a row (a key rewritten faster than it can
+//! be copied) does a reader take the key's stripe lock, so it cannot starve — and
+//! then, like any holder, it finishes a dead writer's update first. (A reader may
+//! `fallocate` pages other processes reserved, before it first touches them.)
 //!
 //! # Writers, intents and recovery
 //!
