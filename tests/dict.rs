@@ -692,3 +692,56 @@ fn a_key_being_replaced_is_never_absent_or_torn() {
     stop.at(0).store(1, Ordering::SeqCst);
     assert_eq!(children.join_all(), [0]);
 }
+
+#[test]
+fn a_writer_killed_while_the_dict_grows_loses_nothing_finished() {
+    let rounds = if cfg!(debug_assertions) { 6 } else { 12 };
+    let d = Dict::<u64, u64>::new().unwrap();
+    let done = Words::new(1);
+    let mut rng = Rng(5);
+    let mut start = 0u64;
+    let mut extra = 0u64; // keys the parent inserted
+    for round in 0..rounds {
+        done.at(0).store(start as u32, Ordering::SeqCst);
+        let mut children = Children(vec![
+            Process::spawn(|| {
+                // New keys only: the index doubles again and again (a resize holds
+                // every stripe lock; the kill may land inside one).
+                for i in start.. {
+                    let _ = d.insert(i, i * 3);
+                    done.at(0).store(i as u32 + 1, Ordering::SeqCst);
+                }
+            })
+            .unwrap(),
+        ]);
+        std::thread::sleep(Duration::from_millis(10 + rng.below(90)));
+        children.0[0].kill().unwrap();
+        children.0[0].join().unwrap();
+        let finished = u64::from(done.at(0).load(Ordering::SeqCst));
+        // The parent writes next: it recovers whatever the writer was doing.
+        d.insert(u64::MAX - round, 0).unwrap();
+        extra += 1;
+        for i in 0..finished {
+            assert_eq!(
+                d.get(&i).unwrap(),
+                Some(i * 3),
+                "round {round}: key {i} of {finished}"
+            );
+        }
+        let in_flight = match d.get(&finished).unwrap() {
+            None => 0,
+            Some(v) => {
+                assert_eq!(v, finished * 3);
+                1
+            }
+        };
+        assert_eq!(d.get(&(finished + 1)).unwrap(), None);
+        assert_eq!(
+            d.len() as u64,
+            finished + in_flight + extra,
+            "round {round}"
+        );
+        start = finished + in_flight;
+    }
+    assert!(start > 0);
+}
