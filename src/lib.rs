@@ -11,6 +11,7 @@
 //! | `Pipe()`, `Connection`, `connection.wait` | [`pipe()`], [`Connection`], [`pipe::wait`] |
 //! | `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`, `Event`, `Condition`, `Barrier` | [`sync`] |
 //! | `Value`, `Array`, `RawValue`, `RawArray` | [`value`] |
+//! | `Manager().dict()`, `Manager().list()` | [`Dict`], [`List`] |
 //! | `shared_memory.SharedMemory` | [`segment::Segment`] |
 //!
 //! ```
@@ -78,6 +79,7 @@
 
 #![cfg(target_os = "linux")]
 
+pub mod dict;
 pub mod layout;
 pub mod object;
 mod os;
@@ -91,6 +93,7 @@ pub mod sync;
 pub mod value;
 pub mod wait;
 
+pub use dict::{Dict, List};
 pub use object::{Object, inspect};
 pub use os::clock::Deadline;
 pub use pipe::{Connection, pipe};

@@ -452,11 +452,18 @@ impl std::error::Error for RemoveError {}
 #[derive(Clone, Copy, Debug)]
 pub struct CreateOptions {
     mode: u32,
+    /// Bytes of the file to reserve (`fallocate`) at creation; `None`: all of it. A
+    /// sparse object (a `Dict`) reserves its fixed part only and the rest as it grows
+    /// ([`Segment::reserve_range`]).
+    reserve: Option<u64>,
 }
 
 impl Default for CreateOptions {
     fn default() -> CreateOptions {
-        CreateOptions { mode: 0o600 }
+        CreateOptions {
+            mode: 0o600,
+            reserve: None,
+        }
     }
 }
 
@@ -470,6 +477,14 @@ impl CreateOptions {
     /// not narrow it). Default 0600.
     pub fn mode(mut self, mode: u32) -> CreateOptions {
         self.mode = mode & 0o777;
+        self
+    }
+
+    /// Reserves only the first `bytes` of the file at creation (the rest stays sparse
+    /// until [`Segment::reserve_range`]); only these bytes are checked against what
+    /// the machine can back.
+    pub(crate) fn reserve_only(mut self, bytes: u64) -> CreateOptions {
+        self.reserve = Some(bytes);
         self
     }
 }
@@ -624,7 +639,8 @@ impl Segment {
         let (_, size) = header::segment_extent(layout).ok_or(CreateError::TooLarge {
             payload_size: layout.payload_size,
         })?;
-        check_backing(Some(name), size)?;
+        let reserve = options.reserve.map_or(size, |r| r.min(size));
+        check_backing(Some(name), reserve)?;
         let fd = shm::create_named(name, options.mode).map_err(|e| match e.kind() {
             io::ErrorKind::AlreadyExists => CreateError::AlreadyExists {
                 name: name.to_string(),
@@ -634,7 +650,7 @@ impl Segment {
             },
             _ => create_io(&Some(name.to_string()), "creating")(e),
         })?;
-        Segment::initialize(fd, Some(name), size, layout, init)
+        Segment::initialize(fd, Some(name), size, reserve, layout, init)
     }
 
     /// Creates an anonymous segment (a memfd, sealed against resizing). Children
@@ -647,13 +663,24 @@ impl Segment {
         layout: &ObjectLayout,
         init: impl FnOnce(NonNull<u8>, usize),
     ) -> Result<Segment, CreateError> {
+        Segment::anonymous_with(layout, None, init)
+    }
+
+    /// [`anonymous`](Segment::anonymous), reserving only the first `reserve` bytes of
+    /// the file now (`None`: all of it); see [`CreateOptions::reserve_only`].
+    pub(crate) fn anonymous_with(
+        layout: &ObjectLayout,
+        reserve: Option<u64>,
+        init: impl FnOnce(NonNull<u8>, usize),
+    ) -> Result<Segment, CreateError> {
         let (_, size) = header::segment_extent(layout).ok_or(CreateError::TooLarge {
             payload_size: layout.payload_size,
         })?;
-        check_backing(None, size)?;
+        let reserve = reserve.map_or(size, |r| r.min(size));
+        check_backing(None, reserve)?;
         let debug_name = format!("shmproc-{}", layout.kind);
         let fd = shm::create_anonymous(&debug_name).map_err(create_io(&None, "memfd_create"))?;
-        Segment::initialize(fd, None, size, layout, init)
+        Segment::initialize(fd, None, size, reserve, layout, init)
     }
 
     /// Writes the header, sizes the file, lets `init` fill the payload and publishes
@@ -670,6 +697,7 @@ impl Segment {
         fd: OwnedFd,
         name: Option<&str>,
         size: u64,
+        reserve: u64,
         layout: &ObjectLayout,
         init: impl FnOnce(NonNull<u8>, usize),
     ) -> Result<Segment, CreateError> {
@@ -695,7 +723,7 @@ impl Segment {
 
         // 1. The header, with the creator on record, before anything large happens.
         shm::resize(&fd, HEADER_SIZE as u64).map_err(create_io(&owned_name, "sizing"))?;
-        let head = Mapping::new(&fd, HEADER_SIZE, true)
+        let head = Mapping::new(&fd, HEADER_SIZE, true, true)
             .map_err(create_io(&owned_name, "mapping the header"))?;
         let head_base = head.ptr().as_ptr();
         for (i, &b) in fields.iter().enumerate() {
@@ -714,13 +742,17 @@ impl Segment {
         state.store(STATE_INITIALIZING, Ordering::Release);
         guard.head = Some(head);
 
-        // 2. The full size, its memory reserved now (an error here, not a SIGBUS later).
+        // 2. The full size, its memory reserved now (an error here, not a SIGBUS later);
+        //    a sparse object reserves its first `reserve` bytes only and the rest as
+        //    it grows.
         shm::resize(&fd, size).map_err(|e| reserve_error(name, size, e))?;
-        shm::reserve(&fd, size).map_err(|e| reserve_error(name, size, e))?;
+        shm::reserve(&fd, 0, reserve).map_err(|e| reserve_error(name, reserve, e))?;
         if name.is_none() {
             shm::seal_size(&fd).map_err(create_io(&owned_name, "sealing"))?;
         }
-        let map = Mapping::new(&fd, len, true).map_err(create_io(&owned_name, "mapping"))?;
+        // A sparse segment is not populated: that would allocate its holes.
+        let map = Mapping::new(&fd, len, true, reserve == size)
+            .map_err(create_io(&owned_name, "mapping"))?;
         let base = map.ptr().as_ptr();
 
         // 3. The payload, then READY.
@@ -823,7 +855,8 @@ impl Segment {
                     name: name.to_string(),
                     reason: HeaderError::Corrupt(format!("file size {file_len} too large")),
                 })?;
-                let map = Mapping::new(&fd, len, writable).map_err(io_err("mapping"))?;
+                let sparse = shm::is_sparse(&fd).map_err(io_err("fstat"))?;
+                let map = Mapping::new(&fd, len, writable, !sparse).map_err(io_err("mapping"))?;
                 let base = map.ptr().as_ptr();
                 // SAFETY: the mapping holds at least HEADER_SIZE bytes.
                 let state = unsafe { header::init_state(base) };
@@ -995,6 +1028,25 @@ impl Segment {
     /// Length of the payload in bytes.
     pub fn payload_len(&self) -> usize {
         self.info.layout.payload_size as usize
+    }
+
+    /// `fallocate(2)` of payload bytes `offset .. offset + len`: reserves their memory
+    /// now, so that touching them later cannot fault with SIGBUS on a full
+    /// `/dev/shm`. For sparse objects that grow into their segment (a `Dict`).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if the range is not inside the payload; the OS error (ENOSPC,
+    /// ENOMEM, …) otherwise.
+    pub(crate) fn reserve_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        let end = offset.checked_add(len);
+        if end.is_none_or(|end| end > self.info.layout.payload_size) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "range outside the payload",
+            ));
+        }
+        shm::reserve(&self.fd, self.info.payload_offset + offset, len)
     }
 
     /// Processes recorded as having the segment open (pid, still alive). The registry

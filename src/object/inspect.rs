@@ -32,6 +32,8 @@ const INSPECTORS: &[(ObjectKind, Inspect)] = &[
     (ObjectKind::Queue, Queue::<u8>::inspect),
     (ObjectKind::JoinableQueue, JoinableQueue::<u8>::inspect),
     (ObjectKind::SimpleQueue, SimpleQueue::<u8>::inspect),
+    (ObjectKind::Dict, crate::dict::inspect),
+    (ObjectKind::List, crate::dict::list_inspect),
 ];
 
 /// The live state of the object in `segment`, as (label, value) rows: depth, waiters

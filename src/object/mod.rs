@@ -84,6 +84,15 @@ pub trait Object: Sized {
         let _ = (args, payload);
     }
 
+    /// Bytes of a new segment of `layout` (header included) to reserve at creation;
+    /// the rest of the file stays sparse until the object reserves it as it grows.
+    /// The default, `None`, reserves the whole segment (every fixed-size object).
+    #[doc(hidden)]
+    fn initial_reserve(layout: &ObjectLayout) -> Option<u64> {
+        let _ = layout;
+        None
+    }
+
     /// A handle over `segment`, whose header is valid and of [`KIND`](Object::KIND):
     /// checks the rest of the layout (element type, capacity, payload size) before
     /// touching the payload.
@@ -121,9 +130,10 @@ pub trait Object: Sized {
     /// [`Segment::anonymous`].
     fn create_anonymous(args: Self::Args<'_>) -> Result<Self, CreateError> {
         let layout = Self::layout(&args)?;
-        let segment = Segment::anonymous(&layout, |ptr, len| {
-            Self::init(args, &mut Payload::new(ptr, len));
-        })?;
+        let segment =
+            Segment::anonymous_with(&layout, Self::initial_reserve(&layout), |ptr, len| {
+                Self::init(args, &mut Payload::new(ptr, len));
+            })?;
         attach_new(segment)
     }
 
@@ -141,6 +151,7 @@ pub trait Object: Sized {
         options: CreateOptions,
     ) -> Result<Self, CreateError> {
         let layout = Self::layout(&args)?;
+        let options = sparse(options, Self::initial_reserve(&layout));
         let segment = Segment::create(name, &layout, options, |ptr, len| {
             Self::init(args, &mut Payload::new(ptr, len));
         })?;
@@ -183,6 +194,7 @@ pub trait Object: Sized {
         open: OpenOptions,
     ) -> Result<(Self, bool), OpenOrCreateError> {
         let layout = Self::layout(&args).map_err(OpenOrCreateError::Create)?;
+        let create = sparse(create, Self::initial_reserve(&layout));
         let (segment, created) =
             Segment::open_or_create(name, &layout, create, open, |ptr, len| {
                 Self::init(args, &mut Payload::new(ptr, len));
@@ -205,6 +217,14 @@ pub trait Object: Sized {
     /// The segment's name, `None` if anonymous.
     fn segment_name(&self) -> Option<&str> {
         self.segment().name()
+    }
+}
+
+/// `options`, reserving only `reserve` bytes at creation if the object asks for it.
+fn sparse(options: CreateOptions, reserve: Option<u64>) -> CreateOptions {
+    match reserve {
+        Some(bytes) => options.reserve_only(bytes),
+        None => options,
     }
 }
 
