@@ -29,6 +29,7 @@ const INSPECTORS: &[(ObjectKind, Inspect)] = &[
     (ObjectKind::Queue, crate::queue::describe),
     (ObjectKind::JoinableQueue, crate::queue::describe),
     (ObjectKind::SimpleQueue, crate::queue::describe),
+    (ObjectKind::Pool, <crate::pool::Claims as Object>::inspect),
 ];
 
 /// The live state of the object in `segment`, as (label, value) rows: depth, waiters
