@@ -380,3 +380,27 @@ fn workers_die_with_their_parent() {
         );
     }
 }
+
+#[test]
+fn a_replacement_forked_while_a_short_lived_thread_waits_outlives_that_thread() {
+    let pool = Pool::new(1).unwrap();
+    let victim = pool.pids()[0];
+    // SAFETY: kill(2) of our own child; no memory involved.
+    unsafe {
+        libc::kill(victim as i32, libc::SIGKILL);
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while pool.pids().contains(&victim) && Instant::now() < deadline {
+                let _ = pool.apply(square, 2);
+            }
+        });
+    });
+    let replacement = pool.pids()[0];
+    assert_ne!(replacement, victim);
+    // The waiting thread has ended; the replacement must not have died with it.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(pool.map_chunked(square, 0..10, 1).unwrap().len(), 10);
+    assert_eq!(pool.pids(), [replacement]);
+}

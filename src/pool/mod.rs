@@ -41,9 +41,8 @@
 //!   very instant of the death may be reported failed.
 //! - The parent killed: workers get SIGKILL from the kernel (`PR_SET_PDEATHSIG`),
 //!   and the pool's segments are anonymous (memfd), gone with the last mapping.
-//!   The death signal follows the *thread* that forked a worker: fork workers (make
-//!   the pool, and wait on it — waits fork replacements) from threads that outlive
-//!   the pool.
+//!   (The death signal follows the *thread* that forked a worker, so one thread of
+//!   the pool, living as long as the pool, forks every worker.)
 //!
 //! The fork caveat of [`Process`](crate::Process) applies to workers: they start
 //! with only the forking thread; a lock another thread held at that moment stays
@@ -51,6 +50,7 @@
 
 mod claims;
 mod error;
+mod forker;
 mod parent;
 pub mod task;
 mod worker;

@@ -4,8 +4,9 @@
 
 use super::claims::Claims;
 use super::error::{PoolError, from_queue};
+use super::forker::Forker;
 use super::task::{self, Key};
-use super::worker::{self, Spec};
+use super::worker::Spec;
 use crate::process::{ExitStatus, Process};
 use crate::queue::ByteQueue;
 use std::collections::{HashMap, VecDeque};
@@ -112,6 +113,8 @@ pub(super) struct Inner {
     /// Set when the initializer panicked: (pid, message).
     broken: Option<(u32, String)>,
     last_check: Instant,
+    /// Forks every worker (declared last: dropped after the workers are reaped).
+    forker: Forker,
 }
 
 impl Inner {
@@ -134,6 +137,7 @@ impl Inner {
             state: State::Running,
             broken: None,
             last_check: Instant::now(),
+            forker: Forker::start()?,
         };
         for slot in 0..inner.workers.len() {
             let w = inner.spawn(slot)?;
@@ -160,7 +164,7 @@ impl Inner {
             maxtasks: self.config.maxtasks,
             parent: self.parent,
         };
-        let process = Process::spawn_returning(move || worker::run(spec)).map_err(PoolError::Os)?;
+        let process = self.forker.fork(spec)?;
         Ok(Worker {
             process,
             tasks,
