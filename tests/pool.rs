@@ -404,3 +404,77 @@ fn a_replacement_forked_while_a_short_lived_thread_waits_outlives_that_thread() 
     assert_eq!(pool.map_chunked(square, 0..10, 1).unwrap().len(), 10);
     assert_eq!(pool.pids(), [replacement]);
 }
+
+fn weighted(x: u32, w: f64) -> f64 {
+    f64::from(x) * w
+}
+
+#[test]
+fn starmap_calls_with_each_pair_in_order() {
+    let pool = Pool::new(2).unwrap();
+    let pairs: Vec<(u32, f64)> = (0..100).map(|i| (i, 0.5)).collect();
+    let got = pool.starmap(weighted, pairs.clone()).unwrap();
+    assert_eq!(
+        got,
+        pairs
+            .iter()
+            .map(|&(x, w)| weighted(x, w))
+            .collect::<Vec<_>>()
+    );
+    let r = pool
+        .starmap_async_chunked(|a: u8, b: u64| u64::from(a) + b, [(1u8, 2u64), (3, 4)], 1)
+        .unwrap();
+    assert_eq!(r.get().unwrap(), [3, 7]);
+    assert!(pool.starmap(weighted, Vec::new()).unwrap().is_empty());
+}
+
+#[cfg(feature = "serde")]
+mod serde_values {
+    use super::*;
+    use serde::{Deserialize, Serialize, Serializer};
+
+    fn shout(s: String) -> String {
+        s.to_uppercase()
+    }
+
+    /// Refuses to be encoded when it holds 13.
+    #[derive(Debug, Deserialize)]
+    struct Picky(u32);
+
+    impl Serialize for Picky {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            if self.0 == 13 {
+                return Err(serde::ser::Error::custom("13 is unlucky"));
+            }
+            s.serialize_u32(self.0)
+        }
+    }
+
+    #[test]
+    fn map_serde_carries_any_value_and_returns_encoding_errors() {
+        let pool = Pool::new(2).unwrap();
+        let words: Vec<String> = ["a", "bb", "ccc"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(pool.map_serde(shout, words).unwrap(), ["A", "BB", "CCC"]);
+        assert_eq!(
+            pool.apply_serde(|v: Vec<u32>| v.iter().sum::<u32>(), vec![1, 2, 3])
+                .unwrap(),
+            6
+        );
+        assert!(pool.map_serde(shout, Vec::new()).unwrap().is_empty());
+        // A result the worker cannot encode: the error reaches the caller.
+        let e = pool.map_serde(Picky, 0..20u32).unwrap_err();
+        assert!(matches!(e, PoolError::Encoding(_)), "{e}");
+        assert!(e.to_string().contains("encoding a result"), "{e}"); // postcard drops custom messages
+        // An item this process cannot encode: nothing runs.
+        let e = pool
+            .map_serde(|p: Picky| p.0, [Picky(1), Picky(13)])
+            .unwrap_err();
+        assert!(matches!(e, PoolError::Encoding(_)), "{e}");
+        // A chunk too large for a message.
+        let e = pool
+            .map_serde_async_chunked(shout, vec!["x".repeat(100_000)], 1)
+            .unwrap_err();
+        assert!(matches!(e, PoolError::InvalidArgument(_)), "{e}");
+        assert_eq!(pool.map_serde(shout, ["ok".to_string()]).unwrap(), ["OK"]);
+    }
+}

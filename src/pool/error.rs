@@ -54,6 +54,10 @@ pub enum PoolError {
     /// A task or result message was inconsistent (a process scribbled on the pool's
     /// shared memory): the task failed, nothing was run from it.
     Corrupt(String),
+    /// A serde value could not be encoded or decoded (in this process, or in the
+    /// worker, which the message names), or a result was too large for the result
+    /// queue (feature `serde`).
+    Encoding(String),
     /// Starting a worker failed (`fork`: the process limit, memory).
     Os(io::Error),
     /// The pool's queues failed (creating them, or a queue error a task met).
@@ -84,6 +88,7 @@ impl fmt::Display for PoolError {
             PoolError::Timeout => f.write_str("result not ready within the timeout"),
             PoolError::ResultTaken => f.write_str("result was already taken"),
             PoolError::Corrupt(why) => write!(f, "pool message is corrupt: {why}"),
+            PoolError::Encoding(why) => write!(f, "encoding failed: {why}"),
             PoolError::Os(e) => write!(f, "starting a worker failed: {e}"),
             PoolError::Queue(why) => write!(f, "pool queue failed: {why}"),
         }

@@ -8,6 +8,8 @@
 //! | `map_async` → `AsyncResult.get/wait/ready/successful` | [`Pool::map_async`] → [`AsyncResult`] |
 //! | `imap`, `imap_unordered` | [`Pool::imap`], [`Pool::imap_unordered`] (lazy, bounded) |
 //! | `apply`, `apply_async` | [`Pool::apply`], [`Pool::apply_async`] |
+//! | `starmap`, `starmap_async` (pairs) | [`Pool::starmap`], [`Pool::starmap_async_chunked`] |
+//! | any picklable value | `map_serde`, `map_serde_async_chunked`, `apply_serde` (feature `serde`, postcard) |
 //! | `close`, `terminate`, `join`, `with Pool(...)` | [`Pool::close`], [`Pool::terminate`], [`Pool::join`], `Drop` |
 //! | `multiprocessing.TimeoutError` | [`PoolError::Timeout`] |
 //!
@@ -176,18 +178,17 @@ fn default_chunksize(len: usize, processes: usize) -> usize {
     len.div_ceil(4 * processes).max(1)
 }
 
-/// A chunksize for `T` → `R`, cut to what a message holds.
-fn chunk_for<T, R>(chunksize: usize) -> Result<usize, PoolError> {
+/// A chunksize for items of `item` bytes and results of `result` bytes, cut to
+/// what a message holds.
+fn chunk_for(chunksize: usize, item: usize, result: usize) -> Result<usize, PoolError> {
     if chunksize == 0 {
         return Err(PoolError::InvalidArgument(
             "chunksize must be at least 1 (asked for 0)".to_string(),
         ));
     }
-    let max = parent::max_chunk(size_of::<T>(), size_of::<R>()).ok_or_else(|| {
+    let max = parent::max_chunk(item, result).ok_or_else(|| {
         PoolError::InvalidArgument(format!(
-            "items of {} bytes and results of {} bytes: a task message holds at most {} bytes",
-            size_of::<T>(),
-            size_of::<R>(),
+            "items of {item} bytes and results of {result} bytes: a task message holds at most {} bytes",
             parent::MAX_MESSAGE - task::TASK_HEADER
         ))
     })?;
@@ -199,6 +200,20 @@ fn decode_map<R: Pod>(chunks: Chunks) -> Result<Vec<R>, PoolError> {
     let mut out = Vec::with_capacity(chunks.iter().map(|c| c.1).sum());
     for (bytes, count) in chunks {
         task::decode_items(&bytes, count, &mut out).map_err(PoolError::Corrupt)?;
+    }
+    Ok(out)
+}
+
+/// Decodes every chunk of a serde map, in order.
+#[cfg(feature = "serde")]
+fn decode_serde_map<R: serde::de::DeserializeOwned>(chunks: Chunks) -> Result<Vec<R>, PoolError> {
+    let mut out = Vec::with_capacity(chunks.iter().map(|c| c.1).sum());
+    for (bytes, count) in chunks {
+        match task::decode_serde::<R>(&bytes, count) {
+            Ok(values) => out.extend(values),
+            Err(task::Refused::Corrupt(why)) => return Err(PoolError::Corrupt(why)),
+            Err(task::Refused::Encoding(why)) => return Err(PoolError::Encoding(why)),
+        }
     }
     Ok(out)
 }
@@ -265,21 +280,32 @@ impl Pool {
         }
     }
 
-    /// Submits a map job.
+    /// Submits a job of the chunks `bodies`, in order.
+    fn submit_chunks<'a>(
+        &self,
+        bodies: impl IntoIterator<Item = task::Body<'a>>,
+    ) -> Result<u64, PoolError> {
+        let mut inner = self.lock();
+        let job = inner.new_job(true)?;
+        for (i, body) in bodies.into_iter().enumerate() {
+            if let Err(e) = inner.submit(job, i, &body) {
+                inner.drop_job(job);
+                return Err(e);
+            }
+        }
+        inner.pump(Duration::ZERO)?;
+        Ok(job)
+    }
+
+    /// Submits a map job of plain-old-data.
     fn submit_map<T: Pod, R: Pod>(
         &self,
         func: fn(T) -> R,
         items: Vec<T>,
         chunksize: usize,
     ) -> Result<u64, PoolError> {
-        let chunksize = chunk_for::<T, R>(chunksize)?;
-        let mut inner = self.lock();
-        let job = inner.new_job(true)?;
-        for (i, chunk) in items.chunks(chunksize).enumerate() {
-            inner.submit(job, i, func, chunk)?;
-        }
-        inner.pump(Duration::ZERO)?;
-        Ok(job)
+        let chunksize = chunk_for(chunksize, size_of::<T>(), size_of::<R>())?;
+        self.submit_chunks(items.chunks(chunksize).map(|c| task::Body::pod(func, c)))
     }
 
     /// Python's `map`: `func` over `items` in the workers, results in input order,
@@ -377,6 +403,130 @@ impl Pool {
         })
     }
 
+    /// Python's `starmap` for pairs: `func(a, b)` for each `(a, b)` of `items`, in
+    /// input order, with the default chunksize.
+    ///
+    /// # Errors
+    ///
+    /// As for [`map`](Pool::map).
+    pub fn starmap<A: Pod, B: Pod, R: Pod>(
+        &self,
+        func: fn(A, B) -> R,
+        items: impl IntoIterator<Item = (A, B)>,
+    ) -> Result<Vec<R>, PoolError> {
+        let items: Vec<(A, B)> = items.into_iter().collect();
+        let chunksize = default_chunksize(items.len(), self.processes);
+        self.starmap_async_chunked(func, items, chunksize)?.get()
+    }
+
+    /// [`starmap`](Pool::starmap) with chunks of `chunksize` pairs, as a handle
+    /// (Python's `starmap_async`).
+    ///
+    /// # Errors
+    ///
+    /// As for [`map_async_chunked`](Pool::map_async_chunked).
+    pub fn starmap_async_chunked<A: Pod, B: Pod, R: Pod>(
+        &self,
+        func: fn(A, B) -> R,
+        items: impl IntoIterator<Item = (A, B)>,
+        chunksize: usize,
+    ) -> Result<AsyncResult<'_, Vec<R>>, PoolError> {
+        let items: Vec<(A, B)> = items.into_iter().collect();
+        let chunksize = chunk_for(chunksize, size_of::<A>() + size_of::<B>(), size_of::<R>())?;
+        let chunks: Vec<(usize, Vec<u8>)> = items
+            .chunks(chunksize)
+            .map(|c| (c.len(), task::pair_bytes(c)))
+            .collect();
+        let job = self.submit_chunks(
+            chunks
+                .iter()
+                .map(|(n, bytes)| task::Body::pairs(func, *n, bytes)),
+        )?;
+        Ok(AsyncResult {
+            pool: self,
+            job,
+            decode: decode_map::<R>,
+        })
+    }
+
+    /// [`map`](Pool::map) for any serde values (encoded with postcard), with the
+    /// default chunksize (feature `serde`).
+    ///
+    /// # Errors
+    ///
+    /// As for [`map`](Pool::map); [`PoolError::Encoding`] if an item cannot be
+    /// encoded here (before anything runs) or a value cannot be decoded or encoded
+    /// in the worker; [`PoolError::InvalidArgument`] if a chunk encodes to more than
+    /// a task message holds (use a smaller chunksize).
+    #[cfg(feature = "serde")]
+    pub fn map_serde<T, R>(
+        &self,
+        func: fn(T) -> R,
+        items: impl IntoIterator<Item = T>,
+    ) -> Result<Vec<R>, PoolError>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+        R: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let items: Vec<T> = items.into_iter().collect();
+        let chunksize = default_chunksize(items.len(), self.processes);
+        self.map_serde_async_chunked(func, items, chunksize)?.get()
+    }
+
+    /// [`map_serde`](Pool::map_serde) with chunks of `chunksize` items, as a
+    /// handle (feature `serde`).
+    ///
+    /// # Errors
+    ///
+    /// As for [`map_serde`](Pool::map_serde); [`PoolError::InvalidArgument`] for a
+    /// chunksize of 0.
+    #[cfg(feature = "serde")]
+    pub fn map_serde_async_chunked<T, R>(
+        &self,
+        func: fn(T) -> R,
+        items: impl IntoIterator<Item = T>,
+        chunksize: usize,
+    ) -> Result<AsyncResult<'_, Vec<R>>, PoolError>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+        R: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let items: Vec<T> = items.into_iter().collect();
+        let chunksize = chunk_for(chunksize, 0, 0)?;
+        let chunks = items
+            .chunks(chunksize)
+            .map(|c| task::serde_bytes(c).map(|bytes| (c.len(), bytes)))
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(PoolError::Encoding)?;
+        let job = self.submit_chunks(
+            chunks
+                .iter()
+                .map(|(n, bytes)| task::Body::serde(func, *n, bytes)),
+        )?;
+        Ok(AsyncResult {
+            pool: self,
+            job,
+            decode: decode_serde_map::<R>,
+        })
+    }
+
+    /// [`apply`](Pool::apply) for serde values (feature `serde`).
+    ///
+    /// # Errors
+    ///
+    /// As for [`map_serde`](Pool::map_serde).
+    #[cfg(feature = "serde")]
+    pub fn apply_serde<T, R>(&self, func: fn(T) -> R, arg: T) -> Result<R, PoolError>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+        R: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        self.map_serde_async_chunked(func, [arg], 1)?
+            .get()?
+            .pop()
+            .ok_or_else(|| PoolError::Corrupt("an apply without a result".to_string()))
+    }
+
     /// Python's `imap`: a lazy iterator of `func` over `items`, in input order, one
     /// item per task. At most [`IMAP_CHUNKS_PER_PROCESS`] × processes chunks are in
     /// flight, so an endless input is fine: see [`IMap`].
@@ -442,7 +592,7 @@ impl Pool {
         chunksize: usize,
         ordered: bool,
     ) -> Result<IMap<'_, I, T, R>, PoolError> {
-        let chunksize = chunk_for::<T, R>(chunksize)?;
+        let chunksize = chunk_for(chunksize, size_of::<T>(), size_of::<R>())?;
         let job = self.lock().new_job(ordered)?;
         Ok(IMap {
             pool: self,
@@ -645,7 +795,11 @@ impl<I: Iterator<Item = T>, T: Pod, R: Pod> IMap<'_, I, T, R> {
                 break;
             }
             let mut inner = self.pool.lock();
-            inner.submit(self.job, self.submitted, self.func, &chunk)?;
+            inner.submit(
+                self.job,
+                self.submitted,
+                &task::Body::pod(self.func, &chunk),
+            )?;
             inner.pump(Duration::ZERO)?;
             self.submitted += 1;
         }

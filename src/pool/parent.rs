@@ -217,27 +217,35 @@ impl Inner {
         Ok(id)
     }
 
-    /// Submits chunk `chunk` of `job`: `items` for `func`.
-    pub(super) fn submit<T: bytemuck::Pod, R: bytemuck::Pod>(
+    /// Submits chunk `chunk` of `job`, carrying `body`.
+    pub(super) fn submit(
         &mut self,
         job: u64,
         chunk: usize,
-        func: fn(T) -> R,
-        items: &[T],
+        body: &task::Body<'_>,
     ) -> Result<(), PoolError> {
         self.check_running()?;
-        let Some(j) = self.jobs.get_mut(&job) else {
+        if !self.jobs.contains_key(&job) {
             return Err(PoolError::ResultTaken);
-        };
-        j.outstanding += 1;
+        }
         let id = self.next_id();
-        let msg = task::encode(&self.key, func, id, items);
+        let msg = task::encode(&self.key, id, body);
+        if msg.len() > MAX_MESSAGE {
+            return Err(PoolError::InvalidArgument(format!(
+                "a chunk of {} items encodes to {} bytes; a task message holds at most {MAX_MESSAGE}: use a smaller chunksize",
+                body.count,
+                msg.len()
+            )));
+        }
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.outstanding += 1;
+        }
         self.tasks.insert(
             id,
             TaskEntry {
                 job,
                 chunk,
-                count: items.len(),
+                count: body.count,
                 msg,
                 worker: None,
             },
@@ -386,6 +394,9 @@ impl Inner {
                 message: text(),
             }),
             task::RESULT_CORRUPT => Err(PoolError::Corrupt(text())),
+            task::RESULT_ENCODING => {
+                Err(PoolError::Encoding(format!("in worker {pid}: {}", text())))
+            }
             other => Err(PoolError::Corrupt(format!("result of kind {other}"))),
         };
         self.complete(id, outcome);

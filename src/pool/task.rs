@@ -45,35 +45,108 @@ pub(super) const RESULT_PANIC: u32 = 1;
 pub(super) const RESULT_CORRUPT: u32 = 2;
 /// The initializer panicked (task id 0); the payload is the message.
 pub(super) const RESULT_INIT: u32 = 3;
+/// Encoding or decoding a serde value failed, or a result was too large; the payload
+/// says why.
+pub(super) const RESULT_ENCODING: u32 = 4;
 
-/// Runs the `fn(T) -> R` at `func` over `count` items in `items`, appending the
-/// results' bytes to `out`.
+/// Why a trampoline did not run its task to the end.
+#[derive(Debug)]
+pub(super) enum Refused {
+    /// The items' bytes do not hold what the task says (a scribbled message).
+    Corrupt(String),
+    /// Encoding or decoding a serde value failed.
+    #[cfg_attr(
+        not(feature = "serde"),
+        expect(dead_code, reason = "only the serde trampoline refuses this way")
+    )]
+    Encoding(String),
+}
+
+/// Runs the function at `func` over `count` items encoded in `items`, appending the
+/// encoded results to `out`.
 ///
 /// # Safety
 ///
-/// `func` must be the address of an `fn(T) -> R` of this program, for the very `T`
-/// and `R` the trampoline was instantiated with.
+/// `func` must be the address of a function of this program of the very type the
+/// trampoline was instantiated for (`fn(T) -> R` for [`trampoline`]`::<T, R>`…).
 pub(super) type Trampoline =
-    unsafe fn(func: usize, items: &[u8], count: usize, out: &mut Vec<u8>) -> Result<(), String>;
+    unsafe fn(func: usize, items: &[u8], count: usize, out: &mut Vec<u8>) -> Result<(), Refused>;
 
-/// The [`Trampoline`] for `fn(T) -> R`.
+/// What a task carries: the trampoline, the function, and the encoded items.
+pub(super) struct Body<'a> {
+    tramp: Trampoline,
+    func: usize,
+    /// Items in the chunk.
+    pub(super) count: usize,
+    bytes: &'a [u8],
+}
+
+impl<'a> Body<'a> {
+    /// `items` for `func`, copied as they are (plain-old-data).
+    pub(super) fn pod<T: Pod, R: Pod>(func: fn(T) -> R, items: &'a [T]) -> Body<'a> {
+        Body {
+            tramp: trampoline::<T, R>,
+            func: func as usize,
+            count: items.len(),
+            bytes: bytemuck::cast_slice(items),
+        }
+    }
+
+    /// `count` pairs in `bytes` (from [`pair_bytes`]) for `func`.
+    pub(super) fn pairs<A: Pod, B: Pod, R: Pod>(
+        func: fn(A, B) -> R,
+        count: usize,
+        bytes: &'a [u8],
+    ) -> Body<'a> {
+        Body {
+            tramp: pair_trampoline::<A, B, R>,
+            func: func as usize,
+            count,
+            bytes,
+        }
+    }
+
+    /// `count` serde values in `bytes` (from [`serde_bytes`]) for `func`.
+    #[cfg(feature = "serde")]
+    pub(super) fn serde<T, R>(func: fn(T) -> R, count: usize, bytes: &'a [u8]) -> Body<'a>
+    where
+        T: serde::de::DeserializeOwned,
+        R: serde::Serialize,
+    {
+        Body {
+            tramp: serde_trampoline::<T, R>,
+            func: func as usize,
+            count,
+            bytes,
+        }
+    }
+}
+
+/// Checks that `items` holds `count` items of `size` bytes.
+fn check_len(items: &[u8], count: usize, size: usize) -> Result<(), Refused> {
+    if count.checked_mul(size) == Some(items.len()) {
+        Ok(())
+    } else {
+        Err(Refused::Corrupt(format!(
+            "{} bytes of items do not hold {count} items of {size} bytes",
+            items.len()
+        )))
+    }
+}
+
+/// The [`Trampoline`] for `fn(T) -> R` over plain-old-data.
 ///
 /// # Safety
 ///
-/// As for [`Trampoline`].
-pub(super) unsafe fn trampoline<T: Pod, R: Pod>(
+/// `func` is the address of an `fn(T) -> R` of this program.
+unsafe fn trampoline<T: Pod, R: Pod>(
     func: usize,
     items: &[u8],
     count: usize,
     out: &mut Vec<u8>,
-) -> Result<(), String> {
+) -> Result<(), Refused> {
     let size = size_of::<T>();
-    if count.checked_mul(size) != Some(items.len()) {
-        return Err(format!(
-            "{} bytes of items do not hold {count} items of {size} bytes",
-            items.len()
-        ));
-    }
+    check_len(items, count, size)?;
     // SAFETY: the caller guarantees `func` is the address of an `fn(T) -> R` of this
     // program; fn pointers and usize have the same size on every Linux target.
     let f = unsafe { std::mem::transmute::<usize, fn(T) -> R>(func) };
@@ -82,6 +155,91 @@ pub(super) unsafe fn trampoline<T: Pod, R: Pod>(
         let item: T = bytemuck::pod_read_unaligned(&items[i * size..(i + 1) * size]);
         out.extend_from_slice(bytemuck::bytes_of(&f(item)));
     }
+    Ok(())
+}
+
+/// The items of a starmap: each pair's `A` then its `B`, unaligned.
+pub(super) fn pair_bytes<A: Pod, B: Pod>(items: &[(A, B)]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(items.len() * (size_of::<A>() + size_of::<B>()));
+    for (a, b) in items {
+        bytes.extend_from_slice(bytemuck::bytes_of(a));
+        bytes.extend_from_slice(bytemuck::bytes_of(b));
+    }
+    bytes
+}
+
+/// The [`Trampoline`] for `fn(A, B) -> R` over pairs of plain-old-data.
+///
+/// # Safety
+///
+/// `func` is the address of an `fn(A, B) -> R` of this program.
+unsafe fn pair_trampoline<A: Pod, B: Pod, R: Pod>(
+    func: usize,
+    items: &[u8],
+    count: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), Refused> {
+    let (sa, sb) = (size_of::<A>(), size_of::<B>());
+    check_len(items, count, sa + sb)?;
+    // SAFETY: the caller guarantees `func` is the address of an `fn(A, B) -> R`.
+    let f = unsafe { std::mem::transmute::<usize, fn(A, B) -> R>(func) };
+    for i in 0..count {
+        let at = i * (sa + sb);
+        let a: A = bytemuck::pod_read_unaligned(&items[at..at + sa]);
+        let b: B = bytemuck::pod_read_unaligned(&items[at + sa..at + sa + sb]);
+        out.extend_from_slice(bytemuck::bytes_of(&f(a, b)));
+    }
+    Ok(())
+}
+
+/// The items of a serde map: the chunk as one postcard sequence.
+#[cfg(feature = "serde")]
+pub(super) fn serde_bytes<T: serde::Serialize>(items: &[T]) -> Result<Vec<u8>, String> {
+    postcard::to_allocvec(items).map_err(|e| format!("encoding an item: {e}"))
+}
+
+/// Decodes a serde chunk of `count` values.
+#[cfg(feature = "serde")]
+pub(super) fn decode_serde<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    count: usize,
+) -> Result<Vec<T>, Refused> {
+    let values: Vec<T> =
+        postcard::from_bytes(bytes).map_err(|e| Refused::Encoding(format!("decoding: {e}")))?;
+    if values.len() != count {
+        return Err(Refused::Corrupt(format!(
+            "{} values where {count} were sent",
+            values.len()
+        )));
+    }
+    Ok(values)
+}
+
+/// The [`Trampoline`] for `fn(T) -> R` over serde values (postcard).
+///
+/// # Safety
+///
+/// `func` is the address of an `fn(T) -> R` of this program.
+#[cfg(feature = "serde")]
+unsafe fn serde_trampoline<T, R>(
+    func: usize,
+    items: &[u8],
+    count: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), Refused>
+where
+    T: serde::de::DeserializeOwned,
+    R: serde::Serialize,
+{
+    // SAFETY: the caller guarantees `func` is the address of an `fn(T) -> R`.
+    let f = unsafe { std::mem::transmute::<usize, fn(T) -> R>(func) };
+    let results: Vec<R> = decode_serde::<T>(items, count)?
+        .into_iter()
+        .map(f)
+        .collect();
+    let bytes = postcard::to_allocvec(&results)
+        .map_err(|e| Refused::Encoding(format!("encoding a result: {e}")))?;
+    out.extend_from_slice(&bytes);
     Ok(())
 }
 
@@ -117,22 +275,20 @@ impl Key {
     }
 }
 
-/// Encodes a task: the trampoline for `fn(T) -> R`, `func`, `id` and `items`.
-pub(super) fn encode<T: Pod, R: Pod>(key: &Key, func: fn(T) -> R, id: u64, items: &[T]) -> Vec<u8> {
-    let tramp: Trampoline = trampoline::<T, R>;
+/// Encodes task `id` carrying `body`.
+pub(super) fn encode(key: &Key, id: u64, body: &Body<'_>) -> Vec<u8> {
     let words = [
-        tramp as usize as u64,
-        func as usize as u64,
+        body.tramp as usize as u64,
+        body.func as u64,
         id,
-        items.len() as u64,
+        body.count as u64,
     ];
-    let bytes: &[u8] = bytemuck::cast_slice(items);
-    let mut msg = Vec::with_capacity(TASK_HEADER + bytes.len());
+    let mut msg = Vec::with_capacity(TASK_HEADER + body.bytes.len());
     for w in words {
         msg.extend_from_slice(&w.to_ne_bytes());
     }
     msg.extend_from_slice(&key.mac(words).to_ne_bytes());
-    msg.extend_from_slice(bytes);
+    msg.extend_from_slice(body.bytes);
     msg
 }
 
@@ -181,7 +337,7 @@ pub(super) fn verify<'a>(key: &Key, msg: &'a [u8]) -> Result<Task<'a>, (u64, Str
 
 impl Task<'_> {
     /// Runs the task, appending the results' bytes to `out`.
-    pub(super) fn run(&self, out: &mut Vec<u8>) -> Result<(), String> {
+    pub(super) fn run(&self, out: &mut Vec<u8>) -> Result<(), Refused> {
         // SAFETY: `verify` checked the MAC under the pool's key, which only the
         // pool's parent (and its forked workers) hold, in private memory: so
         // `tramp` and `func` are the words `encode` wrote, the addresses of
@@ -245,7 +401,7 @@ mod tests {
     #[test]
     fn a_task_round_trips_and_a_forged_one_is_refused() {
         let key = Key::new().unwrap();
-        let msg = encode(&key, square as fn(u64) -> u64, 7, &[1u64, 2, 3]);
+        let msg = encode(&key, 7, &Body::pod(square as fn(u64) -> u64, &[1u64, 2, 3]));
         let task = verify(&key, &msg).ok().unwrap();
         assert_eq!(task.id, 7);
         let mut out = Vec::new();

@@ -1,7 +1,7 @@
 //! The worker process: takes tasks from its own queue, runs them, puts results.
 
 use super::claims::ClaimState;
-use super::task::{self, Key};
+use super::task::{self, Key, Refused};
 use crate::object::Shared;
 use crate::os::proc;
 use crate::queue::ByteQueue;
@@ -83,11 +83,18 @@ pub(super) fn run(spec: Spec) -> i32 {
                 out.clear();
                 match catch_unwind(AssertUnwindSafe(|| t.run(&mut out))) {
                     Ok(Ok(())) => task::encode_result(&mut msg, t.id, pid, task::RESULT_OK, &out),
-                    Ok(Err(why)) => task::encode_result(
+                    Ok(Err(Refused::Corrupt(why))) => task::encode_result(
                         &mut msg,
                         t.id,
                         pid,
                         task::RESULT_CORRUPT,
+                        why.as_bytes(),
+                    ),
+                    Ok(Err(Refused::Encoding(why))) => task::encode_result(
+                        &mut msg,
+                        t.id,
+                        pid,
+                        task::RESULT_ENCODING,
                         why.as_bytes(),
                     ),
                     Err(p) => {
@@ -110,7 +117,7 @@ pub(super) fn run(spec: Spec) -> i32 {
                 spec.results.max_message()
             );
             let id = task::decode_result(&msg).map_or(0, |(id, ..)| id);
-            task::encode_result(&mut msg, id, pid, task::RESULT_CORRUPT, why.as_bytes());
+            task::encode_result(&mut msg, id, pid, task::RESULT_ENCODING, why.as_bytes());
         }
         if spec.results.put(&msg).is_err() {
             return 0;
