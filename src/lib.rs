@@ -7,6 +7,7 @@
 //! | Python | shmproc |
 //! |---|---|
 //! | `Process(target=f)` | [`Process::spawn`] (fork; children inherit objects) |
+//! | `Pool(n)`: `map`, `imap`, `imap_unordered`, `apply_async`, … | [`Pool`] |
 //! | `Queue`, `JoinableQueue`, `SimpleQueue` | [`Queue`], [`JoinableQueue`], [`SimpleQueue`]; [`ByteQueue`] for byte messages |
 //! | `Pipe()`, `Connection`, `connection.wait` | [`pipe()`], [`Connection`], [`pipe::wait`] |
 //! | `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`, `Event`, `Condition`, `Barrier` | [`sync`] |
@@ -84,6 +85,7 @@ pub mod layout;
 pub mod object;
 mod os;
 pub mod pipe;
+pub mod pool;
 pub mod process;
 pub mod queue;
 pub mod ring;
@@ -97,6 +99,7 @@ pub use dict::{Dict, List};
 pub use object::{Object, inspect};
 pub use os::clock::Deadline;
 pub use pipe::{Connection, pipe};
+pub use pool::{AsyncResult, IMap, Pool, PoolBuilder, PoolError};
 pub use process::{ExitStatus, Process};
 pub use queue::{ByteQueue, JoinableQueue, Queue, SimpleQueue};
 pub use sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};

@@ -145,10 +145,12 @@ pub enum ObjectKind {
     Dict = 15,
     /// The shared `List`.
     List = 16,
+    /// A `Pool`'s claim table (which task each worker is running).
+    Pool = 17,
 }
 
 impl ObjectKind {
-    const ALL: [ObjectKind; 16] = [
+    const ALL: [ObjectKind; 17] = [
         ObjectKind::Raw,
         ObjectKind::Queue,
         ObjectKind::JoinableQueue,
@@ -165,6 +167,7 @@ impl ObjectKind {
         ObjectKind::Barrier,
         ObjectKind::Dict,
         ObjectKind::List,
+        ObjectKind::Pool,
     ];
 
     /// Decodes a kind word read from a header.
@@ -191,6 +194,7 @@ impl ObjectKind {
             ObjectKind::Barrier => "Barrier",
             ObjectKind::Dict => "Dict",
             ObjectKind::List => "List",
+            ObjectKind::Pool => "Pool",
         }
     }
 }

@@ -34,6 +34,7 @@ const INSPECTORS: &[(ObjectKind, Inspect)] = &[
     (ObjectKind::SimpleQueue, SimpleQueue::<u8>::inspect),
     (ObjectKind::Dict, crate::dict::inspect),
     (ObjectKind::List, crate::dict::list_inspect),
+    (ObjectKind::Pool, <crate::pool::Claims as Object>::inspect),
 ];
 
 /// The live state of the object in `segment`, as (label, value) rows: depth, waiters

@@ -9,4 +9,5 @@ pub(crate) mod holders;
 pub(crate) mod membarrier;
 pub(crate) mod memory;
 pub(crate) mod proc;
+pub(crate) mod random;
 pub(crate) mod shm;

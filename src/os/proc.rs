@@ -395,6 +395,19 @@ pub(crate) fn wait_exits(pidfds: &[Pidfd], wake: &WakeFd) -> io::Result<()> {
     }
 }
 
+/// `prctl(PR_SET_PDEATHSIG, SIGKILL)`: the kernel kills this process when the thread
+/// that forked it ends (with its process, or on its own).
+///
+/// See [PR_SET_PDEATHSIG(2const)](https://man7.org/linux/man-pages/man2/PR_SET_PDEATHSIG.2const.html).
+pub(crate) fn die_with_parent() -> io::Result<()> {
+    rustix::process::set_parent_process_death_signal(Some(Signal::KILL)).map_err(Into::into)
+}
+
+/// `getppid(2)`: the parent's pid, 0 if it has none in this pid namespace.
+pub(crate) fn parent_pid() -> u32 {
+    rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32)
+}
+
 /// `kill(pid, sig)`.
 pub(crate) fn signal(pid: u32, sig: Signal) -> io::Result<()> {
     rustix::process::kill_process(to_pid(pid)?, sig).map_err(Into::into)
