@@ -132,7 +132,9 @@ pub trait Object: Sized {
         let layout = Self::layout(&args)?;
         let segment =
             Segment::anonymous_with(&layout, Self::initial_reserve(&layout), |ptr, len| {
-                Self::init(args, &mut Payload::new(ptr, len));
+                // SAFETY: `Segment` hands its init callback the zero-filled, 128-aligned
+                // payload of `len` bytes before publishing the segment.
+                Self::init(args, &mut unsafe { Payload::new(ptr, len) });
             })?;
         attach_new(segment)
     }
@@ -153,7 +155,9 @@ pub trait Object: Sized {
         let layout = Self::layout(&args)?;
         let options = sparse(options, Self::initial_reserve(&layout));
         let segment = Segment::create(name, &layout, options, |ptr, len| {
-            Self::init(args, &mut Payload::new(ptr, len));
+            // SAFETY: `Segment` hands its init callback the zero-filled, 128-aligned
+            // payload of `len` bytes before publishing the segment.
+            Self::init(args, &mut unsafe { Payload::new(ptr, len) });
         })?;
         attach_new(segment)
     }
@@ -197,7 +201,9 @@ pub trait Object: Sized {
         let create = sparse(create, Self::initial_reserve(&layout));
         let (segment, created) =
             Segment::open_or_create(name, &layout, create, open, |ptr, len| {
-                Self::init(args, &mut Payload::new(ptr, len));
+                // SAFETY: `Segment` hands its init callback the zero-filled, 128-aligned
+                // payload of `len` bytes before publishing the segment.
+                Self::init(args, &mut unsafe { Payload::new(ptr, len) });
             })?;
         let handle = if created {
             attach_new(segment).map_err(OpenOrCreateError::Create)?

@@ -32,7 +32,13 @@ pub struct Payload<'a> {
 
 impl Payload<'_> {
     /// The payload at `ptr`, `len` bytes, as [`Segment`]'s init callbacks hand it.
-    pub(crate) fn new(ptr: NonNull<u8>, len: usize) -> Payload<'static> {
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be valid for writes of `len` bytes, 128-aligned, and not yet
+    /// visible to any other process or thread for as long as the `Payload` lives
+    /// ([`write`](Payload::write) relies on all three).
+    pub(crate) unsafe fn new(ptr: NonNull<u8>, len: usize) -> Payload<'static> {
         Payload {
             ptr,
             len,
