@@ -91,6 +91,7 @@ pub mod queue;
 pub mod ring;
 pub mod segment;
 mod shim;
+pub mod start;
 pub mod sync;
 pub mod value;
 pub mod wait;

@@ -1,9 +1,12 @@
-//! Child processes started with `fork`, Python's default start method on Linux.
+//! Child processes, started with `fork` (the default, Python's on Linux before 3.14) or
+//! with the `spawn` and `forkserver` methods of [`crate::start`].
 
 use crate::os::clock::Deadline;
 use crate::os::proc;
 pub use crate::os::proc::ExitStatus;
 use crate::pipe::{Sentinel, Waitable};
+use crate::start::{Portable, StartError, StartMethod};
+use rustix::fd::AsFd;
 use rustix::process::Signal;
 use std::io::{self, Write};
 use std::time::Duration;
@@ -94,6 +97,9 @@ pub struct Process {
     /// Set once the child has been reaped; from then on the pid may belong to
     /// another process and is never signalled again.
     status: Option<ExitStatus>,
+    /// For a child of the forkserver (not this process's own child): where its exit
+    /// status arrives, and its pidfd.
+    served: Option<crate::start::Served>,
 }
 
 impl Process {
@@ -142,7 +148,73 @@ impl Process {
             proc::exit_immediately(code);
         }
         claims.in_parent(Some(pid));
-        Ok(Process { pid, status: None })
+        Ok(Process {
+            pid,
+            status: None,
+            served: None,
+        })
+    }
+
+    /// Starts a child with `method` that runs `f(args)` and exits with the code its
+    /// result gives (as [`spawn_returning`](Process::spawn_returning)); a panic exits
+    /// with 1, its message on the child's stderr.
+    ///
+    /// With [`Fork`](StartMethod::Fork) the child is forked and `args` moves into it.
+    /// With [`Spawn`](StartMethod::Spawn) and [`Forkserver`](StartMethod::Forkserver)
+    /// `args` is encoded (every shmproc object as a handle, see
+    /// [`Portable`]), and the call returns once the child has decoded it and holds
+    /// its own handles; the parent's are dropped then. Those two need
+    /// [`start::init`](crate::start::init) at the top of `main`. `f` must be a fn
+    /// item or a closure that captures nothing: a spawned child finds it in its own
+    /// copy of the executable.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError`]: the fork or exec error; arguments that cannot travel or that
+    /// the child refused (with its reason); a child that never answered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use shmproc::{Process, Value};
+    /// use shmproc::start::StartMethod;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let total = Value::new(0u64)?;
+    /// let mut child = Process::start(StartMethod::Fork, |(v, n): (Value<u64>, u64)| {
+    ///     v.set(n * 2);
+    /// }, (total.clone(), 21))?;
+    /// child.join()?;
+    /// assert_eq!(total.get(), 42);
+    /// # Ok(()) }
+    /// ```
+    pub fn start<A, R>(method: StartMethod, f: fn(A) -> R, args: A) -> Result<Process, StartError>
+    where
+        A: Portable,
+        R: ChildResult,
+    {
+        match method {
+            StartMethod::Fork => Ok(Process::spawn_returning(move || f(args))?),
+            StartMethod::Spawn => {
+                let req = crate::start::build(f, &args)?;
+                let pid = crate::start::spawn(&req)?;
+                drop(args);
+                Ok(Process {
+                    pid,
+                    status: None,
+                    served: None,
+                })
+            }
+            StartMethod::Forkserver => {
+                let req = crate::start::build(f, &args)?;
+                let (pid, served) = crate::start::forkserver_request(&req)?;
+                drop(args);
+                Ok(Process {
+                    pid,
+                    status: None,
+                    served: Some(served),
+                })
+            }
+        }
     }
 
     /// The child's process id.
@@ -170,7 +242,12 @@ impl Process {
         if let Some(s) = self.status {
             return Ok(s);
         }
-        let s = proc::wait(self.pid)?;
+        let s = match &self.served {
+            None => proc::wait(self.pid)?,
+            Some(served) => served
+                .wait(None)?
+                .ok_or_else(|| io::Error::other("no status"))?,
+        };
         self.status = Some(s);
         Ok(s)
     }
@@ -184,7 +261,10 @@ impl Process {
         if let Some(s) = self.status {
             return Ok(Some(s));
         }
-        let s = proc::wait_until(self.pid, Deadline::after(timeout))?;
+        let s = match &self.served {
+            None => proc::wait_until(self.pid, Deadline::after(timeout))?,
+            Some(served) => served.wait(Some(timeout))?,
+        };
         self.status = s;
         Ok(s)
     }
@@ -202,7 +282,10 @@ impl Process {
 
     fn poll_status(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {
-            self.status = proc::try_wait(self.pid).ok().flatten();
+            self.status = match &self.served {
+                None => proc::try_wait(self.pid).ok().flatten(),
+                Some(served) => served.wait(Some(Duration::ZERO)).ok().flatten(),
+            };
         }
         self.status
     }
@@ -229,8 +312,12 @@ impl Process {
         if self.status.is_some() {
             return Ok(());
         }
-        // Not reaped yet, so the pid is still this child's (alive or zombie).
-        proc::signal(self.pid, sig)
+        match &self.served {
+            // Not reaped yet, so the pid is still this child's (alive or zombie).
+            None => proc::signal(self.pid, sig),
+            // Not our child: the pidfd names it whoever reaped it.
+            Some(served) => proc::pidfd_signal(served.pidfd.as_fd(), sig),
+        }
     }
 }
 

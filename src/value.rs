@@ -486,6 +486,10 @@ impl<T: Pod> Object for Value<T> {
         &self.array.segment
     }
 
+    fn check_portable(&self) -> Result<(), String> {
+        self.array.lock_is_own()
+    }
+
     fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
         inspect(segment)
     }
@@ -811,8 +815,28 @@ impl<T: Pod> Object for Array<T> {
         &self.segment
     }
 
+    fn check_portable(&self) -> Result<(), String> {
+        self.lock_is_own()
+    }
+
     fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
         inspect(segment)
+    }
+}
+
+impl<T: Pod> Array<T> {
+    /// `Ok` if the lock is the one in the array's own segment (not one from
+    /// [`with_lock`](Array::with_lock)), which a handed-over handle would lose.
+    fn lock_is_own(&self) -> Result<(), String> {
+        if std::ptr::eq(self.lock.segment(), &*self.segment) {
+            Ok(())
+        } else {
+            Err(format!(
+                "a {} made with with_lock cannot be handed to a spawned child: it would \
+                 lose its lock (hand over the lock and an array with its own lock instead)",
+                self.segment.info().layout.kind
+            ))
+        }
     }
 }
 

@@ -114,6 +114,38 @@ pub trait Object: Sized {
         Self::attach(segment)
     }
 
+    /// Which of the segment's handles this is, for handing it to another process
+    /// ([`crate::start`]): 0 for every object whose handles are all alike, a pipe's
+    /// end index for a [`Connection`](crate::Connection).
+    #[doc(hidden)]
+    fn role(&self) -> u8 {
+        0
+    }
+
+    /// A handle of `role` (from [`role`](Object::role)) over `segment`, whose header
+    /// is valid and of [`KIND`](Object::KIND).
+    ///
+    /// # Errors
+    ///
+    /// [`Mismatch`] for a role this object does not have, or as for
+    /// [`attach`](Object::attach).
+    #[doc(hidden)]
+    fn attach_role(segment: Arc<Segment>, role: u8) -> Result<Self, Mismatch> {
+        if role == 0 {
+            Self::attach(segment)
+        } else {
+            Err(Mismatch::new("handle role", 0, role))
+        }
+    }
+
+    /// Whether the handle can be handed to another process ([`crate::start`]), which
+    /// gets only [`segment`](Object::segment): `Err` with the reason for a handle that
+    /// also depends on another segment.
+    #[doc(hidden)]
+    fn check_portable(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     /// The segment the handle keeps mapped.
     fn segment(&self) -> &Segment;
 
@@ -249,8 +281,17 @@ fn attach_new<O: Object>(segment: Segment) -> Result<O, CreateError> {
 
 /// The handle over an opened segment: its kind, then the rest of its layout.
 fn attach_opened<O: Object>(segment: Segment) -> Result<O, OpenError> {
+    attach_opened_as(segment, None)
+}
+
+/// The handle of `role` (`None`: an opener's) over an opened or handed-over segment:
+/// its kind, then the rest of its layout.
+pub(crate) fn attach_opened_as<O: Object>(
+    segment: Segment,
+    role: Option<u8>,
+) -> Result<O, OpenError> {
     let found = segment.info().layout.kind;
-    let name = segment.name().unwrap_or_default().to_string();
+    let name = segment.name().unwrap_or("(anonymous segment)").to_string();
     if found != O::KIND {
         return Err(OpenError::WrongKind {
             name,
@@ -258,7 +299,12 @@ fn attach_opened<O: Object>(segment: Segment) -> Result<O, OpenError> {
             found,
         });
     }
-    O::attach(Arc::new(segment)).map_err(|m| OpenError::IncompatibleLayout {
+    let segment = Arc::new(segment);
+    let attached = match role {
+        None => O::attach(segment),
+        Some(role) => O::attach_role(segment, role),
+    };
+    attached.map_err(|m| OpenError::IncompatibleLayout {
         name,
         what: m.what,
         expected: m.expected,

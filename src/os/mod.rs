@@ -11,3 +11,4 @@ pub(crate) mod memory;
 pub(crate) mod proc;
 pub(crate) mod random;
 pub(crate) mod shm;
+pub(crate) mod socket;

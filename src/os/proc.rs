@@ -358,6 +358,23 @@ impl Pidfd {
     }
 }
 
+/// `pidfd_open(pid, 0)` as a plain descriptor (to send to another process).
+pub(crate) fn pidfd(pid: u32) -> io::Result<rustix::fd::OwnedFd> {
+    Ok(rustix::process::pidfd_open(
+        to_pid(pid)?,
+        rustix::process::PidfdFlags::empty(),
+    )?)
+}
+
+/// `pidfd_send_signal(pidfd, sig)`: signals the very process the descriptor names;
+/// Ok if it has already ended (ESRCH).
+pub(crate) fn pidfd_signal(pidfd: rustix::fd::BorrowedFd<'_>, sig: Signal) -> io::Result<()> {
+    match rustix::process::pidfd_send_signal(pidfd, sig) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// An `eventfd(2)` that ends a [`wait_exits`] running in another thread.
 ///
 /// See [eventfd(2)](https://man7.org/linux/man-pages/man2/eventfd.2.html).

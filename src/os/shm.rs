@@ -55,6 +55,20 @@ pub(crate) fn seal_size(fd: impl AsFd) -> io::Result<()> {
     )?)
 }
 
+/// `pread(offset)` until `buf` is full; `UnexpectedEof` if the file ends first.
+pub(crate) fn read_at(fd: impl AsFd, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match rustix::io::pread(&fd, &mut buf[done..], offset + done as u64) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => done += n,
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// `ftruncate(len)`: sets the file's size; the pages stay unallocated (sparse).
 pub(crate) fn resize(fd: impl AsFd, len: u64) -> io::Result<()> {
     Ok(rustix::fs::ftruncate(fd, len)?)

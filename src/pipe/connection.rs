@@ -163,6 +163,21 @@ impl Object for Connection {
         &self.reg.shared.segment
     }
 
+    /// The end's index: 0 for the creator's, 1 for the other.
+    fn role(&self) -> u8 {
+        self.reg.end as u8
+    }
+
+    fn attach_role(segment: Arc<Segment>, role: u8) -> Result<Connection, Mismatch> {
+        if role > 1 {
+            return Err(Mismatch::new("pipe end", "0 or 1", role));
+        }
+        Ok(Connection::end(
+            Arc::new(PipeShared::attach(segment)?),
+            usize::from(role),
+        ))
+    }
+
     fn inspect(segment: &Segment) -> Vec<(&'static str, String)> {
         describe(segment)
     }

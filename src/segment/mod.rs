@@ -443,6 +443,70 @@ impl Segment {
         }
     }
 
+    /// The segment in `fd`, a descriptor another process handed over (with the
+    /// segment's `name`, if it has one), validated like any open: the header is
+    /// checked against the file's size before anything else is read. The sender
+    /// holds a handle, so the segment must be READY already; this call never waits.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError::BadHeader`] for a file that is not a ready shmproc segment (any
+    /// descriptor can be handed over), [`OpenError::Io`] for `fstat` or `mmap`.
+    pub(crate) fn from_fd(fd: OwnedFd, name: Option<&str>) -> Result<Segment, OpenError> {
+        let label = name.unwrap_or("(anonymous segment)").to_string();
+        let io_err = |op: &'static str| {
+            let name = label.clone();
+            move |source: io::Error| OpenError::Io { name, op, source }
+        };
+        let bad = |reason: HeaderError| OpenError::BadHeader {
+            name: label.clone(),
+            reason,
+        };
+        let (file_len, _) = shm::file_stat(&fd).map_err(io_err("fstat"))?;
+        if file_len < HEADER_SIZE as u64 {
+            return Err(bad(HeaderError::TooShort {
+                len: file_len as usize,
+            }));
+        }
+        let len = usize::try_from(file_len).map_err(|_| {
+            bad(HeaderError::Corrupt(format!(
+                "file size {file_len} too large"
+            )))
+        })?;
+        // Read the header before mapping: any descriptor can be handed over, and one
+        // that is not a segment (or is read-only) should fail on what it is.
+        let mut image = [0u8; HEADER_SIZE];
+        shm::read_at(&fd, 0, &mut image).map_err(io_err("reading the header"))?;
+        header::parse(&image, file_len).map_err(bad)?;
+        let sparse = shm::is_sparse(&fd).map_err(io_err("fstat"))?;
+        let map = Mapping::new(&fd, len, true, !sparse).map_err(io_err("mapping"))?;
+        let base = map.ptr().as_ptr();
+        // SAFETY: the mapping holds at least HEADER_SIZE bytes.
+        let state = unsafe { header::init_state(base) };
+        // Paired with the creator's Release store of READY, as in `open_any`.
+        let _ = state.load(Ordering::Acquire);
+        // SAFETY: the mapping holds at least HEADER_SIZE bytes.
+        unsafe { snapshot(base, &mut image) };
+        let info = header::parse(&image, file_len).map_err(bad)?;
+        let mut segment = Segment {
+            map,
+            fd,
+            name: name.map(str::to_string),
+            info,
+            unlink_by: None,
+            persisted: AtomicBool::new(false),
+            attach: None,
+        };
+        segment.register();
+        Ok(segment)
+    }
+
+    /// The descriptor of the segment's file (to hand to another process).
+    pub(crate) fn fd(&self) -> rustix::fd::BorrowedFd<'_> {
+        use rustix::fd::AsFd;
+        self.fd.as_fd()
+    }
+
     /// Opens the named segment if it exists, else creates it; exactly one of several
     /// racing processes creates it, the others open it once it is initialized.
     /// Returns the segment and whether this call created it.

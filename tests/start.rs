@@ -1,0 +1,426 @@
+//! Start methods: spawn and forkserver children, handed shmproc objects as handles.
+//!
+//! A spawned child re-executes this test binary, so the binary has its own `main`
+//! (`harness = false`) that calls `shmproc::start::init()` before anything else, as
+//! every program using spawn must. Run one test with `cargo test --test start NAME`.
+
+mod common;
+
+use common::TestName;
+use shmproc::start::{Decoder, Encoder, HandoffError, Portable, StartError, StartMethod};
+use shmproc::sync::{Event, Lock};
+use shmproc::{Array, Connection, ExitStatus, Process, Queue, Value};
+use std::sync::Mutex;
+use std::time::Duration;
+
+const METHODS: [StartMethod; 2] = [StartMethod::Spawn, StartMethod::Forkserver];
+
+fn returns_seven(_: ()) -> i32 {
+    7
+}
+
+fn panics(_: ()) {
+    panic!("boom in a spawned child");
+}
+
+fn fails(_: ()) -> Result<(), String> {
+    Err("an error".into())
+}
+
+fn reports_pid(q: Queue<u32>) {
+    q.put(std::process::id()).unwrap();
+}
+
+/// Exit codes and panics come back as from a forked child; the child is a process of
+/// its own, not the parent.
+fn exit_codes_and_panics() {
+    for method in METHODS {
+        let mut p = Process::start(method, returns_seven, ()).unwrap();
+        assert_eq!(p.join().unwrap(), ExitStatus::Exited(7), "{method}");
+        let mut p = Process::start(method, panics, ()).unwrap();
+        assert_eq!(p.join().unwrap().code(), 1, "{method}");
+        let mut p = Process::start(method, fails, ()).unwrap();
+        assert_eq!(p.join().unwrap().code(), 1, "{method}");
+        let q = Queue::<u32>::new(4).unwrap();
+        let mut p = Process::start(method, reports_pid, q.clone()).unwrap();
+        let pid = q.get().unwrap();
+        assert_eq!(pid, p.pid(), "{method}");
+        assert_ne!(pid, std::process::id());
+        assert!(p.join().unwrap().success());
+        // join again: the same status, no error.
+        assert!(p.join().unwrap().success());
+    }
+}
+
+fn waits_for(e: Event) {
+    e.wait();
+}
+
+/// join_timeout, is_alive, exitcode, terminate and kill behave the same for every
+/// method.
+fn lifecycle_controls() {
+    for method in METHODS {
+        let e = Event::new().unwrap();
+        let mut p = Process::start(method, waits_for, e.clone()).unwrap();
+        assert!(p.is_alive(), "{method}");
+        assert_eq!(p.exitcode(), None);
+        assert_eq!(p.join_timeout(Duration::from_millis(50)).unwrap(), None);
+        p.terminate().unwrap();
+        assert_eq!(p.join().unwrap(), ExitStatus::Signaled(15), "{method}");
+        assert_eq!(p.exitcode(), Some(-15));
+        assert!(!p.is_alive());
+        p.kill().unwrap(); // reaped: does nothing
+
+        let mut p = Process::start(method, waits_for, e.clone()).unwrap();
+        p.kill().unwrap();
+        assert_eq!(p.join().unwrap(), ExitStatus::Signaled(9), "{method}");
+
+        let mut p = Process::start(method, waits_for, e.clone()).unwrap();
+        e.set();
+        let status = p.join_timeout(Duration::from_secs(60)).unwrap();
+        assert_eq!(status, Some(ExitStatus::Exited(0)), "{method}");
+    }
+}
+
+type Kit = (Queue<u64>, Connection, Lock, Value<u64>, Array<u32>, Event);
+
+/// Uses every object it was handed.
+fn uses_the_kit((queue, conn, lock, value, array, named): Kit) {
+    {
+        let _g = lock.acquire().unwrap();
+        value.set(value.get().unwrap() + 100).unwrap();
+    }
+    let mut a = array.lock().unwrap();
+    for i in 0..a.len() {
+        let v = a.get(i).unwrap();
+        a.set(i, v * 10);
+    }
+    drop(a);
+    for i in 0..10 {
+        queue.put(i).unwrap();
+    }
+    conn.send(&0xfeed_u64).unwrap();
+    let back: u64 = conn.recv().unwrap();
+    conn.send(&(back + 1)).unwrap();
+    named.set();
+}
+
+/// A spawned child receives a Queue, a pipe end, a Lock, a Value, an anonymous
+/// Array and a named Event as handles, and uses them.
+fn objects_travel_as_handles() {
+    for method in METHODS {
+        let name = TestName::new("start-event");
+        let named = Event::create(&name).unwrap();
+        let queue = Queue::<u64>::new(16).unwrap();
+        let (ours, theirs) = shmproc::pipe(true).unwrap();
+        let lock = Lock::new().unwrap();
+        let value = Value::new(5u64).unwrap();
+        let array = Array::<u32>::from_slice(&[1, 2, 3]).unwrap();
+        let kit: Kit = (
+            queue.clone(),
+            theirs,
+            lock.clone(),
+            value.clone(),
+            array.clone(),
+            Event::open(&name).unwrap(),
+        );
+        let mut p = Process::start(method, uses_the_kit, kit).unwrap();
+        assert_eq!(ours.recv::<u64>().unwrap(), 0xfeed, "{method}");
+        ours.send(&41u64).unwrap();
+        assert_eq!(ours.recv::<u64>().unwrap(), 42);
+        assert_eq!(p.join().unwrap(), ExitStatus::Exited(0), "{method}");
+        let got: Vec<u64> = (0..10).map(|_| queue.get().unwrap()).collect();
+        assert_eq!(got, (0..10).collect::<Vec<_>>());
+        assert_eq!(value.get().unwrap(), 105);
+        assert_eq!(array.to_vec().unwrap(), vec![10, 20, 30]);
+        assert!(named.is_set());
+        assert!(!lock.locked());
+    }
+}
+
+fn holds_pipe_end((conn, started): (Connection, Event)) {
+    conn.send(&1u64).unwrap();
+    started.set();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// A spawned holder of a pipe end registers itself: the parent's end sees EOF when
+/// that child is killed, although the parent dropped its own copy long before.
+fn eof_when_spawned_holder_dies() {
+    for method in METHODS {
+        let (ours, theirs) = shmproc::pipe(true).unwrap();
+        let started = Event::new().unwrap();
+        let mut p = Process::start(method, holds_pipe_end, (theirs, started.clone())).unwrap();
+        // `theirs` was moved into start and dropped once the child held its own.
+        assert!(started.wait_timeout(Duration::from_secs(60)));
+        assert_eq!(ours.recv::<u64>().unwrap(), 1);
+        assert!(!ours.poll(Some(Duration::ZERO)).unwrap());
+        p.kill().unwrap();
+        p.join().unwrap();
+        let r = ours.recv::<u64>();
+        assert!(
+            matches!(r, Err(shmproc::pipe::RecvError::Eof)),
+            "{method}: {r:?}"
+        );
+    }
+}
+
+static HELD: Mutex<u64> = Mutex::new(0);
+
+fn touches_the_held_mutex(n: u64) -> i32 {
+    // Under fork this would hang: the parent's thread held HELD at the fork, and
+    // the forked copy's lock would stay held forever. A spawned or forkserver child
+    // has a fresh HELD, and a fresh allocator.
+    let mut g = HELD.lock().unwrap();
+    *g += n;
+    let v: Vec<u64> = (0..1000).collect();
+    (v.len() as u64 + *g - n - 1000) as i32
+}
+
+/// A parent with 8 busy threads — one holding a std Mutex across every start, the
+/// others allocating — starts 20 children with each method; none deadlocks (with
+/// `fork`, the children would block on the held Mutex forever).
+fn multithreaded_parent() {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let mut threads = Vec::new();
+    {
+        let stop = stop.clone();
+        threads.push(std::thread::spawn(move || {
+            let _g = HELD.lock().unwrap();
+            held_tx.send(()).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }));
+    }
+    held_rx.recv().unwrap();
+    for t in 0..7 {
+        let stop = stop.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let v: Vec<u64> = (0..(64 + t * 13)).collect();
+                n = n.wrapping_add(v.iter().sum::<u64>());
+                drop(std::hint::black_box(format!("{n}")));
+            }
+        }));
+    }
+    for method in METHODS {
+        let mut children: Vec<Process> = (0..20)
+            .map(|i| Process::start(method, touches_the_held_mutex, i).unwrap())
+            .collect();
+        for p in &mut children {
+            assert_eq!(p.join().unwrap(), ExitStatus::Exited(0), "{method}");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+/// A forkserver child outlives the thread that asked for it.
+fn forkserver_child_outlives_its_thread() {
+    let e = Event::new().unwrap();
+    let e2 = e.clone();
+    let mut p =
+        std::thread::spawn(move || Process::start(StartMethod::Forkserver, waits_for, e2).unwrap())
+            .join()
+            .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(p.is_alive());
+    e.set();
+    assert_eq!(p.join().unwrap(), ExitStatus::Exited(0));
+}
+
+/// Encodes as whatever it holds, decodes as a Lock: a parent that lies about what it
+/// sends, to show the child's checks.
+type EncodeFn = Box<dyn Fn(&mut Encoder) -> Result<(), HandoffError>>;
+struct Forged(EncodeFn);
+
+impl Portable for Forged {
+    fn encode(&self, enc: &mut Encoder) -> Result<(), HandoffError> {
+        (self.0)(enc)
+    }
+    fn decode(dec: &mut Decoder) -> Result<Self, HandoffError> {
+        Lock::decode(dec).map(|_| Forged(Box::new(|_| Ok(()))))
+    }
+}
+
+fn takes_forged(_: Forged) -> i32 {
+    0
+}
+
+fn expect_refused(method: StartMethod, f: Forged, says: &str) {
+    match Process::start(method, takes_forged, f) {
+        Err(StartError::Refused(why)) => {
+            assert!(why.contains(says), "{method}: {why:?} should say {says:?}")
+        }
+        other => panic!("{method}: expected a refusal, got {other:?}"),
+    }
+}
+
+/// A wrong or forged handle is a clear error, from the child, returned by start.
+fn forged_handles_are_refused() {
+    for method in METHODS {
+        let q = Queue::<u64>::new(4).unwrap();
+        expect_refused(
+            method,
+            Forged(Box::new(move |enc| q.encode(enc))),
+            "expected Lock, found Queue",
+        );
+        expect_refused(
+            method,
+            Forged(Box::new(|enc| {
+                enc.put_bytes(&[9]);
+                Ok(())
+            })),
+            "object handle tag 9",
+        );
+        let not_a_segment = std::fs::File::open("/proc/self/exe").unwrap();
+        expect_refused(
+            method,
+            Forged(Box::new(move |enc| {
+                let i = enc.put_fd(&not_a_segment)?;
+                enc.put_bytes(&[0]);
+                (i as u64).encode(enc)?;
+                enc.put_bytes(&[0]);
+                Ok(())
+            })),
+            "not a shmproc segment",
+        );
+        expect_refused(
+            method,
+            Forged(Box::new(|enc| {
+                enc.put_bytes(&[0]);
+                5u64.encode(enc)?;
+                enc.put_bytes(&[0]);
+                Ok(())
+            })),
+            "descriptor 5 missing",
+        );
+        let lock = Lock::new().unwrap();
+        expect_refused(
+            method,
+            Forged(Box::new(move |enc| {
+                lock.encode(enc)?;
+                enc.put_bytes(b"extra");
+                Ok(())
+            })),
+            "left over",
+        );
+    }
+}
+
+fn takes_bytes(v: Vec<u8>) -> i32 {
+    v.len() as i32
+}
+
+/// Arguments too large for a request, or objects that cannot travel, fail the start
+/// in the parent; no child is started.
+fn bad_arguments_fail_in_the_parent() {
+    for method in METHODS {
+        let r = Process::start(method, takes_bytes, vec![0u8; 1 << 20]);
+        assert!(
+            matches!(r, Err(StartError::ArgsTooLarge { bytes, .. }) if bytes > 1 << 20),
+            "{r:?}"
+        );
+        let lock = Lock::new().unwrap();
+        let v = Value::with_lock(0u64, &lock).unwrap();
+        let r = Process::start(method, |_: Value<u64>| 0, v);
+        let msg = r.map(|_| ()).unwrap_err().to_string();
+        assert!(msg.contains("with_lock"), "{msg}");
+        // A small Vec travels.
+        let mut p = Process::start(method, takes_bytes, vec![1u8; 1000]).unwrap();
+        assert_eq!(p.join().unwrap().code(), 1000 % 256);
+    }
+}
+
+#[cfg(feature = "serde")]
+fn serde_arguments() {
+    use shmproc::start::Serde;
+    fn total(Serde(v): Serde<Vec<(String, u32)>>) -> i32 {
+        v.iter().map(|(s, n)| s.len() as i32 * *n as i32).sum()
+    }
+    for method in METHODS {
+        let arg = Serde(vec![("ab".to_string(), 3), ("xyz".into(), 4)]);
+        let mut p = Process::start(method, total, arg).unwrap();
+        assert_eq!(p.join().unwrap().code(), 18);
+    }
+}
+
+/// The Fork method runs the same functions with the same arguments.
+fn fork_method_takes_the_same_calls() {
+    let q = Queue::<u32>::new(4).unwrap();
+    let mut p = Process::start(StartMethod::Fork, reports_pid, q.clone()).unwrap();
+    assert_eq!(q.get().unwrap(), p.pid());
+    assert!(p.join().unwrap().success());
+}
+
+fn main() {
+    shmproc::start::init();
+    let tests: &[(&str, fn())] = &[
+        ("exit_codes_and_panics", exit_codes_and_panics),
+        ("lifecycle_controls", lifecycle_controls),
+        ("objects_travel_as_handles", objects_travel_as_handles),
+        ("eof_when_spawned_holder_dies", eof_when_spawned_holder_dies),
+        ("multithreaded_parent", multithreaded_parent),
+        (
+            "forkserver_child_outlives_its_thread",
+            forkserver_child_outlives_its_thread,
+        ),
+        ("forged_handles_are_refused", forged_handles_are_refused),
+        (
+            "bad_arguments_fail_in_the_parent",
+            bad_arguments_fail_in_the_parent,
+        ),
+        #[cfg(feature = "serde")]
+        ("serde_arguments", serde_arguments),
+        (
+            "fork_method_takes_the_same_calls",
+            fork_method_takes_the_same_calls,
+        ),
+    ];
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let list = std::env::args().any(|a| a == "--list");
+    let mut failed = Vec::new();
+    let mut ran = 0;
+    for (name, test) in tests {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        if list {
+            println!("{name}: test");
+            continue;
+        }
+        ran += 1;
+        print!("test {name} ... ");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        match std::panic::catch_unwind(test) {
+            Ok(()) => println!("ok"),
+            Err(_) => {
+                println!("FAILED");
+                failed.push(*name);
+            }
+        }
+    }
+    if list {
+        return;
+    }
+    println!(
+        "\ntest result: {}. {} passed; {} failed",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        ran - failed.len(),
+        failed.len()
+    );
+    if !failed.is_empty() {
+        println!("failures: {failed:?}");
+        std::process::exit(101);
+    }
+}
