@@ -181,10 +181,10 @@ impl Process {
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let total = Value::new(0u64)?;
     /// let mut child = Process::start(StartMethod::Fork, |(v, n): (Value<u64>, u64)| {
-    ///     v.set(n * 2);
+    ///     v.set(n * 2).unwrap();
     /// }, (total.clone(), 21))?;
     /// child.join()?;
-    /// assert_eq!(total.get(), 42);
+    /// assert_eq!(total.get()?, 42);
     /// # Ok(()) }
     /// ```
     pub fn start<A, R>(method: StartMethod, f: fn(A) -> R, args: A) -> Result<Process, StartError>
