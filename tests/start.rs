@@ -360,6 +360,75 @@ fn fork_method_takes_the_same_calls() {
     assert!(p.join().unwrap().success());
 }
 
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn worker_pid(_: u64) -> u32 {
+    std::process::id()
+}
+
+fn dies_on_three(x: u64) -> u64 {
+    if x == 3 {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &std::process::id().to_string()])
+            .status();
+        std::thread::sleep(Duration::from_secs(60));
+    }
+    x
+}
+
+static INIT_MARK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn mark() {
+    INIT_MARK.store(7, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn read_mark(_: u64) -> u64 {
+    INIT_MARK.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A Pool whose workers are spawned or forkserver children: map in order, the
+/// initializer ran in each worker, results come from the workers, a killed worker
+/// fails its task and is replaced.
+fn pool_with_every_method() {
+    for method in METHODS {
+        let pool = shmproc::Pool::builder()
+            .processes(2)
+            .start_method(method)
+            .initializer(mark)
+            .build()
+            .unwrap();
+        let out = pool.map(square, 0..100u64).unwrap();
+        assert_eq!(
+            out,
+            (0..100u64).map(|x| x * x).collect::<Vec<_>>(),
+            "{method}"
+        );
+        assert_eq!(pool.apply(square, 12).unwrap(), 144);
+        assert!(
+            pool.map(read_mark, 0..8u64)
+                .unwrap()
+                .iter()
+                .all(|&m| m == 7),
+            "{method}"
+        );
+        let pids = pool.pids();
+        for pid in pool.map_chunked(worker_pid, 0..8u64, 1).unwrap() {
+            assert!(pids.contains(&pid), "{method}: {pid} not in {pids:?}");
+            assert_ne!(pid, std::process::id());
+        }
+        let r = pool.map_chunked(dies_on_three, 0..6u64, 1);
+        assert!(
+            matches!(r, Err(shmproc::PoolError::WorkerDied { .. })),
+            "{method}: {r:?}"
+        );
+        assert_eq!(pool.map(square, 0..10u64).unwrap()[9], 81, "{method}");
+        pool.close();
+        pool.join().unwrap();
+    }
+}
+
 fn main() {
     shmproc::start::init();
     let tests: &[(&str, fn())] = &[
@@ -383,6 +452,7 @@ fn main() {
             "fork_method_takes_the_same_calls",
             fork_method_takes_the_same_calls,
         ),
+        ("pool_with_every_method", pool_with_every_method),
     ];
     let filter: Vec<String> = std::env::args()
         .skip(1)

@@ -345,6 +345,14 @@ impl Pidfd {
         Ok(Pidfd(fd))
     }
 
+    /// `poll(2)` until the process exits (or a signal interrupts the wait).
+    pub(crate) fn wait_readable(&self) -> io::Result<()> {
+        use rustix::event::{PollFd, PollFlags, poll};
+        let mut fds = [PollFd::new(&self.0, PollFlags::IN)];
+        poll(&mut fds, None)?;
+        Ok(())
+    }
+
     /// Whether the process has exited (a zombie counts): `poll(2)` with a zero
     /// timeout. A failing poll answers "not exited".
     pub(crate) fn exited(&self) -> bool {

@@ -69,6 +69,7 @@ impl ClaimState {
 }
 
 /// The table: one [`ClaimState`] per worker slot.
+#[derive(Clone)]
 pub(crate) struct Claims {
     slots: Vec<Shared<ClaimState>>,
     segment: Arc<Segment>,

@@ -1,4 +1,5 @@
-//! The forker: one thread of the parent that forks every worker of a pool.
+//! The forker: one thread of the parent that starts every worker of a pool (by
+//! fork, spawn or forkserver request).
 //!
 //! A worker asks the kernel for SIGKILL when its parent dies (`PR_SET_PDEATHSIG`),
 //! and "parent" there means the *thread* that forked it. Replacement workers are
@@ -9,6 +10,7 @@
 use super::error::PoolError;
 use super::worker::{self, Spec};
 use crate::process::Process;
+use crate::start::StartMethod;
 use std::io;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -30,7 +32,13 @@ impl Forker {
             .name("shmproc-pool-forker".to_string())
             .spawn(move || {
                 for (spec, reply) in rx {
-                    let _ = reply.send(Process::spawn_returning(move || worker::run(spec)));
+                    let started = match spec.method {
+                        StartMethod::Fork => Process::spawn_returning(move || worker::run(spec)),
+                        method => {
+                            Process::start(method, worker::entry, spec).map_err(io::Error::from)
+                        }
+                    };
+                    let _ = reply.send(started);
                 }
             })
             .map_err(PoolError::Os)?;

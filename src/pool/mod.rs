@@ -112,12 +112,25 @@ pub struct PoolBuilder {
     processes: Option<usize>,
     initializer: Option<fn()>,
     maxtasksperchild: Option<usize>,
+    method: crate::start::StartMethod,
 }
 
 impl PoolBuilder {
     /// The number of worker processes (default: the available parallelism).
     pub fn processes(mut self, n: usize) -> PoolBuilder {
         self.processes = Some(n);
+        self
+    }
+
+    /// How workers are started (Python's `Pool(context=get_context(method))`):
+    /// [`Fork`](crate::start::StartMethod::Fork) by default. With
+    /// [`Spawn`](crate::start::StartMethod::Spawn) or
+    /// [`Forkserver`](crate::start::StartMethod::Forkserver) the pool is safe to
+    /// create in a multithreaded program; `main` must call
+    /// [`start::init`](crate::start::init) first. Task functions, the initializer
+    /// and the pool's key travel to the workers as described in [`crate::start`].
+    pub fn start_method(mut self, method: crate::start::StartMethod) -> PoolBuilder {
+        self.method = method;
         self
     }
 
@@ -165,6 +178,7 @@ impl PoolBuilder {
             processes,
             initializer: self.initializer,
             maxtasks: self.maxtasksperchild,
+            method: self.method,
         })?;
         Ok(Pool {
             inner: Mutex::new(inner),

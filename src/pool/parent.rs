@@ -93,12 +93,12 @@ pub(super) struct Config {
     pub(super) processes: usize,
     pub(super) initializer: Option<fn()>,
     pub(super) maxtasks: Option<usize>,
+    pub(super) method: crate::start::StartMethod,
 }
 
 pub(super) struct Inner {
     config: Config,
     key: Key,
-    parent: u32,
     results: ByteQueue,
     claims: Claims,
     /// By slot; `None` once joined (or while a replacement could not be started).
@@ -125,7 +125,6 @@ impl Inner {
         let results = ByteQueue::new(RESULT_SLOTS, SLOT).map_err(from_queue)?;
         let mut inner = Inner {
             key: Key::new().map_err(PoolError::Os)?,
-            parent: crate::os::proc::current_pid(),
             results,
             claims,
             workers: (0..config.processes).map(|_| None).collect(),
@@ -148,21 +147,22 @@ impl Inner {
 
     /// Forks a worker for `slot`, with a fresh task queue.
     fn spawn(&self, slot: usize) -> Result<Worker, PoolError> {
-        let claim = self
-            .claims
+        self.claims
             .slot(slot)
             .ok_or_else(|| PoolError::Corrupt(format!("no claim line for slot {slot}")))?
-            .clone();
-        claim.state().clear();
+            .state()
+            .clear();
         let tasks = ByteQueue::new(TASK_SLOTS, SLOT).map_err(from_queue)?;
         let spec = Spec {
             tasks: tasks.clone(),
             results: self.results.clone(),
-            claim,
+            claims: self.claims.clone(),
+            slot,
             key: self.key.clone(),
             initializer: self.config.initializer,
             maxtasks: self.config.maxtasks,
-            parent: self.parent,
+            parent: crate::os::proc::ProcessId::current(),
+            method: self.config.method,
         };
         let process = self.forker.fork(spec)?;
         Ok(Worker {

@@ -5,8 +5,8 @@
 //!
 //! | bytes | field |
 //! |---|---|
-//! | 0..8 | address of the trampoline, a `Trampoline` monomorphized for `(T, R)` |
-//! | 8..16 | address of the user's `fn(T) -> R` |
+//! | 0..8 | code offset of the trampoline, a `Trampoline` monomorphized for `(T, R)` |
+//! | 8..16 | code offset of the user's `fn(T) -> R` |
 //! | 16..24 | task id (never 0) |
 //! | 24..32 | item count |
 //! | 32..40 | MAC over the four words above |
@@ -19,8 +19,13 @@
 //!
 //! Shared memory is input (the crate's trust model): a process that scribbles on the
 //! task queue must never make a worker jump to an address of its choosing. The
-//! parent draws a [`Key`] at `Pool::new`, before forking, and keeps it in private
-//! memory only; workers inherit it through `fork` and it never enters a segment.
+//! parent draws a [`Key`] at `Pool::new`, before starting workers, and keeps it in
+//! private memory only; workers inherit it through `fork` or get it in their start
+//! request (a socketpair only the parent holds), and it never enters a segment.
+//!
+//! Functions travel as code offsets (`crate::start`'s anchor): the same in every
+//! process that runs the executable, so spawned and forkserver workers, whose
+//! executable is mapped elsewhere, find the same functions as forked ones.
 //! Every task carries a SipHash MAC of its addresses, id and count under that key,
 //! and a worker calls through the addresses only after the MAC verifies. Without the
 //! key, a valid MAC for addresses other than those the parent sent cannot be made
@@ -29,8 +34,9 @@
 //! the parent asked for, through the trampoline made for its very types, on items
 //! that are plain-old-data (any bytes are valid) — wrong data at worst, never UB.
 
+use crate::start::{code_address, code_offset};
 use bytemuck::Pod;
-use std::hash::{BuildHasher, Hasher, RandomState};
+use std::hash::Hasher;
 
 /// Bytes of a task message's header.
 pub(super) const TASK_HEADER: usize = 40;
@@ -249,8 +255,9 @@ where
 /// `RandomState` keys, still cannot). Lives in private memory only.
 #[derive(Clone)]
 pub(super) struct Key {
-    hasher: RandomState,
-    secret: [u8; 16],
+    /// SipHash-2-4's two key words.
+    k0: u64,
+    k1: u64,
 }
 
 impl Key {
@@ -258,16 +265,28 @@ impl Key {
     pub(super) fn new() -> std::io::Result<Key> {
         let mut secret = [0u8; 16];
         crate::os::random::fill(&mut secret)?;
-        Ok(Key {
-            hasher: RandomState::new(),
-            secret,
-        })
+        Ok(Key::from_words(
+            u64::from_le_bytes(secret[..8].try_into().unwrap_or_default()),
+            u64::from_le_bytes(secret[8..].try_into().unwrap_or_default()),
+        ))
+    }
+
+    /// The key with these words (handed to a spawned worker).
+    pub(super) fn from_words(k0: u64, k1: u64) -> Key {
+        Key { k0, k1 }
+    }
+
+    /// The key's words, for a spawned worker's start request (a private channel).
+    pub(super) fn words(&self) -> (u64, u64) {
+        (self.k0, self.k1)
     }
 
     /// The MAC of a task's header words.
     fn mac(&self, words: [u64; 4]) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        h.write(&self.secret);
+        // std's keyed SipHash-2-4: deprecated as a `Hasher` for hash maps, and the
+        // PRF this MAC needs (a key that can travel, unlike RandomState's).
+        #[allow(deprecated, reason = "SipHasher is std's only keyed SipHash")]
+        let mut h = std::hash::SipHasher::new_with_keys(self.k0, self.k1);
         for w in words {
             h.write_u64(w);
         }
@@ -278,8 +297,8 @@ impl Key {
 /// Encodes task `id` carrying `body`.
 pub(super) fn encode(key: &Key, id: u64, body: &Body<'_>) -> Vec<u8> {
     let words = [
-        body.tramp as usize as u64,
-        body.func as u64,
+        code_offset(body.tramp as usize),
+        code_offset(body.func),
         id,
         body.count as u64,
     ];
@@ -319,13 +338,10 @@ pub(super) fn verify<'a>(key: &Key, msg: &'a [u8]) -> Result<Task<'a>, (u64, Str
     if key.mac(words) != word(msg, 4) {
         return Err((words[2], "task message fails its MAC".to_string()));
     }
-    let (Ok(tramp), Ok(func), Ok(count)) = (
-        usize::try_from(words[0]),
-        usize::try_from(words[1]),
-        usize::try_from(words[3]),
-    ) else {
+    let Ok(count) = usize::try_from(words[3]) else {
         return Err((words[2], "task words out of range".to_string()));
     };
+    let (tramp, func) = (code_address(words[0]), code_address(words[1]));
     Ok(Task {
         tramp,
         func,
@@ -339,11 +355,13 @@ impl Task<'_> {
     /// Runs the task, appending the results' bytes to `out`.
     pub(super) fn run(&self, out: &mut Vec<u8>) -> Result<(), Refused> {
         // SAFETY: `verify` checked the MAC under the pool's key, which only the
-        // pool's parent (and its forked workers) hold, in private memory: so
-        // `tramp` and `func` are the words `encode` wrote, the addresses of
-        // `trampoline::<T, R>` and of an `fn(T) -> R` for the same `T` and `R`, in
-        // this program, whose address space workers share with the parent through
-        // `fork`. A transmuted fn-pointer from those words is the original one.
+        // pool's parent and its workers hold, in private memory: so the words are
+        // the ones `encode` wrote, the code offsets of `trampoline::<T, R>` and of
+        // an `fn(T) -> R` for the same `T` and `R`. Workers run the parent's very
+        // executable (forked, or re-executed and checked by inode), where an offset
+        // names the same function in every process; `tramp` and `func` are those
+        // functions' addresses here, and a transmuted fn-pointer from them is the
+        // original one.
         let tramp = unsafe { std::mem::transmute::<usize, Trampoline>(self.tramp) };
         // SAFETY: as above, `func` is an `fn(T) -> R` for the trampoline's `T`, `R`.
         unsafe { tramp(self.func, self.items, self.count, out) }

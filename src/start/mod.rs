@@ -85,7 +85,7 @@ pub use portable::Serde;
 pub use portable::{Decoder, Encoder, HandoffError, Portable};
 
 pub(crate) use forkserver::{Served, request as forkserver_request};
-pub(crate) use request::build;
+pub(crate) use request::{build, code_address, code_offset, in_executable};
 pub(crate) use spawn::spawn;
 
 use std::fmt;

@@ -85,6 +85,22 @@ fn anchor() {
     std::hint::black_box(());
 }
 
+/// `addr`'s offset from the anchor: the same in every process that runs this
+/// executable, wherever the loader put it.
+pub(crate) fn code_offset(addr: usize) -> u64 {
+    addr.wrapping_sub(anchor as fn() as usize) as u64
+}
+
+/// The address `offset` (from [`code_offset`]) names in this process.
+pub(crate) fn code_address(offset: u64) -> usize {
+    (anchor as fn() as usize).wrapping_add(offset as usize)
+}
+
+/// Whether `addr` lies in the executable's own code (not a shared library's).
+pub(crate) fn in_executable(addr: usize) -> bool {
+    executable().is_ok_and(|e| e.holds(addr))
+}
+
 /// A request ready to send.
 pub(crate) struct Request {
     pub(crate) bytes: Vec<u8>,
@@ -116,14 +132,13 @@ pub(crate) fn build<A: Portable, R: ChildResult>(
             max: MAX_REQUEST - HEADER,
         });
     }
-    let base = anchor as fn() as usize;
     let words = [
         MAGIC,
         VERSION,
         exe.dev,
         exe.ino,
-        entry_addr.wrapping_sub(base) as u64,
-        func.wrapping_sub(base) as u64,
+        code_offset(entry_addr),
+        code_offset(func),
         arg_bytes.len() as u64,
         fds.len() as u64,
     ];
@@ -183,9 +198,8 @@ fn check(bytes: &[u8], fd_count: usize) -> Result<(usize, usize), String> {
             bytes.len() - HEADER
         ));
     }
-    let base = anchor as fn() as usize;
-    let entry = base.wrapping_add(word(4) as usize);
-    let func = base.wrapping_add(word(5) as usize);
+    let entry = code_address(word(4));
+    let func = code_address(word(5));
     if !exe.holds(entry) || !exe.holds(func) {
         return Err("a function offset outside the executable's code".into());
     }
