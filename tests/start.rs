@@ -429,6 +429,43 @@ fn pool_with_every_method() {
     }
 }
 
+/// The owner of a forkserver pool killed with SIGKILL: its workers, children of the
+/// server and not of the owner, exit on their own (they watch the owner's pidfd).
+fn forkserver_workers_exit_with_their_owner() {
+    let q = Queue::<u32>::new(8).unwrap();
+    let q2 = q.clone();
+    let mut owner = Process::spawn(move || {
+        let pool = shmproc::Pool::builder()
+            .processes(2)
+            .start_method(StartMethod::Forkserver)
+            .build()
+            .unwrap();
+        for pid in pool.pids() {
+            q2.put(pid).unwrap();
+        }
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
+    .unwrap();
+    let workers = [q.get().unwrap(), q.get().unwrap()];
+    assert!(workers.iter().all(|&w| shmproc::process::is_alive(w, 0)));
+    owner.kill().unwrap();
+    owner.join().unwrap();
+    for w in workers {
+        // A guard against hanging, not a bound on how fast: the watch thread sees
+        // the pidfd at once.
+        let since = std::time::Instant::now();
+        while shmproc::process::is_alive(w, 0) && since.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            !shmproc::process::is_alive(w, 0),
+            "worker {w} outlived its owner"
+        );
+    }
+}
+
 fn main() {
     shmproc::start::init();
     let tests: &[(&str, fn())] = &[
@@ -453,6 +490,10 @@ fn main() {
             fork_method_takes_the_same_calls,
         ),
         ("pool_with_every_method", pool_with_every_method),
+        (
+            "forkserver_workers_exit_with_their_owner",
+            forkserver_workers_exit_with_their_owner,
+        ),
     ];
     let filter: Vec<String> = std::env::args()
         .skip(1)

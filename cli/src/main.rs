@@ -4,7 +4,9 @@
 //! - `shmproc inspect NAME`: one segment's header, attached processes and state;
 //! - `shmproc rm NAME…` / `shmproc rm --stale`: remove segments (never foreign files);
 //! - `shmproc bench`: shmproc's Queue and Pipe between processes beside the
-//!   alternatives, as medians, spreads and ratios.
+//!   alternatives, as medians, spreads and ratios;
+//! - `shmproc start-bench`: process start latency of fork, spawn and forkserver,
+//!   beside Python's.
 
 use clap::{Parser, Subcommand};
 use shmproc::layout::header::{self, HEADER_SIZE, HeaderError, HeaderInfo};
@@ -13,6 +15,7 @@ use std::process::ExitCode;
 
 mod bench;
 mod segments;
+mod start_bench;
 
 #[derive(Parser)]
 #[command(
@@ -57,9 +60,21 @@ enum Command {
     /// shared memory, the OS's pipes and sockets, crossbeam-channel and Python's
     /// multiprocessing, all in the same run.
     Bench(bench::BenchArgs),
+    /// Measure process start-to-first-message latency for the fork, spawn and
+    /// forkserver start methods, beside Python's three, interleaved.
+    StartBench {
+        /// Starts per method and system.
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+        /// Leave Python out.
+        #[arg(long)]
+        no_python: bool,
+    },
 }
 
 fn main() -> ExitCode {
+    // Spawned and forkserver children (start-bench) re-execute this binary.
+    shmproc::start::init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ls { ours } => segments::ls(Path::new(segments::SHM_DIR), ours),
@@ -70,6 +85,9 @@ fn main() -> ExitCode {
             dry_run,
         } => segments::rm(Path::new(segments::SHM_DIR), &names, stale, dry_run),
         Command::Bench(args) => return bench::run(args),
+        Command::StartBench { runs, no_python } => start_bench::run(runs, !no_python)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(std::io::Error::other),
     };
     match result {
         Ok(code) => code,
