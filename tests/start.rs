@@ -466,6 +466,58 @@ fn forkserver_workers_exit_with_their_owner() {
     }
 }
 
+fn fills_dict_and_list((d, l, n): (shmproc::Dict<u64, u64>, shmproc::List<u64>, u64)) {
+    for i in 0..n {
+        d.insert(i, i * i).unwrap();
+        l.append(i + 1).unwrap();
+    }
+}
+
+/// A Dict and a List handed to a spawned child are the parent's: what the child
+/// writes, the parent reads.
+fn dict_and_list_travel() {
+    for method in METHODS {
+        let d = shmproc::Dict::<u64, u64>::new().unwrap();
+        let l = shmproc::List::<u64>::new().unwrap();
+        let mut p =
+            Process::start(method, fills_dict_and_list, (d.clone(), l.clone(), 100)).unwrap();
+        assert!(p.join().unwrap().success(), "{method}");
+        assert_eq!(d.len(), 100);
+        assert_eq!(d.get(&9).unwrap(), Some(81));
+        assert_eq!(l.len(), 100);
+        assert_eq!(l.get(99).unwrap(), Some(100));
+    }
+}
+
+fn holds_lock_forever((lock, held): (Lock, Event)) {
+    let g = lock.acquire().unwrap();
+    held.set();
+    std::mem::forget(g);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// A spawned child killed while holding a Lock: the next acquirer gets OwnerDied,
+/// as with a forked one.
+fn lock_owner_death_is_seen() {
+    for method in METHODS {
+        let lock = Lock::new().unwrap();
+        let held = Event::new().unwrap();
+        let mut p =
+            Process::start(method, holds_lock_forever, (lock.clone(), held.clone())).unwrap();
+        assert!(held.wait_timeout(Duration::from_secs(60)));
+        assert_eq!(lock.owner(), Some(p.pid()), "{method}");
+        p.kill().unwrap();
+        p.join().unwrap();
+        let r = lock.acquire();
+        assert!(
+            matches!(r, Err(shmproc::sync::AcquireError::OwnerDied(_))),
+            "{method}: {r:?}"
+        );
+    }
+}
+
 fn main() {
     shmproc::start::init();
     let tests: &[(&str, fn())] = &[
@@ -490,6 +542,8 @@ fn main() {
             fork_method_takes_the_same_calls,
         ),
         ("pool_with_every_method", pool_with_every_method),
+        ("dict_and_list_travel", dict_and_list_travel),
+        ("lock_owner_death_is_seen", lock_owner_death_is_seen),
         (
             "forkserver_workers_exit_with_their_owner",
             forkserver_workers_exit_with_their_owner,
