@@ -518,6 +518,33 @@ fn lock_owner_death_is_seen() {
     }
 }
 
+/// The forkserver killed under its children: joining them is an error, not a hang;
+/// they can still be killed (through their pidfds); the next start brings up a new
+/// server.
+fn forkserver_death_is_an_error() {
+    let e = Event::new().unwrap();
+    let mut a = Process::start(StartMethod::Forkserver, waits_for, e.clone()).unwrap();
+    let mut b = Process::start(StartMethod::Forkserver, waits_for, e.clone()).unwrap();
+    let server = shmproc::start::forkserver_pid().unwrap();
+    let mut killer = Process::spawn(move || {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &server.to_string()])
+            .status();
+    })
+    .unwrap();
+    killer.join().unwrap();
+    let r = a.join();
+    assert!(r.is_err(), "{r:?}");
+    assert!(r.unwrap_err().to_string().contains("forkserver"));
+    assert!(b.is_alive() || b.join().is_err());
+    a.kill().unwrap();
+    b.kill().unwrap();
+    e.set();
+    let mut c = Process::start(StartMethod::Forkserver, returns_seven, ()).unwrap();
+    assert_eq!(c.join().unwrap().code(), 7);
+    assert_ne!(shmproc::start::forkserver_pid(), Some(server));
+}
+
 fn main() {
     shmproc::start::init();
     let tests: &[(&str, fn())] = &[
@@ -543,6 +570,7 @@ fn main() {
         ),
         ("pool_with_every_method", pool_with_every_method),
         ("dict_and_list_travel", dict_and_list_travel),
+        ("forkserver_death_is_an_error", forkserver_death_is_an_error),
         ("lock_owner_death_is_seen", lock_owner_death_is_seen),
         (
             "forkserver_workers_exit_with_their_owner",

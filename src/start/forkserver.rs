@@ -34,7 +34,7 @@ static SERVER: Mutex<Option<Arc<Server>>> = Mutex::new(None);
 pub(super) fn ensure() -> Result<Arc<Server>, StartError> {
     let mut cur = SERVER.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(s) = cur.as_ref() {
-        if proc::is_alive(s.pid, 0) || s.pid == 0 {
+        if proc::is_alive(s.pid, 0) {
             return Ok(Arc::clone(s));
         }
     }
@@ -50,6 +50,14 @@ pub(super) fn ensure() -> Result<Arc<Server>, StartError> {
     let server = Arc::new(Server { sock, pid });
     *cur = Some(Arc::clone(&server));
     Ok(server)
+}
+
+/// The running server's pid, if any.
+pub(super) fn running_pid() -> Option<u32> {
+    let cur = SERVER.lock().unwrap_or_else(|p| p.into_inner());
+    cur.as_ref()
+        .map(|s| s.pid)
+        .filter(|&pid| proc::is_alive(pid, 0))
 }
 
 /// Waits for the new server's hello.
@@ -241,7 +249,7 @@ pub(super) fn serve() -> ! {
             match socket::recv(&l, MAX_REQUEST) {
                 Ok(Some(msg)) => {
                     listen = Some(l);
-                    if let Some(c) = fork_child(msg, listen.as_ref(), &children) {
+                    if let Some(c) = fork_child(msg, &mut listen, &mut children) {
                         children.push(c);
                     }
                 }
@@ -257,7 +265,15 @@ pub(super) fn serve() -> ! {
 }
 
 /// Forks the child for one request; in the server, the child's record.
-fn fork_child(msg: socket::Message, listen: Option<&OwnedFd>, children: &[Child]) -> Option<Child> {
+///
+/// The child closes the server's descriptors first (the request socket, the other
+/// children's reply sockets and pidfds): a requester learns that the server died by
+/// the end of file on its reply socket, which a sibling's copy would hold off.
+fn fork_child(
+    msg: socket::Message,
+    listen: &mut Option<OwnedFd>,
+    children: &mut Vec<Child>,
+) -> Option<Child> {
     let socket::Message { bytes, mut fds } = msg;
     if fds.is_empty() {
         return None;
@@ -274,8 +290,8 @@ fn fork_child(msg: socket::Message, listen: Option<&OwnedFd>, children: &[Child]
         }
         Ok(0) => {
             // The child: nothing of the server's but its request.
-            let _ = listen;
-            let _ = children;
+            drop(listen.take());
+            children.clear();
             let mut reply = Some(reply);
             let code = request::run(socket::Message { bytes, fds }, &mut |r| {
                 if let Some(s) = reply.take() {

@@ -157,6 +157,11 @@ pub fn start_forkserver() -> Result<(), StartError> {
     forkserver::ensure().map(|_| ())
 }
 
+/// The pid of the forkserver this program started, if it is running.
+pub fn forkserver_pid() -> Option<u32> {
+    forkserver::running_pid()
+}
+
 /// Refuses to start a child from a process that was started as one but whose `main`
 /// skipped [`init`]: it would start copies of itself without end.
 fn check_not_nested() -> Result<(), StartError> {
