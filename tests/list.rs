@@ -167,3 +167,24 @@ fn opening_a_list_with_another_type_is_a_clear_error() {
         "{rows:?}"
     );
 }
+
+#[test]
+fn remove_value_and_index_of_follow_python() {
+    let l = List::<String>::new().unwrap();
+    for s in ["a", "b", "c", "b"] {
+        l.append(s.to_string()).unwrap();
+    }
+    assert_eq!(l.index_of("b".to_string()).unwrap(), Some(1));
+    assert_eq!(l.index_of("z".to_string()).unwrap(), None);
+    // Python's l.remove("b") removes the first "b" only.
+    assert!(l.remove_value("b".to_string()).unwrap());
+    assert_eq!(l.to_vec().unwrap(), ["a", "c", "b"]);
+    assert!(l.remove_value("b".to_string()).unwrap());
+    // Where Python raises ValueError: false, the list unchanged.
+    assert!(!l.remove_value("b".to_string()).unwrap());
+    assert_eq!(l.to_vec().unwrap(), ["a", "c"]);
+    let n = List::<u64>::new().unwrap();
+    n.extend([5, 6, 5]).unwrap();
+    assert!(n.remove_value(5).unwrap());
+    assert_eq!(n.to_vec().unwrap(), [6, 5]);
+}

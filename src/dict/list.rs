@@ -586,11 +586,63 @@ impl<T: Encode + Decode> List<T> {
             .read_at(index)?
             .ok_or_else(|| corrupt(format!("list element {index} of {n} missing")))?;
         let value = T::decode(&bytes).map_err(ReadError::Decode)?;
+        self.remove_locked(index, n)?;
+        Ok(value)
+    }
+
+    /// Removes element `index` of `n`, the list lock held.
+    fn remove_locked(&self, index: u64, n: u64) -> Result<(), ListError> {
         self.begin();
         self.intent(OP_REMOVE, index, n, index);
         self.finish_remove(index, n, index)?;
         self.end();
-        Ok(value)
+        Ok(())
+    }
+
+    /// Removes the first element equal to `value` (Python's `l.remove(value)`, which
+    /// raises `ValueError` when there is none: here `Ok(false)`). Elements compare by
+    /// their stored encoding: plain-old-data by bytes, strings by content, serde
+    /// values by their postcard encoding.
+    ///
+    /// # Errors
+    ///
+    /// [`ListError::Write`] if `value` cannot be encoded, or a failed read or write
+    /// (see the type docs).
+    pub fn remove_value(&self, value: impl std::borrow::Borrow<T>) -> Result<bool, ListError> {
+        let wanted = encode(value.borrow()).map_err(WriteError::Encode)?;
+        let _guard = self.locked()?;
+        let n = self.st().len.load(Ordering::Relaxed);
+        for i in 0..n {
+            let bytes = self
+                .read_at(i)?
+                .ok_or_else(|| corrupt(format!("list element {i} of {n} missing")))?;
+            if bytes == wanted {
+                self.remove_locked(i, n)?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The index of the first element equal to `value` (compared as in
+    /// [`remove_value`](List::remove_value); Python's `l.index(value)`), from one
+    /// consistent snapshot.
+    ///
+    /// # Errors
+    ///
+    /// As for [`remove_value`](List::remove_value).
+    pub fn index_of(&self, value: impl std::borrow::Borrow<T>) -> Result<Option<u64>, ListError> {
+        let wanted = encode(value.borrow()).map_err(WriteError::Encode)?;
+        self.read(|len| {
+            for i in 0..len {
+                match self.read_at(i)? {
+                    Some(b) if b == wanted => return Ok(Some(i)),
+                    Some(_) => {}
+                    None => return Err(corrupt(format!("list element {i} of {len} missing"))),
+                }
+            }
+            Ok(None)
+        })
     }
 
     // ---- reading -------------------------------------------------------------------------
