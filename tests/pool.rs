@@ -478,3 +478,45 @@ mod serde_values {
         assert_eq!(pool.map_serde(shout, ["ok".to_string()]).unwrap(), ["OK"]);
     }
 }
+
+/// Kills its worker the first time it sees 3 (a marker file, named after the pool's
+/// parent, records that it did).
+fn dies_once_on_three(x: u64) -> u64 {
+    if x == 3 {
+        let marker = format!(
+            "/tmp/shmproc-test-retry-{}",
+            std::os::unix::process::parent_id()
+        );
+        if std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&marker)
+            .is_ok()
+        {
+            // SAFETY: kill(2) on this process; no memory involved.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+        }
+    }
+    x * 10
+}
+
+#[test]
+fn a_pool_built_to_retry_runs_a_killed_workers_task_again() {
+    let marker = format!("/tmp/shmproc-test-retry-{}", std::process::id());
+    let _ = std::fs::remove_file(&marker);
+    let pool = Pool::builder().processes(2).retries(1).build().unwrap();
+    let before = pool.pids();
+    let got = pool.map_chunked(dies_once_on_three, 0..10, 1);
+    let marker_existed = std::fs::remove_file(&marker).is_ok();
+    assert!(marker_existed, "the task never killed its worker");
+    assert_eq!(got.unwrap(), (0..10).map(|x| x * 10).collect::<Vec<_>>());
+    assert_ne!(pool.pids(), before, "the dead worker was replaced");
+    // A task that kills every worker it runs on fails after its retries.
+    let r = pool.map_chunked(dies_on_three, 0..6, 1);
+    assert!(matches!(r, Err(PoolError::WorkerDied { .. })), "{r:?}");
+    assert_eq!(pool.map(square, 0..4).unwrap(), [0, 1, 4, 9]);
+    pool.close();
+    pool.join().unwrap();
+}

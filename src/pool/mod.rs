@@ -113,6 +113,7 @@ pub struct PoolBuilder {
     initializer: Option<fn()>,
     maxtasksperchild: Option<usize>,
     method: crate::start::StartMethod,
+    retries: u32,
 }
 
 impl PoolBuilder {
@@ -144,6 +145,16 @@ impl PoolBuilder {
     /// A worker exits after this many tasks (chunks) and a fresh one replaces it.
     pub fn maxtasksperchild(mut self, n: usize) -> PoolBuilder {
         self.maxtasksperchild = Some(n);
+        self
+    }
+
+    /// How many times a task whose worker died while running it (SIGKILL, the OOM
+    /// killer, an abort) is run again, on another worker, before its result is
+    /// [`PoolError::WorkerDied`]. Default 0: Python's `ProcessPoolExecutor` gives up
+    /// at once too. A task that panics is not retried: the panic is its result. Only
+    /// retry tasks that may run twice (a killed worker may have done part of the work).
+    pub fn retries(mut self, n: u32) -> PoolBuilder {
+        self.retries = n;
         self
     }
 
@@ -179,6 +190,7 @@ impl PoolBuilder {
             initializer: self.initializer,
             maxtasks: self.maxtasksperchild,
             method: self.method,
+            retries: self.retries,
         })?;
         Ok(Pool {
             inner: Mutex::new(inner),

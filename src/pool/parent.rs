@@ -67,6 +67,8 @@ struct TaskEntry {
     msg: Vec<u8>,
     /// The worker slot it was put to, `None` while pending.
     worker: Option<usize>,
+    /// Times a worker died running it.
+    deaths: u32,
 }
 
 /// A map, an apply or an imap: its chunks' outcomes as they arrive.
@@ -94,6 +96,8 @@ pub(super) struct Config {
     pub(super) initializer: Option<fn()>,
     pub(super) maxtasks: Option<usize>,
     pub(super) method: crate::start::StartMethod,
+    /// Runs again of a task whose worker died running it.
+    pub(super) retries: u32,
 }
 
 pub(super) struct Inner {
@@ -248,6 +252,7 @@ impl Inner {
                 count: body.count,
                 msg,
                 worker: None,
+                deaths: 0,
             },
         );
         self.pending.push_back(id);
@@ -482,9 +487,13 @@ impl Inner {
                 let Some(t) = self.tasks.get_mut(&id) else {
                     continue;
                 };
-                if Some(id) == running {
+                if Some(id) == running && t.deaths >= self.config.retries {
                     self.complete(id, Err(PoolError::WorkerDied { pid, status }));
                 } else {
+                    if Some(id) == running {
+                        // Retried: it runs again on another worker.
+                        t.deaths += 1;
+                    }
                     // Never started (no claim): it runs on another worker.
                     t.worker = None;
                     again.push(id);
