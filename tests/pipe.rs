@@ -3,7 +3,10 @@
 mod common;
 
 use common::{TestName, Words, wait_for};
-use shmproc::pipe::{RecvError, SendError, Waitable, pipe_with_capacity, wait, wait_any};
+use shmproc::pipe::{
+    RecvError, RecvTimeoutError, SendError, SendTimeoutError, Waitable, pipe_with_capacity, wait,
+    wait_any,
+};
 use shmproc::{Connection, Process, pipe};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -231,7 +234,7 @@ fn eof_after_the_peer_closes_exits_or_is_killed() {
     assert_eq!(a.recv_bytes().unwrap(), b"last words");
     assert_eq!(
         a.recv_bytes_timeout(Duration::from_secs(30)),
-        Err(RecvError::Eof)
+        Err(RecvTimeoutError::Eof)
     );
     // And sending to it is a broken pipe.
     let full = vec![0u8; 100_000];
@@ -242,7 +245,7 @@ fn eof_after_the_peer_closes_exits_or_is_killed() {
             break;
         }
     }
-    assert_eq!(result, Err(SendError::BrokenPipe));
+    assert_eq!(result, Err(SendTimeoutError::BrokenPipe));
 
     // The parent closes: the child sees EOF.
     let (a, b) = pipe(true).unwrap();
@@ -335,7 +338,7 @@ fn named_pipe_between_two_processes() {
     // Nobody opened the other end yet: a receive waits (no premature EOF).
     assert_eq!(
         a.recv_bytes_timeout(Duration::from_millis(20)),
-        Err(RecvError::Timeout)
+        Err(RecvTimeoutError::Timeout)
     );
     let child_name = name.0.clone();
     let mut child = Process::spawn_returning(move || -> i32 {
@@ -352,7 +355,7 @@ fn named_pipe_between_two_processes() {
     assert_eq!(child.join().unwrap().code(), 0);
     assert_eq!(
         a.recv_bytes_timeout(Duration::from_secs(30)),
-        Err(RecvError::Eof)
+        Err(RecvTimeoutError::Eof)
     );
     let err = shmproc::Queue::<u8>::open(&name).unwrap_err();
     assert!(
