@@ -180,6 +180,54 @@ fn recv_bytes_into_with_offsets_and_buffer_too_short() {
 }
 
 #[test]
+fn timeout_forms_time_out_and_blocking_forms_share_their_other_errors() {
+    let (reader, writer) = pipe_with_capacity(256, false).unwrap();
+    // Fill the ring while the reader is alive and not reading: a timed send then
+    // waits its whole timeout for room and reports Timeout.
+    let mut sent = 0;
+    let start = std::time::Instant::now();
+    let result = loop {
+        match writer.send_bytes_timeout(&[7; 32], Duration::from_millis(20)) {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+        assert!(sent < 1000, "a 256-byte ring took {sent} messages");
+    };
+    assert_eq!(result, SendTimeoutError::Timeout);
+    assert!(start.elapsed() >= Duration::from_millis(20));
+    assert!(result.to_string().contains("timed out"));
+    assert!(sent > 0);
+    for _ in 0..sent {
+        assert_eq!(
+            reader.recv_bytes_timeout(Duration::from_secs(30)).unwrap(),
+            [7; 32]
+        );
+    }
+    let err = reader
+        .recv_timeout::<u64>(Duration::from_millis(20))
+        .unwrap_err();
+    assert_eq!(err, RecvTimeoutError::Timeout);
+    assert!(err.to_string().contains("timed out"));
+    // What is not a timeout reads as the blocking forms' error does.
+    let err = reader
+        .send_bytes_timeout(b"x", Duration::from_secs(30))
+        .unwrap_err();
+    assert_eq!(err, SendTimeoutError::ReceiveOnly);
+    assert_eq!(
+        err.to_string(),
+        reader.send_bytes(b"x").unwrap_err().to_string()
+    );
+    let err = writer
+        .recv_bytes_timeout(Duration::from_secs(30))
+        .unwrap_err();
+    assert_eq!(err, RecvTimeoutError::SendOnly);
+    assert_eq!(
+        err.to_string(),
+        writer.recv_bytes().unwrap_err().to_string()
+    );
+}
+
+#[test]
 fn one_way_pipes_refuse_the_wrong_direction() {
     let (reader, writer) = pipe(false).unwrap();
     assert!(reader.readable() && !reader.writable());
