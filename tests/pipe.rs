@@ -3,7 +3,10 @@
 mod common;
 
 use common::{TestName, Words, wait_for};
-use shmproc::pipe::{RecvError, SendError, Waitable, pipe_with_capacity, wait, wait_any};
+use shmproc::pipe::{
+    RecvError, RecvTimeoutError, SendError, SendTimeoutError, Waitable, pipe_with_capacity, wait,
+    wait_any,
+};
 use shmproc::{Connection, Process, pipe};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -177,6 +180,54 @@ fn recv_bytes_into_with_offsets_and_buffer_too_short() {
 }
 
 #[test]
+fn timeout_forms_time_out_and_blocking_forms_share_their_other_errors() {
+    let (reader, writer) = pipe_with_capacity(256, false).unwrap();
+    // Fill the ring while the reader is alive and not reading: a timed send then
+    // waits its whole timeout for room and reports Timeout.
+    let mut sent = 0;
+    let start = std::time::Instant::now();
+    let result = loop {
+        match writer.send_bytes_timeout(&[7; 32], Duration::from_millis(20)) {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+        assert!(sent < 1000, "a 256-byte ring took {sent} messages");
+    };
+    assert_eq!(result, SendTimeoutError::Timeout);
+    assert!(start.elapsed() >= Duration::from_millis(20));
+    assert!(result.to_string().contains("timed out"));
+    assert!(sent > 0);
+    for _ in 0..sent {
+        assert_eq!(
+            reader.recv_bytes_timeout(Duration::from_secs(30)).unwrap(),
+            [7; 32]
+        );
+    }
+    let err = reader
+        .recv_timeout::<u64>(Duration::from_millis(20))
+        .unwrap_err();
+    assert_eq!(err, RecvTimeoutError::Timeout);
+    assert!(err.to_string().contains("timed out"));
+    // What is not a timeout reads as the blocking forms' error does.
+    let err = reader
+        .send_bytes_timeout(b"x", Duration::from_secs(30))
+        .unwrap_err();
+    assert_eq!(err, SendTimeoutError::ReceiveOnly);
+    assert_eq!(
+        err.to_string(),
+        reader.send_bytes(b"x").unwrap_err().to_string()
+    );
+    let err = writer
+        .recv_bytes_timeout(Duration::from_secs(30))
+        .unwrap_err();
+    assert_eq!(err, RecvTimeoutError::SendOnly);
+    assert_eq!(
+        err.to_string(),
+        writer.recv_bytes().unwrap_err().to_string()
+    );
+}
+
+#[test]
 fn one_way_pipes_refuse_the_wrong_direction() {
     let (reader, writer) = pipe(false).unwrap();
     assert!(reader.readable() && !reader.writable());
@@ -231,7 +282,7 @@ fn eof_after_the_peer_closes_exits_or_is_killed() {
     assert_eq!(a.recv_bytes().unwrap(), b"last words");
     assert_eq!(
         a.recv_bytes_timeout(Duration::from_secs(30)),
-        Err(RecvError::Eof)
+        Err(RecvTimeoutError::Eof)
     );
     // And sending to it is a broken pipe.
     let full = vec![0u8; 100_000];
@@ -242,7 +293,7 @@ fn eof_after_the_peer_closes_exits_or_is_killed() {
             break;
         }
     }
-    assert_eq!(result, Err(SendError::BrokenPipe));
+    assert_eq!(result, Err(SendTimeoutError::BrokenPipe));
 
     // The parent closes: the child sees EOF.
     let (a, b) = pipe(true).unwrap();
@@ -335,7 +386,7 @@ fn named_pipe_between_two_processes() {
     // Nobody opened the other end yet: a receive waits (no premature EOF).
     assert_eq!(
         a.recv_bytes_timeout(Duration::from_millis(20)),
-        Err(RecvError::Timeout)
+        Err(RecvTimeoutError::Timeout)
     );
     let child_name = name.0.clone();
     let mut child = Process::spawn_returning(move || -> i32 {
@@ -352,7 +403,7 @@ fn named_pipe_between_two_processes() {
     assert_eq!(child.join().unwrap().code(), 0);
     assert_eq!(
         a.recv_bytes_timeout(Duration::from_secs(30)),
-        Err(RecvError::Eof)
+        Err(RecvTimeoutError::Eof)
     );
     let err = shmproc::Queue::<u8>::open(&name).unwrap_err();
     assert!(

@@ -9,7 +9,7 @@ use shmproc::Object;
 use shmproc::dict::{Dict, DictOptions};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The payload layout of a 1 MiB dict (see src/dict/map.rs): the header, 16 stripes
+/// The payload layout of a 1 MiB dict (see src/dict/map/mod.rs): the header, 16 stripes
 /// of (lock 256 B, state 512 B), the index region, then 16 data regions of 64 KiB.
 const STRIPE_STATES: usize = 1024;
 const INDEX_BASE: usize = 1024 + 16 * 768;

@@ -6,7 +6,7 @@
 //! proceed in parallel, and a writer killed at any instruction leaves every key at
 //! its old or its new value — the next writer of its stripe finishes or undoes the
 //! dead writer's update and reclaims its memory. The algorithm (layout, protocol,
-//! recovery, growth) is described in `src/dict/map.rs`.
+//! recovery, growth) is described in `src/dict/map/mod.rs`.
 //!
 //! ```
 //! use shmproc::{Dict, Process};

@@ -286,7 +286,7 @@ impl Connection {
     /// a liveness check on every [`LIVENESS_EVERY`]th send of this handle, which
     /// makes system calls only if the reader consumed nothing since the last one.
     #[inline]
-    pub(super) fn check_peer(&self, tx: &Writer) -> Result<(), SendError> {
+    pub(super) fn check_peer(&self, tx: &Writer) -> Result<(), SendTimeoutError> {
         // Acquire; paired with the Release in `Registration::lower_presence`: the
         // entries freed before a lower count are visible to the look below.
         let presence = tx.ring().reader_presence().load(Ordering::Acquire);
@@ -302,7 +302,11 @@ impl Connection {
     /// Looks at the peer's registry (and, if `liveness`, at its processes).
     #[cold]
     #[inline(never)]
-    pub(super) fn check_peer_slow(&self, tx: &Writer, liveness: bool) -> Result<(), SendError> {
+    pub(super) fn check_peer_slow(
+        &self,
+        tx: &Writer,
+        liveness: bool,
+    ) -> Result<(), SendTimeoutError> {
         let h = self.peer();
         if h.ever.load(Ordering::Acquire) == 0 {
             return Ok(());
@@ -323,7 +327,7 @@ impl Connection {
         }
         if n == 0 {
             self.gone_at.set(1 + 2 * own);
-            return Err(SendError::BrokenPipe);
+            return Err(SendTimeoutError::BrokenPipe);
         }
         // Once the holders were found dead, every send looks again (at the cached
         // answers: no system call) until the registry changes.
@@ -336,7 +340,7 @@ impl Connection {
         };
         if ((liveness && !reader_moved) || found_dead) && self.all_dead(&others[..n], me) {
             self.gone_at.set(u64::MAX);
-            return Err(SendError::BrokenPipe);
+            return Err(SendTimeoutError::BrokenPipe);
         }
         self.gone_at.set(1 + 2 * own);
         Ok(())
@@ -415,19 +419,19 @@ impl Connection {
     }
 
     #[inline]
-    pub(super) fn writer(&self) -> Result<&Writer, SendError> {
+    pub(super) fn writer(&self) -> Result<&Writer, SendTimeoutError> {
         if self.closed.get() {
-            return Err(SendError::Closed);
+            return Err(SendTimeoutError::Closed);
         }
-        self.tx.as_ref().ok_or(SendError::ReceiveOnly)
+        self.tx.as_ref().ok_or(SendTimeoutError::ReceiveOnly)
     }
 
     #[inline]
-    pub(super) fn reader(&self) -> Result<&Reader, RecvError> {
+    pub(super) fn reader(&self) -> Result<&Reader, RecvTimeoutError> {
         if self.closed.get() {
-            return Err(RecvError::Closed);
+            return Err(RecvTimeoutError::Closed);
         }
-        self.rx.as_ref().ok_or(RecvError::SendOnly)
+        self.rx.as_ref().ok_or(RecvTimeoutError::SendOnly)
     }
 
     /// Writes one record, waiting for room until `deadline` (the first try inline,
@@ -439,7 +443,7 @@ impl Connection {
         fragment: &[u8],
         flags: u32,
         deadline: Option<Deadline>,
-    ) -> Result<(), SendError> {
+    ) -> Result<(), SendTimeoutError> {
         if !tx.try_write(fragment, flags) {
             self.wait_to_write(tx, fragment, flags, deadline)?;
         }
@@ -454,7 +458,7 @@ impl Connection {
         fragment: &[u8],
         flags: u32,
         deadline: Option<Deadline>,
-    ) -> Result<(), SendError> {
+    ) -> Result<(), SendTimeoutError> {
         // Each poll returns a bool (written, or the peer is gone), and checks for
         // the peer as `wait_for_record` does.
         let peer = PeerCheck::default();
@@ -477,8 +481,8 @@ impl Connection {
             .wait_until_checked(self.spin.get(), deadline, ready, on_stall)
         {
             Ok(true) => Ok(()),
-            Ok(false) => Err(SendError::BrokenPipe),
-            Err(_) => Err(SendError::Timeout),
+            Ok(false) => Err(SendTimeoutError::BrokenPipe),
+            Err(_) => Err(SendTimeoutError::Timeout),
         }
     }
 
@@ -487,7 +491,7 @@ impl Connection {
         &self,
         msg: &[u8],
         deadline: Option<Deadline>,
-    ) -> Result<(), SendError> {
+    ) -> Result<(), SendTimeoutError> {
         let tx = self.writer()?;
         self.mark_active();
         self.check_peer(tx)?;
@@ -504,7 +508,7 @@ impl Connection {
         tx: &Writer,
         msg: &[u8],
         deadline: Option<Deadline>,
-    ) -> Result<(), SendError> {
+    ) -> Result<(), SendTimeoutError> {
         let max = tx.ring().max_fragment();
         let mut chunks = msg.chunks(max).peekable();
         let mut flags = FIRST;
@@ -527,6 +531,7 @@ impl Connection {
     /// [`SendError::Closed`], [`SendError::ReceiveOnly`], [`SendError::BrokenPipe`].
     pub fn send_bytes(&self, buf: &[u8]) -> Result<(), SendError> {
         self.send_message(buf, None)
+            .map_err(SendTimeoutError::blocking)
     }
 
     /// Sends `buf[offset .. offset + size]` (all the rest if `size` is `None`), with
@@ -574,9 +579,14 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// [`SendError::Timeout`] (part of a long message may have been sent: the
-    /// receiver then waits for the rest); as for `send_bytes`.
-    pub fn send_bytes_timeout(&self, buf: &[u8], timeout: Duration) -> Result<(), SendError> {
+    /// [`SendTimeoutError::Timeout`] (part of a long message may have been sent: the
+    /// receiver then waits for the rest); [`SendTimeoutError::Closed`],
+    /// [`SendTimeoutError::ReceiveOnly`], [`SendTimeoutError::BrokenPipe`].
+    pub fn send_bytes_timeout(
+        &self,
+        buf: &[u8],
+        timeout: Duration,
+    ) -> Result<(), SendTimeoutError> {
         self.send_message(buf, Connection::deadline(Some(timeout)))
     }
 
@@ -589,6 +599,7 @@ impl Connection {
     #[inline]
     pub fn send<T: Pod>(&self, value: &T) -> Result<(), SendError> {
         self.send_message(bytemuck::bytes_of(value), None)
+            .map_err(SendTimeoutError::blocking)
     }
 
     /// Encodes a serde value with postcard and sends it (Python's `send(obj)` for
@@ -629,7 +640,7 @@ impl Connection {
         &self,
         rx: &Reader,
         deadline: Option<Deadline>,
-    ) -> Result<Record, RecvError> {
+    ) -> Result<Record, RecvTimeoutError> {
         if let Some(rec) = rx.peek()? {
             return Ok(rec);
         }
@@ -638,7 +649,7 @@ impl Connection {
 
     /// Waits for a record, or EOF, and hands it to `take` at once, inside the poll
     /// loop. Each poll returns a small value (errors wait in a cell beside it): with
-    /// a `Result<_, RecvError>` as the poll's return value, which goes through memory,
+    /// a `Result<_, RecvTimeoutError>` as the poll's return value, which goes through memory,
     /// an 8-byte ping-pong took 200–210 ns a round trip instead of 160–170 (the
     /// raw ring's own figure).
     ///
@@ -649,19 +660,19 @@ impl Connection {
         rx: &Reader,
         deadline: Option<Deadline>,
         take: impl Fn(Record) -> R,
-    ) -> Result<R, RecvError> {
+    ) -> Result<R, RecvTimeoutError> {
         // The poll returns `Some(None)` for an error or EOF, which it leaves here:
         // a small return value keeps each poll cheap (a `Result` holding a
-        // `RecvError` goes through memory).
-        let failed: Cell<Option<RecvError>> = Cell::new(None);
-        let fail = |e: RecvError| {
+        // `RecvTimeoutError` goes through memory).
+        let failed: Cell<Option<RecvTimeoutError>> = Cell::new(None);
+        let fail = |e: RecvTimeoutError| {
             failed.set(Some(e));
             Some(None)
         };
         let peer = PeerCheck::default();
         let finish = || match rx.peek() {
             Ok(Some(rec)) => Some(Some(take(rec))),
-            Ok(None) => fail(RecvError::Eof),
+            Ok(None) => fail(RecvTimeoutError::Eof),
             Err(e) => fail(e.into()),
         };
         let ready = || match rx.peek() {
@@ -683,8 +694,8 @@ impl Connection {
             .wait_until_checked(self.spin.get(), deadline, ready, on_stall)
         {
             Ok(Some(r)) => Ok(r),
-            Ok(None) => Err(failed.take().unwrap_or(RecvError::Eof)),
-            Err(_) => Err(RecvError::Timeout),
+            Ok(None) => Err(failed.take().unwrap_or(RecvTimeoutError::Eof)),
+            Err(_) => Err(RecvTimeoutError::Timeout),
         }
     }
 
@@ -695,23 +706,23 @@ impl Connection {
     }
 
     /// Receives one whole message into `out` (cleared first). A message whose writer
-    /// dies mid-way is discarded: [`RecvError::Eof`].
+    /// dies mid-way is discarded: [`RecvTimeoutError::Eof`].
     pub(super) fn recv_message(
         &self,
         out: &mut Vec<u8>,
         deadline: Option<Deadline>,
-    ) -> Result<(), RecvError> {
+    ) -> Result<(), RecvTimeoutError> {
         out.clear();
         self.recv_fragments(deadline, |bytes| out.extend_from_slice(bytes))
     }
 
     /// Receives one whole message, handing each fragment's bytes to `put` in order.
-    /// A message whose writer dies mid-way ends in [`RecvError::Eof`].
+    /// A message whose writer dies mid-way ends in [`RecvTimeoutError::Eof`].
     pub(super) fn recv_fragments(
         &self,
         deadline: Option<Deadline>,
         mut put: impl FnMut(&[u8]),
-    ) -> Result<(), RecvError> {
+    ) -> Result<(), RecvTimeoutError> {
         let rx = self.reader()?;
         self.mark_active();
         let mut first = true;
@@ -721,13 +732,13 @@ impl Connection {
                 (true, false) => {
                     // A stray fragment: dropped, so the next receive goes on.
                     self.consume(rx, &rec);
-                    return Err(RecvError::Corrupt(
+                    return Err(RecvTimeoutError::Corrupt(
                         "a message fragment without its start".into(),
                     ));
                 }
                 // Left for the next receive, which it begins.
                 (false, true) => {
-                    return Err(RecvError::Corrupt(
+                    return Err(RecvTimeoutError::Corrupt(
                         "a new message began inside another".into(),
                     ));
                 }
@@ -751,7 +762,8 @@ impl Connection {
     /// [`RecvError::Corrupt`].
     pub fn recv_bytes(&self) -> Result<Vec<u8>, RecvError> {
         let mut out = Vec::new();
-        self.recv_message(&mut out, None)?;
+        self.recv_message(&mut out, None)
+            .map_err(RecvTimeoutError::blocking)?;
         Ok(out)
     }
 
@@ -759,8 +771,10 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// [`RecvError::Timeout`]; as for `recv_bytes`.
-    pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>, RecvError> {
+    /// [`RecvTimeoutError::Timeout`]; [`RecvTimeoutError::Eof`],
+    /// [`RecvTimeoutError::Closed`], [`RecvTimeoutError::SendOnly`],
+    /// [`RecvTimeoutError::Corrupt`] as for `recv_bytes`.
+    pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>, RecvTimeoutError> {
         let mut out = Vec::new();
         self.recv_message(&mut out, Connection::deadline(Some(timeout)))?;
         Ok(out)
@@ -797,7 +811,8 @@ impl Connection {
                 overflow = Some(whole);
             }
             Some(whole) => whole.extend_from_slice(bytes),
-        })?;
+        })
+        .map_err(RecvTimeoutError::blocking)?;
         match overflow {
             Some(whole) => Err(RecvError::BufferTooShort(whole)),
             None => Ok(written),
@@ -812,20 +827,24 @@ impl Connection {
     /// consumed); as for [`recv_bytes`](Connection::recv_bytes).
     #[inline]
     pub fn recv<T: Pod>(&self) -> Result<T, RecvError> {
-        self.recv_value(None)
+        self.recv_value(None).map_err(RecvTimeoutError::blocking)
     }
 
     /// [`recv`](Connection::recv), waiting at most `timeout`.
     ///
     /// # Errors
     ///
-    /// [`RecvError::Timeout`]; as for `recv`.
-    pub fn recv_timeout<T: Pod>(&self, timeout: Duration) -> Result<T, RecvError> {
+    /// [`RecvTimeoutError::Timeout`]; [`RecvTimeoutError::WrongSize`] and the rest as
+    /// for [`recv_bytes_timeout`](Connection::recv_bytes_timeout).
+    pub fn recv_timeout<T: Pod>(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
         self.recv_value(Connection::deadline(Some(timeout)))
     }
 
     #[inline]
-    pub(super) fn recv_value<T: Pod>(&self, deadline: Option<Deadline>) -> Result<T, RecvError> {
+    pub(super) fn recv_value<T: Pod>(
+        &self,
+        deadline: Option<Deadline>,
+    ) -> Result<T, RecvTimeoutError> {
         let rx = self.reader()?;
         self.mark_active();
         let got = match rx.peek()? {
@@ -855,10 +874,10 @@ impl Connection {
         &self,
         expected: usize,
         deadline: Option<Deadline>,
-    ) -> Result<T, RecvError> {
+    ) -> Result<T, RecvTimeoutError> {
         let mut whole = Vec::new();
         self.recv_message(&mut whole, deadline)?;
-        Err(RecvError::WrongSize {
+        Err(RecvTimeoutError::WrongSize {
             expected,
             found: whole.len(),
         })
@@ -871,7 +890,7 @@ impl Connection {
     ///
     /// [`RecvError::Closed`], [`RecvError::SendOnly`], [`RecvError::Corrupt`].
     pub fn poll(&self, timeout: Option<Duration>) -> Result<bool, RecvError> {
-        let rx = self.reader()?;
+        let rx = self.reader().map_err(RecvTimeoutError::blocking)?;
         let deadline = match timeout {
             Some(t) if t.is_zero() => {
                 return Ok(rx.peek()?.is_some() || self.peer_gone() || self.peer_dead());
@@ -879,9 +898,9 @@ impl Connection {
             t => Connection::deadline(t),
         };
         match self.next_record(rx, deadline) {
-            Ok(_) | Err(RecvError::Eof) => Ok(true),
-            Err(RecvError::Timeout) => Ok(false),
-            Err(e) => Err(e),
+            Ok(_) | Err(RecvTimeoutError::Eof) => Ok(true),
+            Err(RecvTimeoutError::Timeout) => Ok(false),
+            Err(e) => Err(e.blocking()),
         }
     }
 

@@ -1,9 +1,14 @@
-//! The pipe's errors: [`SendError`] and [`RecvError`].
+//! The pipe's errors, one per operation family: [`SendError`] and [`RecvError`] for
+//! the blocking forms, which wait as long as it takes and so never time out, and
+//! [`SendTimeoutError`] and [`RecvTimeoutError`] for the `_timeout` forms.
 
 use crate::ring::spsc::{self};
 use std::fmt;
 
-/// Why a message was not sent.
+/// Why a blocking send ([`send`](super::Connection::send),
+/// [`send_bytes`](super::Connection::send_bytes), …) failed. (A blocking send waits
+/// for room as long as it takes; see [`SendTimeoutError`] for
+/// [`send_bytes_timeout`](super::Connection::send_bytes_timeout).)
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SendError {
@@ -15,9 +20,9 @@ pub enum SendError {
     /// `BrokenPipeError`); nothing was written. Seen by the first send after the last
     /// holder closed, and within `2 ×` [`LIVENESS_EVERY`] sends of the last holder's
     /// death (see the module docs).
+    ///
+    /// [`LIVENESS_EVERY`]: super::LIVENESS_EVERY
     BrokenPipe,
-    /// The ring stayed full until the timeout.
-    Timeout,
     /// A bad `offset` or `size` (the message says which and why).
     InvalidArgument(String),
 }
@@ -30,7 +35,6 @@ impl fmt::Display for SendError {
                 f.write_str("this end of a one-way pipe only receives; send on the other end")
             }
             SendError::BrokenPipe => f.write_str("broken pipe: the other end is closed"),
-            SendError::Timeout => f.write_str("timed out waiting for room in the pipe"),
             SendError::InvalidArgument(why) => f.write_str(why),
         }
     }
@@ -38,7 +42,51 @@ impl fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
-/// Why no message was received.
+/// Why a [`send_bytes_timeout`](super::Connection::send_bytes_timeout) failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendTimeoutError {
+    /// The ring stayed full until the timeout (part of a long message may have been
+    /// sent: the receiver then waits for the rest).
+    Timeout,
+    /// This connection was closed.
+    Closed,
+    /// This end of a one-way pipe only receives.
+    ReceiveOnly,
+    /// Every holder of the other end has closed it or died (Python's
+    /// `BrokenPipeError`), as for [`SendError::BrokenPipe`].
+    BrokenPipe,
+}
+
+impl SendTimeoutError {
+    /// What a blocking send that gave up reports. It gives up only when the
+    /// connection is closed, one-way or broken (it waits otherwise, with no
+    /// deadline), so `Timeout` cannot reach here; were it to, "broken pipe" is the
+    /// one answer that tells the caller to stop sending.
+    pub(super) fn blocking(self) -> SendError {
+        match self {
+            SendTimeoutError::Closed => SendError::Closed,
+            SendTimeoutError::ReceiveOnly => SendError::ReceiveOnly,
+            SendTimeoutError::BrokenPipe | SendTimeoutError::Timeout => SendError::BrokenPipe,
+        }
+    }
+}
+
+impl fmt::Display for SendTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendTimeoutError::Timeout => f.write_str("timed out waiting for room in the pipe"),
+            other => fmt::Display::fmt(&other.clone().blocking(), f),
+        }
+    }
+}
+
+impl std::error::Error for SendTimeoutError {}
+
+/// Why a blocking receive ([`recv`](super::Connection::recv),
+/// [`recv_bytes`](super::Connection::recv_bytes), …) or a
+/// [`poll`](super::Connection::poll) failed. (A blocking receive waits as long as it
+/// takes; see [`RecvTimeoutError`] for the `_timeout` forms.)
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RecvError {
@@ -49,8 +97,6 @@ pub enum RecvError {
     Closed,
     /// This end of a one-way pipe only sends.
     SendOnly,
-    /// Nothing arrived before the timeout.
-    Timeout,
     /// The message did not fit the buffer; here is all of it (Python's
     /// `BufferTooShort`, whose argument is the message).
     BufferTooShort(Vec<u8>),
@@ -84,7 +130,6 @@ impl fmt::Display for RecvError {
             RecvError::SendOnly => {
                 f.write_str("this end of a one-way pipe only sends; receive on the other end")
             }
-            RecvError::Timeout => f.write_str("timed out waiting for a message"),
             RecvError::BufferTooShort(m) => write!(
                 f,
                 "buffer too short for a message of {} bytes (the message is in the error)",
@@ -105,5 +150,66 @@ impl std::error::Error for RecvError {}
 impl From<spsc::Corrupt> for RecvError {
     fn from(e: spsc::Corrupt) -> RecvError {
         RecvError::Corrupt(e.to_string())
+    }
+}
+
+/// Why a [`recv_bytes_timeout`](super::Connection::recv_bytes_timeout) or
+/// [`recv_timeout`](super::Connection::recv_timeout) failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecvTimeoutError {
+    /// Nothing arrived before the timeout.
+    Timeout,
+    /// Every holder of the other end has closed it or died, and everything it sent
+    /// has been received (Python's `EOFError`).
+    Eof,
+    /// This connection was closed.
+    Closed,
+    /// This end of a one-way pipe only sends.
+    SendOnly,
+    /// `recv_timeout::<T>` got a message that is not the size of a `T` (it was
+    /// consumed).
+    WrongSize {
+        /// `size_of::<T>()`.
+        expected: usize,
+        /// The message's length.
+        found: usize,
+    },
+    /// The pipe's shared memory is inconsistent (a peer scribbled on it).
+    Corrupt(String),
+}
+
+impl RecvTimeoutError {
+    /// What a blocking receive that gave up reports. It gives up only at EOF, on a
+    /// closed or one-way end, a message of the wrong size or corrupt memory (it
+    /// waits otherwise, with no deadline), so `Timeout` cannot reach here; were it
+    /// to, EOF is the one answer that tells the caller to stop receiving.
+    pub(super) fn blocking(self) -> RecvError {
+        match self {
+            RecvTimeoutError::Eof | RecvTimeoutError::Timeout => RecvError::Eof,
+            RecvTimeoutError::Closed => RecvError::Closed,
+            RecvTimeoutError::SendOnly => RecvError::SendOnly,
+            RecvTimeoutError::WrongSize { expected, found } => {
+                RecvError::WrongSize { expected, found }
+            }
+            RecvTimeoutError::Corrupt(why) => RecvError::Corrupt(why),
+        }
+    }
+}
+
+impl fmt::Display for RecvTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecvTimeoutError::Timeout => f.write_str("timed out waiting for a message"),
+            other => fmt::Display::fmt(&other.clone().blocking(), f),
+        }
+    }
+}
+
+impl std::error::Error for RecvTimeoutError {}
+
+impl From<spsc::Corrupt> for RecvTimeoutError {
+    fn from(e: spsc::Corrupt) -> RecvTimeoutError {
+        RecvTimeoutError::Corrupt(e.to_string())
     }
 }

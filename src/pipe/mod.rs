@@ -57,7 +57,7 @@ mod shared;
 mod wait;
 
 pub use connection::{Connection, LIVENESS_EVERY, pipe, pipe_with_capacity};
-pub use error::{RecvError, SendError};
+pub use error::{RecvError, RecvTimeoutError, SendError, SendTimeoutError};
 pub(crate) use registry::{before_child_exit, before_fork};
 pub use wait::{Sentinel, Waitable, wait, wait_any};
 

@@ -60,8 +60,8 @@ impl<'a> RawRing<'a> {
     pub fn new(shm: &'a Shm, slot: usize, cap: u64) -> RawRing<'a> {
         let ctl = shm.ctl();
         RawRing {
-            tail: &ctl.a.0,
-            head: &ctl.b.0,
+            tail: &ctl.a,
+            head: &ctl.b,
             data: shm.data(),
             slot,
             cap,
@@ -135,7 +135,7 @@ pub fn raw_ring_one_way(total: u64, warm: u64, size: usize, cap: u64) -> BenchRe
 /// 2i+1 and spins until it reads 2i+2; the child waits for 2i+1 and stores 2i+2.
 pub fn atomic_bounce(trips: u64, warm: u64) -> BenchResult<Sample> {
     let shm = Shm::new(0)?;
-    let word = &shm.ctl().a.0;
+    let word = &*shm.ctl().a;
     let spin_until = |v: u64| {
         // Paired with the other side's Release store.
         while word.load(Ordering::Acquire) != v {
@@ -186,11 +186,11 @@ pub fn futex_wakes(samples: u64, warm: u64, gap: std::time::Duration) -> BenchRe
     let ctl = shm.ctl();
     // SAFETY: the first 4 bytes of the 128-aligned line are an AtomicU64's low half;
     // nothing else uses `a` in this measurement, and every access is atomic.
-    let word = unsafe { AtomicU32::from_ptr(ctl.a.0.as_ptr().cast::<u32>()) };
-    let stamp_ns = &ctl.b.0;
+    let word = unsafe { AtomicU32::from_ptr(ctl.a.as_ptr().cast::<u32>()) };
+    let stamp_ns = &*ctl.b;
     // How many wake-ups the sleeper has taken: the waker never runs ahead of it (a
     // sleeper descheduled for longer than the gap would otherwise see two at once).
-    let taken = &ctl.results.0[0];
+    let taken = &ctl.results[0];
     let mut seen = 0u32;
     super::harness::wakes(
         samples,

@@ -8,6 +8,7 @@
 use hdrhistogram::Histogram;
 use shmproc::Process;
 use shmproc::layout::header::{ElemType, ObjectKind, ObjectLayout};
+use shmproc::layout::padded::CachePadded;
 use shmproc::segment::Segment;
 use std::fmt::Display;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,23 +82,19 @@ fn seq_error(got: u64, want: u64) -> String {
     }
 }
 
-/// A value on its own 128-byte line.
-#[repr(C, align(128))]
-pub struct Line<T>(pub T);
-
 /// Control words shared by the processes of one measurement. All zero at start.
 #[repr(C)]
 pub struct Ctl {
     /// Start flag (0: wait).
-    pub go: Line<AtomicU64>,
+    pub go: CachePadded<AtomicU64>,
     /// Producer index of the raw ring; the ping word of the atomic bounce; the futex
     /// word of the bare futex wake.
-    pub a: Line<AtomicU64>,
+    pub a: CachePadded<AtomicU64>,
     /// Consumer index of the raw ring; the pong word of the atomic bounce; the
     /// timestamp of the bare futex wake.
-    pub b: Line<AtomicU64>,
+    pub b: CachePadded<AtomicU64>,
     /// Per-consumer results of the many-to-many shape: count, checksum, end time.
-    pub results: Line<[AtomicU64; 8]>,
+    pub results: CachePadded<[AtomicU64; 8]>,
 }
 
 /// Offset of the data area (raw ring slots) in a [`Shm`].
@@ -404,7 +401,7 @@ where
             let get = &get;
             kids.push(spawn(move || {
                 let got = consume_mpmc(get)?;
-                let r = &ctl.results.0[c * 3..c * 3 + 3];
+                let r = &ctl.results[c * 3..c * 3 + 3];
                 r[0].store(got.count, Ordering::Relaxed);
                 r[1].store(got.sum, Ordering::Relaxed);
                 r[2].store(got.end_ns, Ordering::Relaxed);
@@ -414,7 +411,7 @@ where
         for p in 0..2 {
             let put = &put;
             kids.push(spawn(move || {
-                while ctl.go.0.load(Ordering::Acquire) == 0 {
+                while ctl.go.load(Ordering::Acquire) == 0 {
                     std::hint::spin_loop();
                 }
                 (0..per_producer).try_for_each(|i| put(mpmc_item(p, i)))?;
@@ -423,12 +420,12 @@ where
         }
         let t0 = now_ns();
         // Starts the producers; paired with their Acquire loads.
-        ctl.go.0.store(1, Ordering::Release);
+        ctl.go.store(1, Ordering::Release);
         Ok(t0)
     })();
     let t0 = finish(kids, res)?;
     let got = [0, 1].map(|c| {
-        let r = &ctl.results.0[c * 3..c * 3 + 3];
+        let r = &ctl.results[c * 3..c * 3 + 3];
         Consumed {
             count: r[0].load(Ordering::Relaxed),
             sum: r[1].load(Ordering::Relaxed),

@@ -250,7 +250,7 @@ fn wait_flag(flag: &AtomicU64, what: &str) -> BenchResult<()> {
 /// The flags of the iceoryx2 set-up: `a` — the parent's ports exist, `b` — the
 /// child's, `results[0]` — the parent is done with the child's samples.
 fn done_flag(ctl: &Ctl) -> &AtomicU64 {
-    &ctl.results.0[0]
+    &ctl.results[0]
 }
 
 /// One-way stream: the child publishes `make(i)` for `i` in `0..total`, this process
@@ -267,7 +267,7 @@ fn iox_one_way<P: Debug + ZeroCopySend + 'static>(
     let ctl = shm.ctl();
     let name = unique_name("one-way");
     let child = spawn(|| {
-        wait_flag(&ctl.a.0, "its subscriber ready")?;
+        wait_flag(&*ctl.a, "its subscriber ready")?;
         let node = node()?;
         let svc = service::<P>(&node, &name, buffer, false)?;
         let publ = publisher(&svc)?;
@@ -279,7 +279,7 @@ fn iox_one_way<P: Debug + ZeroCopySend + 'static>(
         let node = node()?;
         let svc = service::<P>(&node, &name, buffer, true)?;
         let sub = subscriber(&svc, buffer)?;
-        ctl.a.0.store(1, Ordering::Release);
+        ctl.a.store(1, Ordering::Release);
         let secs = consume(total, warm, || take(&sub, read));
         done_flag(ctl).store(1, Ordering::Release);
         secs
@@ -298,13 +298,13 @@ fn iox_round_trips(trips: u64, warm: u64) -> BenchResult<Sample> {
     let ctl = shm.ctl();
     let (there, back) = (unique_name("there"), unique_name("back"));
     let child = spawn(|| {
-        wait_flag(&ctl.a.0, "its services and subscriber ready")?;
+        wait_flag(&*ctl.a, "its services and subscriber ready")?;
         let node = node()?;
         let there = service::<u64>(&node, &there, BUF, false)?;
         let back = service::<u64>(&node, &back, BUF, false)?;
         let sub = subscriber(&there, BUF)?;
         let publ = publisher(&back)?;
-        ctl.b.0.store(1, Ordering::Release);
+        ctl.b.store(1, Ordering::Release);
         for i in 0..trips {
             expect_seq(take(&sub, |v| Ok(*v))?, i)?;
             publish(&publ, i)?;
@@ -316,8 +316,8 @@ fn iox_round_trips(trips: u64, warm: u64) -> BenchResult<Sample> {
         let there = service::<u64>(&node, &there, BUF, true)?;
         let back = service::<u64>(&node, &back, BUF, true)?;
         let sub = subscriber(&back, BUF)?;
-        ctl.a.0.store(1, Ordering::Release);
-        wait_flag(&ctl.b.0, "its subscriber and publisher ready")?;
+        ctl.a.store(1, Ordering::Release);
+        wait_flag(&*ctl.b, "its subscriber and publisher ready")?;
         let publ = publisher(&there)?;
         let h = time_trips(trips, warm, |i| {
             publish(&publ, i)?;
