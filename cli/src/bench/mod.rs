@@ -10,6 +10,7 @@
 mod baselines;
 mod goals;
 mod harness;
+mod hog;
 #[cfg(feature = "peers")]
 mod peers;
 mod report;
@@ -100,6 +101,11 @@ pub struct BenchArgs {
     /// Leave Python's multiprocessing out even if python3 is on PATH.
     #[arg(long)]
     no_python: bool,
+    /// Start N busy processes beside the measurement (a loaded machine); without N,
+    /// one per online CPU. Shows whether a system falls off a cliff when it has to
+    /// win a CPU back after sleeping.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "0")]
+    hog: Option<usize>,
     /// Tiny counts and one run: checks that everything runs, measures nothing
     /// meaningful (for tests).
     #[arg(long, hide = true)]
@@ -235,7 +241,15 @@ fn bench(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let progress = Progress {
         tty: std::io::stderr().is_terminal(),
     };
-    let machine = report::Machine::here();
+    let mut machine = report::Machine::here();
+    let hogs = args.hog.map(hog::Hogs::start).transpose()?;
+    if let Some(h) = &hogs {
+        eprintln!(
+            "bench: {} CPU hog(s) running beside the measurement",
+            h.count()
+        );
+        machine.hogs = h.count();
+    }
     let started = std::time::Instant::now();
     let mut results = Vec::new();
     for w in workloads {
@@ -274,6 +288,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         });
     }
     progress.done();
+    drop(hogs);
     let elapsed = started.elapsed();
     let report = report::Report::new(&plan, machine, python, results, elapsed);
     if args.json {

@@ -15,6 +15,8 @@ pub struct Machine {
     cpu: String,
     cores: usize,
     kernel: String,
+    /// CPU hogs running beside the measurement (`--hog`), 0 if none.
+    pub hogs: usize,
 }
 
 impl Machine {
@@ -30,6 +32,7 @@ impl Machine {
             cpu,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             kernel,
+            hogs: 0,
         }
     }
 }
@@ -287,10 +290,14 @@ impl Report {
 
     fn header(&self) -> String {
         format!(
-            "machine: {} ({} cores), Linux {}\nmode: {}, {} runs per system, medians of runs; ratios are paired run by run ({:.1} s in all){}\n",
+            "machine: {} ({} cores), Linux {}{}\nmode: {}, {} runs per system, medians of runs; ratios are paired run by run ({:.1} s in all){}\n",
             self.machine.cpu,
             self.machine.cores,
             self.machine.kernel,
+            match self.machine.hogs {
+                0 => String::new(),
+                n => format!(", {n} CPU hog(s) running beside (--hog)"),
+            },
             self.mode,
             self.runs,
             self.elapsed.as_secs_f64(),
@@ -438,6 +445,7 @@ impl Report {
                 "cpu": self.machine.cpu,
                 "cores": self.machine.cores,
                 "kernel": self.machine.kernel,
+                "hogs": self.machine.hogs,
             },
             "mode": self.mode,
             "runs": self.runs,

@@ -1,0 +1,159 @@
+//! Futex calls per message of the streaming shapes, counted by shmproc's own
+//! counters (`shmproc::stats`) in every process: a figure that does not drift with
+//! the machine's load the way a rate does.
+//!
+//! ```sh
+//! cargo bench --bench syscalls              # quiet machine
+//! cargo bench --bench syscalls -- --hog 1   # one busy process beside the run
+//! strace -f -c -o /tmp/s.txt target/release/deps/syscalls-* --hog 1   # every syscall
+//! ```
+//!
+//! For each shape (Queue<u64> 1 producer → 1 consumer; 2 producers and 2 consumers)
+//! and spin policy (the default spin, and sleep at once) it prints the rate (noisy)
+//! and, per message, the FUTEX_WAIT and FUTEX_WAKE calls of all processes.
+
+use shmproc::value::RawArray;
+use shmproc::wait::Spin;
+use shmproc::{Process, Queue};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+const MSGS: u64 = 2_000_000;
+
+/// Per-process counters: [futex waits, futex wakes] of each child.
+fn report_counts(counts: &RawArray<u64>, slot: usize) {
+    counts.store(2 * slot, shmproc::stats::wait_calls(), Ordering::Relaxed);
+    counts.store(
+        2 * slot + 1,
+        shmproc::stats::wake_calls(),
+        Ordering::Relaxed,
+    );
+}
+
+fn one_to_one(spin: Spin, msgs: u64) -> (f64, u64, u64) {
+    let q = Queue::<u64>::new(1024).expect("queue");
+    q.set_spin(spin);
+    let counts = RawArray::<u64>::new(8).expect("counts");
+    let mut producer = {
+        let (q, counts) = (q.clone(), counts.clone());
+        Process::spawn_returning(move || {
+            for i in 0..msgs {
+                q.put(i).expect("put");
+            }
+            report_counts(&counts, 0);
+        })
+        .expect("fork")
+    };
+    let (w0, k0) = (shmproc::stats::wait_calls(), shmproc::stats::wake_calls());
+    let t0 = Instant::now();
+    for i in 0..msgs {
+        assert_eq!(q.get().expect("get"), i);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    assert!(producer.join().expect("join").success());
+    let waits = shmproc::stats::wait_calls() - w0 + counts.get(0).unwrap_or(0);
+    let wakes = shmproc::stats::wake_calls() - k0 + counts.get(1).unwrap_or(0);
+    (msgs as f64 / secs, waits, wakes)
+}
+
+fn two_by_two(spin: Spin, per_producer: u64) -> (f64, u64, u64) {
+    const STOP: u64 = u64::MAX;
+    let q = Queue::<u64>::new(1024).expect("queue");
+    q.set_spin(spin);
+    let counts = RawArray::<u64>::new(8).expect("counts");
+    let t0 = Instant::now();
+    let mut kids = Vec::new();
+    for c in 0..2 {
+        let (q, counts) = (q.clone(), counts.clone());
+        kids.push(
+            Process::spawn_returning(move || {
+                while q.get().expect("get") != STOP {}
+                report_counts(&counts, c);
+            })
+            .expect("fork"),
+        );
+    }
+    for p in 0..2 {
+        let (q, counts) = (q.clone(), counts.clone());
+        kids.push(
+            Process::spawn_returning(move || {
+                for i in 0..per_producer {
+                    q.put(i).expect("put");
+                }
+                q.put(STOP).expect("put");
+                report_counts(&counts, 2 + p);
+            })
+            .expect("fork"),
+        );
+    }
+    for mut k in kids {
+        assert!(k.join().expect("join").success());
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let v = counts.to_vec();
+    let waits = (0..4).map(|s| v[2 * s]).sum();
+    let wakes = (0..4).map(|s| v[2 * s + 1]).sum();
+    ((2 * per_producer) as f64 / secs, waits, wakes)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let hogs: usize = args
+        .iter()
+        .position(|a| a == "--hog")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let msgs = args
+        .iter()
+        .position(|a| a == "--msgs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(MSGS);
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let hog_procs: Vec<Process> = (0..hogs)
+        .map(|_| {
+            Process::spawn_returning(|| {
+                // SAFETY: prctl(PR_SET_PDEATHSIG, signal) takes no pointers.
+                unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+                let mut x = 1u64;
+                while x != 0 {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005) | 1);
+                }
+            })
+            .expect("fork")
+        })
+        .collect();
+    println!("{hogs} hog(s), {msgs} messages per run");
+    println!(
+        "{:<22} {:<6} {:>12} {:>12} {:>12}",
+        "shape", "spin", "msgs/s", "waits/msg", "wakes/msg"
+    );
+    for (label, spin) in [("spin", Spin::DEFAULT), ("sleep", Spin::NONE)] {
+        for shape in ["1P1C", "2P2C"] {
+            if only.as_deref().is_some_and(|o| o != shape && o != label) {
+                continue;
+            }
+            let (rate, waits, wakes) = if shape == "1P1C" {
+                one_to_one(spin, msgs)
+            } else {
+                two_by_two(spin, msgs / 2)
+            };
+            println!(
+                "{:<22} {:<6} {:>12.3e} {:>12.5} {:>12.5}",
+                format!("Queue<u64> {shape}"),
+                label,
+                rate,
+                waits as f64 / msgs as f64,
+                wakes as f64 / msgs as f64
+            );
+        }
+    }
+    for p in hog_procs {
+        let _ = p.kill();
+    }
+}
