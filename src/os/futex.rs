@@ -85,12 +85,15 @@ pub(crate) fn wait_any(words: &[(&AtomicU32, u32)], deadline: Option<Deadline>) 
     }
 }
 
-/// `futex(FUTEX_WAKE, n)`: wake up to `n` processes sleeping on `word`; returns how many.
+/// `futex(FUTEX_WAKE, n)`: wake up to `n` processes sleeping on `word`; returns how
+/// many (`n` if the call failed).
 ///
 /// See [futex(2)](https://man7.org/linux/man-pages/man2/futex.2.html).
 pub(crate) fn wake(word: &AtomicU32, n: u32) -> usize {
     WAKE_CALLS.fetch_add(1, Ordering::Relaxed);
-    futex::wake(word, futex::Flags::empty(), n.min(i32::MAX as u32)).unwrap_or(0)
+    // A failed wake (it cannot fail on a valid word) counts as having woken `n`:
+    // callers read fewer than `n` as "nobody else is asleep".
+    futex::wake(word, futex::Flags::empty(), n.min(i32::MAX as u32)).unwrap_or(n as usize)
 }
 
 /// How many `FUTEX_WAKE` system calls this process has made through shmproc.

@@ -35,7 +35,8 @@ struct State {
 /// waiter's check and its sleep; and `FUTEX_WAKE(1)` wakes one waiter of that word,
 /// so a protocol that relies on a single wake reaching the right waiter is checked.
 struct Futex {
-    lock: shuttle::sync::Mutex<Vec<(usize, std::sync::Arc<shuttle::sync::Condvar>)>>,
+    /// Per word: its address, its condition variable, threads blocked on it alone.
+    lock: shuttle::sync::Mutex<Vec<(usize, std::sync::Arc<shuttle::sync::Condvar>, usize)>>,
     any: shuttle::sync::Condvar,
 }
 
@@ -284,17 +285,21 @@ fn model_futex() -> Option<std::sync::Arc<Futex>> {
     })
 }
 
-/// The condition variable of the futex word at `addr`, made on first use.
+/// The condition variable of the futex word at `addr` and the count of model threads
+/// blocked on it alone and not yet woken, made on first use.
 fn word_var(
-    words: &mut Vec<(usize, std::sync::Arc<shuttle::sync::Condvar>)>,
+    words: &mut Vec<(usize, std::sync::Arc<shuttle::sync::Condvar>, usize)>,
     addr: usize,
-) -> std::sync::Arc<shuttle::sync::Condvar> {
-    if let Some((_, var)) = words.iter().find(|(a, _)| *a == addr) {
-        return var.clone();
-    }
-    let var = std::sync::Arc::new(shuttle::sync::Condvar::new());
-    words.push((addr, var.clone()));
-    var
+) -> (std::sync::Arc<shuttle::sync::Condvar>, &mut usize) {
+    let i = match words.iter().position(|(a, _, _)| *a == addr) {
+        Some(i) => i,
+        None => {
+            words.push((addr, std::sync::Arc::new(shuttle::sync::Condvar::new()), 0));
+            words.len() - 1
+        }
+    };
+    let (_, var, queued) = &mut words[i];
+    (var.clone(), queued)
 }
 
 /// The model's `FUTEX_WAIT` on any of `words`: inside an execution, blocks the model
@@ -322,7 +327,10 @@ pub(crate) fn futex_wait_any(
     }
     let _ = match words {
         [(word, _)] => {
-            let var = word_var(&mut guard, word.0.as_ptr() as usize);
+            let (var, queued) = word_var(&mut guard, word.0.as_ptr() as usize);
+            // Counted until a wake takes it off (a spurious wake-up leaves it counted:
+            // later wakes then report one too many, the safe direction).
+            *queued += 1;
             var.wait(guard)
         }
         _ => futex.any.wait(guard),
@@ -343,22 +351,25 @@ pub(crate) fn futex_wait(
 }
 
 /// The model's `FUTEX_WAKE(n)`: wakes up to `n` model threads blocked on `word` alone
-/// and every multi-word waiter (they re-check), under the model futex's lock.
+/// and every multi-word waiter (they re-check), under the model futex's lock; returns
+/// how many of the former it woke (multi-word waiters are not counted).
 pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> usize {
     let Some(futex) = model_futex() else {
         return crate::os::futex::wake(word.as_std(), n);
     };
     let mut guard = futex.lock.lock().unwrap_or_else(|e| e.into_inner());
-    let var = word_var(&mut guard, word.0.as_ptr() as usize);
+    let (var, queued) = word_var(&mut guard, word.0.as_ptr() as usize);
+    let woken = (*queued).min(n as usize);
+    *queued -= woken;
     if n == u32::MAX {
         var.notify_all();
     } else {
-        for _ in 0..n {
+        for _ in 0..woken {
             var.notify_one();
         }
     }
     futex.any.notify_all();
-    0
+    woken
 }
 
 /// The notifier's half of the asymmetric barrier: shuttle's interleavings are

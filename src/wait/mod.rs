@@ -1,20 +1,22 @@
 //! The eventcount: how every blocking call in shmproc waits for a condition.
 //!
 //! An [`EventCount`] is eight bytes of shared memory: a futex word (`epoch`) and a
-//! count of sleeping processes (`waiters`). A waiter spins on its condition for a
-//! short while, then registers, re-checks, and sleeps in `FUTEX_WAIT` on the epoch.
-//! A notifier changes the condition, then — only if somebody is registered — bumps the
-//! epoch and calls `FUTEX_WAKE`. With nobody asleep a notify is one load of a line that
-//! only sleepers write: no syscall, no shared write, no fence.
+//! count of registered waiters (`waiters`). The epoch's low bit, [`SLEEPING`], says
+//! that some waiter registered since the last wake-up and may be asleep. A waiter
+//! spins on its condition for a short while, then registers (count and bit), re-checks,
+//! and sleeps in `FUTEX_WAIT` on the epoch. A notifier changes the condition, then —
+//! only if the bit is set — clears it (or bumps the epoch) and calls `FUTEX_WAKE`.
+//! With nobody registered a notify is one load of a line that only sleepers write: no
+//! syscall, no shared write, no fence.
 //!
 //! Why no wake-up is lost (the Dekker pattern):
 //!
 //! ```text
 //! waiter                                notifier
 //! waiters += 1        (W)               change condition      (C)
-//! e = epoch           (E)               membarrier_light()
-//! membarrier_heavy()                   n = waiters           (R)
-//! check condition     (K)               if n > 0 { epoch += 1; FUTEX_WAKE(all or one) }
+//! e = epoch += SLEEPING (F)             membarrier_light()
+//! membarrier_heavy()                   e = epoch             (R)
+//! check condition     (K)               if e has SLEEPING { n = waiters; wake (below) }
 //! FUTEX_WAIT(epoch, e)
 //! ```
 //!
@@ -23,10 +25,30 @@
 //! pair (`os::membarrier`): a compiler barrier, while the waiter — about to sleep anyway
 //! — issues `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, a full barrier on every
 //! CPU running a notifier. If R ran before that barrier, so did C, and K sees it;
-//! otherwise R sees W and the notifier wakes. The epoch bump comes after E, so
+//! otherwise R sees F (and the notifier's later load of `waiters` sees W), and the
+//! notifier wakes. Every wake changes the epoch before `FUTEX_WAKE`, and after F, so
 //! FUTEX_WAIT either finds the epoch changed (EAGAIN) or is asleep when the wake
 //! arrives. Without `membarrier` both sides fence (and the waiter sleeps in short
 //! slices, in case a notifier in a differently-filtered process did not).
+//!
+//! Registering changes the epoch too (`e → (e + 2) | SLEEPING`), so a notifier's CAS
+//! from a value it read fails if anybody registered since. The wake itself, with `n`
+//! the number to wake (1 or all) and `e` the epoch R read:
+//!
+//! - `waiters ≤ n`: clear the bit (a CAS from `e` to `e + 1`; on failure read again)
+//!   and `FUTEX_WAKE(n)`. Every waiter that registered up to `e` is counted (its W
+//!   precedes its F), so all of them are woken or will find the epoch changed. Later
+//!   notifies find the bit clear and make no syscall until somebody registers again:
+//!   one wake per sleep, not one per item put while the woken waiter waits for a CPU
+//!   (under load that was most of them: a sleep-config `Queue<u64>` made a
+//!   `FUTEX_WAKE` for 99 % of its puts beside a CPU hog).
+//! - `waiters > n` (several sleepers, `notify_one`): bump the epoch by 2 (the bit
+//!   stays set) and `FUTEX_WAKE(n)`. If that woke fewer than `n`, nobody is asleep on
+//!   the word any more, and a CAS from the bumped value clears the bit (it fails if
+//!   anybody registered meanwhile): waiters that were woken but have not yet left do
+//!   not cost every later notify a syscall.
+//!
+//! A bit left set by waiters that all left again costs the next notify one CAS.
 //!
 //! Spinning yields the CPU between rounds of polls (a peer that is waiting for a CPU
 //! gets ours). When a yield did hand the CPU to another task and the condition held
@@ -55,12 +77,17 @@ mod model_tests;
 #[derive(Debug, Default)]
 #[repr(C)]
 pub struct EventCount {
-    /// The futex word. Bumped (wrapping) by each notify that finds a waiter.
+    /// The futex word. Bit 0 ([`SLEEPING`]): a waiter registered since the last wake
+    /// and may be asleep; set by waiters, cleared by the notify that wakes them. The
+    /// rest counts wakes (wrapping): every wake changes the word.
     epoch: AtomicU32,
     /// Processes between registering and leaving a sleep. May be too high (a waiter
     /// was killed asleep) or garbage (a peer scribbled); both only cost syscalls.
     waiters: AtomicU32,
 }
+
+/// The bit of `epoch` a registering waiter sets (see the module docs).
+pub const SLEEPING: u32 = 1;
 
 const _: () = assert!(size_of::<EventCount>() == 8);
 const _: () = assert!(align_of::<EventCount>() == 4);
@@ -156,16 +183,67 @@ impl EventCount {
         // Orders the caller's change of the condition before the load of `waiters`;
         // pairs with the heavy barrier of a waiter (see the module docs).
         shim::membarrier_light();
-        if self.waiters.load(Ordering::SeqCst) != 0 {
-            self.wake_slow(n);
+        let e = self.epoch.load(Ordering::SeqCst);
+        if e & SLEEPING != 0 {
+            self.wake_slow(e, n);
         }
     }
 
+    /// The wake of a notify that found [`SLEEPING`] set in `e` (see the module docs).
     #[cold]
-    fn wake_slow(&self, n: u32) {
-        // Release: a waiter whose FUTEX_WAIT fails with EAGAIN has seen this bump.
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        shim::futex_wake(&self.epoch, n);
+    fn wake_slow(&self, mut e: u32, n: u32) {
+        loop {
+            let registered = self.waiters.load(Ordering::SeqCst);
+            if registered > n {
+                // More sleepers than this notify wakes: the bit stays set for the next
+                // notify. SeqCst RMW: a waiter whose FUTEX_WAIT fails with EAGAIN has
+                // seen this change.
+                let bumped = self.epoch.fetch_add(2, Ordering::SeqCst).wrapping_add(2);
+                let woken = shim::futex_wake(&self.epoch, n);
+                if woken < n as usize && bumped & SLEEPING != 0 {
+                    // Nobody is asleep any more: clear the bit, unless somebody
+                    // registered (or another notify woke) since the bump.
+                    let _ = self.epoch.compare_exchange(
+                        bumped,
+                        bumped.wrapping_add(1),
+                        Ordering::SeqCst,
+                        Ordering::Relaxed,
+                    );
+                }
+                return;
+            }
+            // SeqCst RMW: fails if a waiter registered (or another notify woke)
+            // since `e` was read; every waiter that registered before is counted in
+            // `registered`.
+            match self.epoch.compare_exchange(
+                e,
+                e.wrapping_add(1),
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => {
+                    if registered > 0 {
+                        shim::futex_wake(&self.epoch, n);
+                    }
+                    return;
+                }
+                Err(cur) if cur & SLEEPING == 0 => return, // another notify woke them
+                Err(cur) => e = cur,
+            }
+        }
+    }
+
+    /// Registers a waiter (W and F in the module docs): counts it, sets
+    /// [`SLEEPING`] and changes the epoch. Returns the epoch to sleep on.
+    fn register(&self) -> u32 {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let next = |e: u32| e.wrapping_add(2) | SLEEPING;
+        // SeqCst RMW: a notify that reads the new value sees the registration.
+        let prev = self
+            .epoch
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |e| Some(next(e)))
+            .unwrap_or_else(|e| e);
+        next(prev)
     }
 
     /// Waits until `ready` returns `Some`, or until `deadline` (`None`: forever),
@@ -256,8 +334,7 @@ impl EventCount {
                 // A timed-out wait re-checks once before giving up.
                 return ready().ok_or(TimedOut);
             }
-            self.waiters.fetch_add(1, Ordering::SeqCst);
-            let epoch = self.epoch.load(Ordering::SeqCst);
+            let epoch = self.register();
             // Orders the registration before the re-check; pairs with the light
             // barrier in `notify` (see the module docs).
             let covered = shim::membarrier_heavy();
@@ -306,13 +383,8 @@ pub fn wait_any<T>(
         if deadline.is_some_and(|d| d.expired()) {
             return ready().ok_or(TimedOut);
         }
-        for ev in events {
-            ev.waiters.fetch_add(1, Ordering::SeqCst);
-        }
-        let words: Vec<(&AtomicU32, u32)> = events
-            .iter()
-            .map(|ev| (&ev.epoch, ev.epoch.load(Ordering::SeqCst)))
-            .collect();
+        let words: Vec<(&AtomicU32, u32)> =
+            events.iter().map(|ev| (&ev.epoch, ev.register())).collect();
         // Orders the registrations before the re-check; pairs with the light barrier
         // in `notify` (see the module docs).
         let covered = shim::membarrier_heavy();

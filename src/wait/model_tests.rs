@@ -77,3 +77,46 @@ fn notify_one_per_item_wakes_enough_waiters() {
         assert_eq!(items.load(Ordering::SeqCst), 0);
     });
 }
+
+/// Two waiters each wait twice for an item; the producer adds four, each with a
+/// `notify_one`. Exercises both wakes of a notify (bit cleared with one sleeper;
+/// epoch bumped, then the bit cleared once a wake found nobody asleep, with two) and
+/// a waiter registering again while the other was woken but has not yet left: every
+/// wait still returns.
+#[test]
+fn repeated_waits_with_a_cleared_bit_are_always_woken() {
+    check(|| {
+        let ec = Arc::new(EventCount::new());
+        let items = Arc::new(AtomicU64::new(0));
+        let take_two = |ec: Arc<EventCount>, items: Arc<AtomicU64>| {
+            model::spawn(move || {
+                for _ in 0..2 {
+                    ec.wait_until_with(Spin::NONE, None, || {
+                        loop {
+                            let n = items.load(Ordering::SeqCst);
+                            if n == 0 {
+                                return None;
+                            }
+                            if items
+                                .compare_exchange(n, n - 1, Ordering::SeqCst, Ordering::SeqCst)
+                                .is_ok()
+                            {
+                                return Some(());
+                            }
+                        }
+                    })
+                    .expect("no deadline");
+                }
+            })
+        };
+        let a = take_two(ec.clone(), items.clone());
+        let b = take_two(ec.clone(), items.clone());
+        for _ in 0..4 {
+            items.fetch_add(1, Ordering::SeqCst);
+            ec.notify_one();
+        }
+        assert_eq!(a.join().unwrap(), Some(()));
+        assert_eq!(b.join().unwrap(), Some(()));
+        assert_eq!(items.load(Ordering::SeqCst), 0);
+    });
+}
