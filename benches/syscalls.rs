@@ -37,23 +37,51 @@ fn one_to_one(spin: Spin, msgs: u64) -> (f64, u64, u64) {
     let mut producer = {
         let (q, counts) = (q.clone(), counts.clone());
         Process::spawn_returning(move || {
+            // SAFETY: sched_getcpu takes no arguments.
+            counts.store(4, unsafe { libc::sched_getcpu() } as u64, Ordering::Relaxed);
             for i in 0..msgs {
                 q.put(i).expect("put");
             }
             report_counts(&counts, 0);
+            // SAFETY: as above.
+            counts.store(5, unsafe { libc::sched_getcpu() } as u64, Ordering::Relaxed);
         })
         .expect("fork")
     };
     let (w0, k0) = (shmproc::stats::wait_calls(), shmproc::stats::wake_calls());
+    let (faults0, switches0) = usage(libc::RUSAGE_SELF);
     let t0 = Instant::now();
     for i in 0..msgs {
         assert_eq!(q.get().expect("get"), i);
     }
     let secs = t0.elapsed().as_secs_f64();
     assert!(producer.join().expect("join").success());
+    if std::env::var_os("SYSCALLS_PLACEMENT").is_some() {
+        // SAFETY: sched_getcpu takes no arguments.
+        let me = unsafe { libc::sched_getcpu() };
+        let (faults, switches) = usage(libc::RUSAGE_SELF);
+        let (cfaults, cswitches) = usage(libc::RUSAGE_CHILDREN);
+        println!(
+            "  {:.3e} msgs/s; consumer cpu {me}, producer cpu {} -> {}; consumer faults {} switches {}, children so far {cfaults} / {cswitches}",
+            msgs as f64 / secs,
+            counts.get(4).unwrap_or(0),
+            counts.get(5).unwrap_or(0),
+            faults - faults0,
+            switches - switches0,
+        );
+    }
     let waits = shmproc::stats::wait_calls() - w0 + counts.get(0).unwrap_or(0);
     let wakes = shmproc::stats::wake_calls() - k0 + counts.get(1).unwrap_or(0);
     (msgs as f64 / secs, waits, wakes)
+}
+
+/// Minor faults and involuntary context switches so far (`getrusage`).
+fn usage(who: libc::c_int) -> (i64, i64) {
+    // SAFETY: an all-zero rusage is a valid value for getrusage to overwrite.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is a valid, writable rusage.
+    unsafe { libc::getrusage(who, &mut u) };
+    (u.ru_minflt, u.ru_nivcsw)
 }
 
 fn two_by_two(spin: Spin, per_producer: u64) -> (f64, u64, u64) {
@@ -115,6 +143,22 @@ fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .cloned();
+    if let Some(i) = args.iter().position(|a| a == "--first-runs") {
+        // The first-run question: the same measurement K times in one process.
+        let k = args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(5);
+        // SAFETY: setenv before any thread exists.
+        unsafe { std::env::set_var("SYSCALLS_PLACEMENT", "1") };
+        // SYSCALLS_IDLE_MS: sleep that long before each run (is a run after idling slow?).
+        let idle: u64 = std::env::var("SYSCALLS_IDLE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        for _ in 0..k {
+            std::thread::sleep(std::time::Duration::from_millis(idle));
+            one_to_one(Spin::DEFAULT, msgs);
+        }
+        return;
+    }
     let hog_procs: Vec<Process> = (0..hogs)
         .map(|_| {
             Process::spawn_returning(|| {

@@ -216,6 +216,9 @@ impl Progress {
     }
 }
 
+/// How long each workload's untimed warm-up passes last at least.
+const WARM_UP: Duration = Duration::from_millis(300);
+
 /// Runs `shmproc bench`.
 pub fn run(args: BenchArgs) -> ExitCode {
     match bench(args) {
@@ -262,6 +265,29 @@ fn bench(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 runs: Vec::new(),
             })
             .collect();
+        // Untimed passes over every system first (a tenth of its count each), for at
+        // least WARM_UP: the first run was slower than the later ones because a
+        // forked child started on its parent's CPU (the parent, fresh or idle till
+        // then, looked unloaded to the scheduler) and both spun there, until the
+        // scheduler's load averages caught up, a few hundred ms in (see the report).
+        if !args.smoke {
+            let warm_start = std::time::Instant::now();
+            while warm_start.elapsed() < WARM_UP {
+                for m in &measured {
+                    progress.show(w, 0, plan.runs, &format!("warm-up: {}", m.system.name));
+                    let n = (m.count / 10).max(20);
+                    (m.system.measure)(n, n / 10).map_err(|e| {
+                        progress.done();
+                        format!(
+                            "{} {} ({}) warm-up: {e}",
+                            w.name(),
+                            m.system.name,
+                            m.system.config
+                        )
+                    })?;
+                }
+            }
+        }
         for run in 0..plan.runs {
             progress.show(w, run, plan.runs, "");
             // Rotate the starting system each run, so none always runs first.
