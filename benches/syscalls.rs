@@ -75,6 +75,17 @@ fn one_to_one(spin: Spin, msgs: u64) -> (f64, u64, u64) {
     (msgs as f64 / secs, waits, wakes)
 }
 
+/// CLOCK_MONOTONIC in nanoseconds (the same clock in every process).
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Minor faults and involuntary context switches so far (`getrusage`).
 fn usage(who: libc::c_int) -> (i64, i64) {
     // SAFETY: an all-zero rusage is a valid value for getrusage to overwrite.
@@ -143,6 +154,127 @@ fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .cloned();
+    if let Some(i) = args.iter().position(|a| a == "--wake-ec") {
+        // The eventcount alone, woken 500 µs after each wait began: no deadline, or a
+        // far deadline (the sleep then carries a timeout, as a stall-checked one does).
+        let timed = args.get(i + 1).is_some_and(|a| a == "timed");
+        let bare = args.get(i + 1).is_some_and(|a| a == "bare");
+        let n = 2000u64;
+        let words = RawArray::<u64>::new(4).expect("words");
+        // SAFETY: the array's first 8 bytes are 8-aligned, live as long as `words`, and
+        // are used only as this eventcount (atomics) in both processes.
+        let ec = unsafe { shmproc::wait::EventCount::from_ptr(words.as_ptr().cast()) };
+        let mut child = {
+            let words = words.clone();
+            Process::spawn_returning(move || {
+                // SAFETY: as above, in the child's inherited mapping.
+                let ec = unsafe { shmproc::wait::EventCount::from_ptr(words.as_ptr().cast()) };
+                for i in 1..=n {
+                    std::thread::sleep(std::time::Duration::from_micros(500));
+                    words.store(2, now_ns(), Ordering::Relaxed);
+                    words.store(1, i, Ordering::Release);
+                    if bare {
+                        // SAFETY: FUTEX_WAKE on a valid, aligned u32 of shared memory.
+                        unsafe {
+                            libc::syscall(
+                                libc::SYS_futex,
+                                words.as_ptr().add(1),
+                                libc::FUTEX_WAKE,
+                                1,
+                            )
+                        };
+                    } else {
+                        ec.notify_one();
+                    }
+                }
+            })
+            .expect("fork")
+        };
+        let mut lat = Vec::with_capacity(n as usize);
+        for i in 1..=n {
+            let deadline =
+                timed.then(|| shmproc::Deadline::after(std::time::Duration::from_millis(20)));
+            if bare {
+                loop {
+                    let v = words.load(1, Ordering::Acquire).unwrap_or(0);
+                    if v >= i {
+                        break;
+                    }
+                    // SAFETY: FUTEX_WAIT on a valid, aligned u32 of shared memory (the low
+                    // half of words[1], which stays below 2^32 here).
+                    unsafe {
+                        libc::syscall(
+                            libc::SYS_futex,
+                            words.as_ptr().add(1),
+                            libc::FUTEX_WAIT,
+                            v as u32,
+                            0usize,
+                        )
+                    };
+                }
+                lat.push(now_ns() - words.get(2).unwrap_or(0));
+                continue;
+            }
+            ec.wait_until_with(Spin::NONE, deadline, || {
+                (words.load(1, Ordering::Acquire) >= Some(i)).then_some(())
+            })
+            .expect("woken");
+            lat.push(now_ns() - words.get(2).unwrap_or(0));
+        }
+        assert!(child.join().expect("join").success());
+        lat.sort_unstable();
+        println!(
+            "WAKE eventcount, {}: p50 {:.1} µs, p90 {:.1} µs",
+            if bare {
+                "bare futex"
+            } else if timed {
+                "20 ms timeout"
+            } else {
+                "no timeout"
+            },
+            lat[lat.len() / 2] as f64 / 1e3,
+            lat[lat.len() * 9 / 10] as f64 / 1e3,
+        );
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--wake") {
+        // WAKE: a consumer asleep in get, woken by a put 500 µs after the last one.
+        let spin = match args.get(i + 1).map(String::as_str) {
+            Some("sleep") => Spin::NONE,
+            _ => Spin::DEFAULT,
+        };
+        let n = 2000;
+        let q = Queue::<[u64; 2]>::new(16).expect("queue");
+        q.set_spin(spin);
+        let mut child = {
+            let q = q.clone();
+            Process::spawn_returning(move || {
+                for i in 0..n {
+                    std::thread::sleep(std::time::Duration::from_micros(500));
+                    q.put([i, now_ns()]).expect("put");
+                }
+            })
+            .expect("fork")
+        };
+        let (w0, k0) = (shmproc::stats::wait_calls(), shmproc::stats::wake_calls());
+        let mut lat: Vec<u64> = (0..n)
+            .map(|_| {
+                let [_, t] = q.get().expect("get");
+                now_ns() - t
+            })
+            .collect();
+        assert!(child.join().expect("join").success());
+        lat.sort_unstable();
+        println!(
+            "WAKE {}: p50 {:.1} µs, p90 {:.1} µs; consumer futex waits/wake-up {:.2}",
+            args.get(i + 1).map_or("spin", String::as_str),
+            lat[lat.len() / 2] as f64 / 1e3,
+            lat[lat.len() * 9 / 10] as f64 / 1e3,
+            (shmproc::stats::wait_calls() - w0) as f64 / n as f64,
+        );
+        let _ = k0;
+        return;
+    }
     if let Some(i) = args.iter().position(|a| a == "--first-runs") {
         // The first-run question: the same measurement K times in one process.
         let k = args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(5);
