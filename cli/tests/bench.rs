@@ -51,3 +51,26 @@ fn bench_rejects_unknown_workload() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn bench_hog_runs_beside_and_is_reported() {
+    let out = Command::new(env!("CARGO_BIN_EXE_shmproc"))
+        .args([
+            "bench",
+            "--smoke",
+            "--only",
+            "MPMC",
+            "--json",
+            "--no-python",
+            "--hog",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    assert!(stderr.contains("1 CPU hog(s)"), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["machine"]["hogs"], 1);
+    assert_eq!(v["workloads"][0]["workload"], "MPMC");
+}
