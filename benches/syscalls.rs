@@ -11,6 +11,18 @@
 //! For each shape (Queue<u64> 1 producer → 1 consumer; 2 producers and 2 consumers)
 //! and spin policy (the default spin, and sleep at once) it prints the rate (noisy)
 //! and, per message, the FUTEX_WAIT and FUTEX_WAKE calls of all processes.
+//! `--only 1P1C|2P2C|spin|sleep` picks rows, `--msgs N` sets the count.
+//!
+//! Probes used to explain single figures of `shmproc bench`:
+//!
+//! - `--first-runs K`: the spin 1P1C run K times in one process, each with the CPUs
+//!   of both sides, minor faults and involuntary switches (`SYSCALLS_IDLE_MS=M`
+//!   sleeps M ms before each run);
+//! - `--wake spin|sleep`: the WAKE shape on a `Queue<[u64; 2]>`, p50 and p90;
+//! - `--wake-ec bare|timed`: the same on a bare futex word, or on an eventcount
+//!   without (default) or with a deadline — run under
+//!   `perf stat -e timer:hrtimer_start,timer:hrtimer_cancel,syscalls:sys_enter_membarrier`
+//!   to count what each adds per wake-up.
 
 use shmproc::value::RawArray;
 use shmproc::wait::Spin;
