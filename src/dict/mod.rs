@@ -398,7 +398,7 @@ impl<K: Encode + Decode, V: Encode + Decode> Dict<K, V> {
     {
         let key = encode(key).map_err(ReadError::Encode)?;
         let mut out = Vec::new();
-        if self.map.get(&key, map::hash(&key), &mut out)? {
+        if self.map.get(&key, self.map.hash(&key), &mut out)? {
             V::decode(&out).map(Some).map_err(ReadError::Decode)
         } else {
             Ok(None)
@@ -429,7 +429,7 @@ impl<K: Encode + Decode, V: Encode + Decode> Dict<K, V> {
         Q: Encode + ?Sized,
     {
         let key = encode(key).map_err(ReadError::Encode)?;
-        self.map.get(&key, map::hash(&key), &mut Vec::new())
+        self.map.get(&key, self.map.hash(&key), &mut Vec::new())
     }
 
     /// Removes `key`; returns its value, `None` if it was absent (Python's
@@ -600,7 +600,7 @@ impl<K: Encode + Decode, V: Encode + Decode> Dict<K, V> {
         decide: &mut map::Decide<'_>,
     ) -> Result<Option<Vec<u8>>, WriteError> {
         let key = encode(key).map_err(WriteError::Encode)?;
-        self.map.modify(&key, map::hash(&key), decide)
+        self.map.modify(&key, self.map.hash(&key), decide)
     }
 
     /// Every (key, value) pair: a snapshot taken bucket by bucket, without locking.

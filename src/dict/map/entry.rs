@@ -2,11 +2,14 @@
 
 use super::{MAX_CLASS, MIN_CLASS, STRIPES, TOMB};
 
-/// A 64-bit hash of a key's bytes, the same in every process and build (a map's
-/// layout depends on it: never change it without bumping the layout version).
-pub(crate) fn hash(bytes: &[u8]) -> u64 {
+/// A 64-bit hash of a key's bytes under a map's `seed`, the same in every process
+/// and build (a map's layout depends on it: never change it without bumping the
+/// layout version). The seed, drawn at the map's creation, makes the keys that
+/// collide differ from map to map, so a program cannot be fed a fixed set of
+/// colliding keys; it is a fast mixing hash, not a cryptographic PRF.
+pub(crate) fn hash_seeded(seed: u64, bytes: &[u8]) -> u64 {
     const M: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut h = 0x243f_6a88_85a3_08d3 ^ (bytes.len() as u64).wrapping_mul(M);
+    let mut h = 0x243f_6a88_85a3_08d3 ^ (bytes.len() as u64).wrapping_mul(M) ^ seed;
     let mut chunks = bytes.chunks_exact(8);
     for c in &mut chunks {
         let mut w = [0u8; 8];
@@ -98,7 +101,7 @@ mod tests {
     fn hash_spreads_stripes() {
         let mut seen = [0u32; STRIPES];
         for i in 0u64..1600 {
-            seen[stripe_of(hash(&i.to_ne_bytes()))] += 1;
+            seen[stripe_of(hash_seeded(0x5eed, &i.to_ne_bytes()))] += 1;
         }
         assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
     }
