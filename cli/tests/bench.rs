@@ -112,3 +112,28 @@ fn bench_smoke_dict_and_pool_json_lists_systems() {
         }
     }
 }
+
+#[test]
+fn bench_suite_selects_its_workloads() {
+    let out = Command::new(env!("CARGO_BIN_EXE_shmproc"))
+        .args([
+            "bench",
+            "--smoke",
+            "--suite",
+            "dict",
+            "--json",
+            "--no-python",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = v["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["workload"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["DGET1K", "DGET1M", "DINS", "DMIX"]);
+}

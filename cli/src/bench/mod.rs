@@ -1,7 +1,8 @@
 //! `shmproc bench`: shmproc's Queue and Pipe between real processes, and in the same
 //! run the alternatives — a floor and ceilings in raw shared memory, the OS's pipes
 //! and sockets, crossbeam-channel between threads, Python's multiprocessing — so
-//! every figure is also a ratio measured minutes, not days, apart.
+//! every figure is also a ratio measured minutes, not days, apart. Two more suites,
+//! chosen with `--suite`: Dict (`dicts`, `lmdb`) and Pool (`pools`).
 //!
 //! Each workload runs all its systems once per run, in turn, for several runs: the
 //! floor and ceilings are interleaved with the systems, and ratios are taken run by
@@ -135,9 +136,39 @@ impl Workload {
         }
     }
 
+    /// The suite the workload belongs to.
+    fn suite(self) -> Suite {
+        match self {
+            Workload::T8
+            | Workload::T4K
+            | Workload::T1M
+            | Workload::Rtt
+            | Workload::Mpmc
+            | Workload::Wake => Suite::Ipc,
+            Workload::DictGet1K
+            | Workload::DictGet1M
+            | Workload::DictInsert
+            | Workload::DictMixed => Suite::Dict,
+            Workload::PoolMap | Workload::PoolMap1 | Workload::PoolApply => Suite::Pool,
+        }
+    }
+
     fn is_latency(self) -> bool {
         matches!(self, Workload::Rtt | Workload::Wake | Workload::PoolApply)
     }
+}
+
+/// Groups of workloads.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum Suite {
+    /// Queue and Pipe: T8, T4K, T1M, RTT, MPMC, WAKE.
+    Ipc,
+    /// Dict: DGET1K, DGET1M, DINS, DMIX.
+    Dict,
+    /// Pool: PMAP, PMAP1, PAPPLY.
+    Pool,
+    /// Every workload.
+    All,
 }
 
 /// `shmproc bench` options.
@@ -150,6 +181,10 @@ pub struct BenchArgs {
     /// DGET1M, DINS, DMIX, PMAP, PMAP1, PAPPLY.
     #[arg(long, value_enum)]
     only: Vec<Workload>,
+    /// The workloads of these suites (repeatable), when --only is not given: ipc
+    /// (the default), dict, pool, all.
+    #[arg(long, value_enum, default_value = "ipc")]
+    suite: Vec<Suite>,
     /// Print JSON on stdout instead of tables.
     #[arg(long)]
     json: bool,
@@ -318,7 +353,10 @@ pub fn run(args: BenchArgs) -> ExitCode {
 fn bench(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let plan = Plan::new(&args);
     let workloads: Vec<Workload> = if args.only.is_empty() {
-        Workload::ALL.to_vec()
+        Workload::ALL
+            .into_iter()
+            .filter(|w| args.suite.contains(&Suite::All) || args.suite.contains(&w.suite()))
+            .collect()
     } else {
         Workload::ALL
             .into_iter()
