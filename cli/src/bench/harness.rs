@@ -514,24 +514,24 @@ where
             let op = &op;
             kids.push(spawn(move || {
                 // Paired with the parent's Release store of the start flag.
-                while ctl.go.0.load(Ordering::Acquire) == 0 {
+                while ctl.go.load(Ordering::Acquire) == 0 {
                     std::hint::spin_loop();
                 }
                 (0..per_worker).try_for_each(|i| op(w, i))?;
-                ctl.results.0[w as usize].store(now_ns(), Ordering::Relaxed);
+                ctl.results[w as usize].store(now_ns(), Ordering::Relaxed);
                 Ok(())
             })?);
         }
         let t0 = now_ns();
         // Starts the workers; paired with their Acquire loads.
-        ctl.go.0.store(1, Ordering::Release);
+        ctl.go.store(1, Ordering::Release);
         Ok(t0)
     })();
     // The workers' end times are read after they were joined (waitpid orders them).
     let t0 = finish(kids, res)?;
-    let end = ctl.results.0[0]
+    let end = ctl.results[0]
         .load(Ordering::Relaxed)
-        .max(ctl.results.0[1].load(Ordering::Relaxed));
+        .max(ctl.results[1].load(Ordering::Relaxed));
     Ok(Sample::rate(
         2 * per_worker,
         msg_bytes,
