@@ -315,7 +315,7 @@ impl<T: Encode + Decode> List<T> {
         let k = key(i);
         self.map
             .modify(&k, self.map.hash(&k), &mut |_| {
-                Ok(Action::Put(bytes.to_vec()))
+                Ok(Action::Put(std::borrow::Cow::Borrowed(bytes)))
             })
             .map(drop)
     }

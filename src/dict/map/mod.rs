@@ -72,6 +72,7 @@ use crate::layout::padded::CachePadded;
 use crate::object::{self, SharedState};
 use crate::segment::Segment;
 use crate::sync::Lock;
+use std::borrow::Cow;
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -278,17 +279,18 @@ pub(crate) fn init(payload: &mut crate::object::Payload<'_>) {
 }
 
 /// What a writer's decision does to a key.
-pub(crate) enum Action {
+pub(crate) enum Action<'a> {
     /// Leave it as it is.
     Keep,
-    /// Store these value bytes.
-    Put(Vec<u8>),
+    /// Store these value bytes (borrowed from the caller where it can: a decision
+    /// may be asked for more than once, and an owned value would be cloned each time).
+    Put(Cow<'a, [u8]>),
     /// Remove it.
     Remove,
 }
 
 /// A writer's decision: given the current value bytes (`None`: absent).
-pub(crate) type Decide<'a> = dyn FnMut(Option<&[u8]>) -> Result<Action, WriteError> + 'a;
+pub(crate) type Decide<'a> = dyn FnMut(Option<&[u8]>) -> Result<Action<'a>, WriteError> + 'a;
 
 /// A point where a test may make the writer "die" (panic, leaving its intent
 /// behind; its guard releases the lock, and the next holder finds the intent).

@@ -57,7 +57,7 @@ impl Map {
 
     /// The value bytes of a live entry of our stripe (its lock held).
     pub(super) fn value_of(&self, e: u64) -> Result<Vec<u8>, Fault> {
-        self.copy_record(e).map(|(_, v)| v)
+        self.copy_value(e)
     }
 
     /// Changes `key` (hash `h`) as `decide` says, given its current value; returns
