@@ -353,6 +353,7 @@ mod scratch {
     /// Runs `f` with an empty key buffer and an empty value buffer. Re-entrant (a
     /// nested call gets fresh buffers) and usable while the thread's locals are being
     /// torn down.
+    #[inline]
     pub(super) fn with<R>(f: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> R) -> R {
         let mut key = KEY.try_with(Cell::take).unwrap_or_default();
         let mut value = VALUE.try_with(Cell::take).unwrap_or_default();
@@ -414,11 +415,9 @@ impl<K: Encode + Decode, V: Encode + Decode> Dict<K, V> {
         value: impl Borrow<V>,
     ) -> Result<Option<V>, WriteError> {
         let value = encode(value.borrow()).map_err(WriteError::Encode)?;
-        let old = self.modify(key.borrow(), &mut |_| {
+        self.modify_decoding(key.borrow(), &mut |_| {
             Ok(Action::Put(Cow::Borrowed(&value)))
-        })?;
-        old.map(|b| V::decode(&b).map_err(WriteError::Decode))
-            .transpose()
+        })
     }
 
     /// The value of `key`, `None` if absent (Python's `d.get(key)`).
@@ -481,9 +480,7 @@ impl<K: Encode + Decode, V: Encode + Decode> Dict<K, V> {
         K: Borrow<Q>,
         Q: Encode + ?Sized,
     {
-        let old = self.modify(key, &mut |_| Ok(Action::Remove))?;
-        old.map(|b| V::decode(&b).map_err(WriteError::Decode))
-            .transpose()
+        self.modify_decoding(key, &mut |_| Ok(Action::Remove))
     }
 
     /// [`remove`](Dict::remove), by Python's name.
@@ -640,6 +637,23 @@ impl<K: Encode + Decode, V: Encode + Decode> Dict<K, V> {
         scratch::with(|k, _| {
             key.encode(k).map_err(WriteError::Encode)?;
             self.map.modify(k, self.map.hash(k), decide)
+        })
+    }
+
+    /// [`modify`](Dict::modify), decoding the old value from a per-thread buffer
+    /// (no allocation for it).
+    fn modify_decoding<Q: Encode + ?Sized>(
+        &self,
+        key: &Q,
+        decide: &mut map::Decide<'_>,
+    ) -> Result<Option<V>, WriteError> {
+        scratch::with(|k, old| {
+            key.encode(k).map_err(WriteError::Encode)?;
+            if self.map.modify_into(k, self.map.hash(k), decide, old)? {
+                V::decode(old).map(Some).map_err(WriteError::Decode)
+            } else {
+                Ok(None)
+            }
         })
     }
 

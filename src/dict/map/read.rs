@@ -234,11 +234,10 @@ impl Map {
         Ok((k, v))
     }
 
-    /// A record entry's value bytes, without copying its key.
-    pub(super) fn copy_value(&self, e: u64) -> Result<Vec<u8>, Fault> {
+    /// A record entry's value bytes, appended to `out`, without copying its key.
+    pub(super) fn copy_value(&self, e: u64, out: &mut Vec<u8>) -> Result<(), Fault> {
         let (block, klen, vlen) = self.record_at(e)?;
-        let mut v = Vec::new();
-        self.read_bytes(block + 8 + pad8(klen as u64), vlen, &mut v);
-        Ok(v)
+        self.read_bytes(block + 8 + pad8(klen as u64), vlen, out);
+        Ok(())
     }
 }
