@@ -459,10 +459,16 @@ fn forkserver_workers_exit_with_their_owner() {
         while shmproc::process::is_alive(w, 0) && since.elapsed() < Duration::from_secs(60) {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert!(
-            !shmproc::process::is_alive(w, 0),
-            "worker {w} outlived its owner"
-        );
+        if shmproc::process::is_alive(w, 0) {
+            // Kill the survivors before failing: left alive, they would hold the test
+            // harness's output open.
+            for w in workers {
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &w.to_string()])
+                    .status();
+            }
+            panic!("worker {w} outlived its owner");
+        }
     }
 }
 
