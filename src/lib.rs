@@ -7,6 +7,7 @@
 //! | Python | shmproc |
 //! |---|---|
 //! | `Process(target=f)` | [`Process::spawn`] (fork; children inherit objects) |
+//! | `get_context('spawn' / 'forkserver').Process(target=f, args=a)` | [`Process::start`] with a [`start::StartMethod`]; objects travel as handles ([`start::Portable`]) |
 //! | `Pool(n)`: `map`, `imap`, `imap_unordered`, `apply_async`, … | [`Pool`] |
 //! | `Queue`, `JoinableQueue`, `SimpleQueue` | [`Queue`], [`JoinableQueue`], [`SimpleQueue`]; [`ByteQueue`] for byte messages |
 //! | `Pipe()`, `Connection`, `connection.wait` | [`pipe()`], [`Connection`], [`pipe::wait`] |

@@ -520,3 +520,30 @@ fn a_pool_built_to_retry_runs_a_killed_workers_task_again() {
     pool.close();
     pool.join().unwrap();
 }
+
+fn exits_instead_of_returning() {
+    std::process::exit(3);
+}
+
+#[test]
+fn an_initializer_that_exits_breaks_the_pool_instead_of_respawning_forever() {
+    let pool = Pool::builder()
+        .processes(2)
+        .initializer(exits_instead_of_returning)
+        .build()
+        .unwrap();
+    let e = pool.map(square, 0..4).unwrap_err();
+    let PoolError::Initializer { message, .. } = &e else {
+        panic!("expected Initializer, got {e}");
+    };
+    assert!(
+        message.contains("before their initializer returned"),
+        "{message}"
+    );
+    assert!(message.contains("exit code 3"), "{message}");
+    // Broken for good, like a panicking initializer: later calls fail the same way.
+    assert!(matches!(
+        pool.apply(square, 2),
+        Err(PoolError::Initializer { .. })
+    ));
+}

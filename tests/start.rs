@@ -459,10 +459,16 @@ fn forkserver_workers_exit_with_their_owner() {
         while shmproc::process::is_alive(w, 0) && since.elapsed() < Duration::from_secs(60) {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert!(
-            !shmproc::process::is_alive(w, 0),
-            "worker {w} outlived its owner"
-        );
+        if shmproc::process::is_alive(w, 0) {
+            // Kill the survivors before failing: left alive, they would hold the test
+            // harness's output open.
+            for w in workers {
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &w.to_string()])
+                    .status();
+            }
+            panic!("worker {w} outlived its owner");
+        }
     }
 }
 
@@ -547,6 +553,13 @@ fn forkserver_death_is_an_error() {
 
 fn main() {
     shmproc::start::init();
+    // A process group of our own: if a test fails with children still waiting (for
+    // an event the failed test never set), they are killed with the group at the
+    // end instead of holding the harness's output open forever.
+    // SAFETY: setpgid(0, 0) takes no pointers.
+    unsafe {
+        libc::setpgid(0, 0);
+    }
     let tests: &[(&str, fn())] = &[
         ("exit_codes_and_panics", exit_codes_and_panics),
         ("lifecycle_controls", lifecycle_controls),
@@ -614,6 +627,13 @@ fn main() {
     );
     if !failed.is_empty() {
         println!("failures: {failed:?}");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        // Every process of the group: children the failed tests left, the
+        // forkserver, and this process (cargo reports the signal as a failure).
+        // SAFETY: kill(2) takes no pointers.
+        unsafe {
+            libc::kill(0, libc::SIGKILL);
+        }
         std::process::exit(101);
     }
 }

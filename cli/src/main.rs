@@ -58,7 +58,8 @@ enum Command {
     },
     /// Measure Queue and Pipe between processes, beside a floor and ceilings in raw
     /// shared memory, the OS's pipes and sockets, crossbeam-channel and Python's
-    /// multiprocessing, all in the same run.
+    /// multiprocessing, all in the same run (`--suite dict`, `--suite pool`: Dict and
+    /// Pool against in-process maps and pools and Python's Manager().dict() and Pool).
     Bench(bench::BenchArgs),
     /// Measure process start-to-first-message latency for the fork, spawn and
     /// forkserver start methods, beside Python's three, interleaved.

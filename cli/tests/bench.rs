@@ -53,6 +53,92 @@ fn bench_rejects_unknown_workload() {
 }
 
 #[test]
+fn bench_smoke_dict_and_pool_json_lists_systems() {
+    let out = Command::new(env!("CARGO_BIN_EXE_shmproc"))
+        .args([
+            "bench",
+            "--smoke",
+            "--only",
+            "DGET1K",
+            "--only",
+            "DMIX",
+            "--only",
+            "PMAP1",
+            "--only",
+            "PAPPLY",
+            "--json",
+            "--no-python",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let workloads = v["workloads"].as_array().unwrap();
+    let names: Vec<&str> = workloads
+        .iter()
+        .map(|w| w["workload"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["DGET1K", "DMIX", "PMAP1", "PAPPLY"]);
+    for w in workloads {
+        let systems = w["systems"].as_array().unwrap();
+        let rows: Vec<&str> = systems
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        let want: &[&str] = if w["workload"].as_str().unwrap().starts_with('D') {
+            &["Dict<u64, u64>", "RwLock<HashMap", "DashMap"]
+        } else {
+            &["Pool", "rayon"]
+        };
+        for want in want {
+            assert!(
+                rows.iter().any(|n| n.starts_with(want)),
+                "no {want} in {rows:?}"
+            );
+        }
+        assert_eq!(
+            systems.iter().filter(|s| s["reference"] == true).count(),
+            1,
+            "exactly one reference row in {rows:?}"
+        );
+        let figure = if w["unit"] == "ns" {
+            "p50_ns"
+        } else {
+            "msgs_per_s"
+        };
+        for s in systems {
+            assert!(s["median"][figure].as_f64().unwrap() > 0.0, "{s}");
+        }
+    }
+}
+
+#[test]
+fn bench_suite_selects_its_workloads() {
+    let out = Command::new(env!("CARGO_BIN_EXE_shmproc"))
+        .args([
+            "bench",
+            "--smoke",
+            "--suite",
+            "dict",
+            "--json",
+            "--no-python",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = v["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["workload"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["DGET1K", "DGET1M", "DINS", "DMIX"]);
+}
+
+#[test]
 fn bench_hog_runs_beside_and_is_reported() {
     let out = Command::new(env!("CARGO_BIN_EXE_shmproc"))
         .args([

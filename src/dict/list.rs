@@ -305,20 +305,25 @@ impl<T: Encode + Decode> List<T> {
     fn read_at(&self, i: u64) -> Result<Option<Vec<u8>>, ReadError> {
         let k = key(i);
         let mut out = Vec::new();
-        Ok(self.map.get(&k, map::hash(&k), &mut out)?.then_some(out))
+        Ok(self
+            .map
+            .get(&k, self.map.hash(&k), &mut out)?
+            .then_some(out))
     }
 
     fn write_at(&self, i: u64, bytes: &[u8]) -> Result<(), WriteError> {
         let k = key(i);
         self.map
-            .modify(&k, map::hash(&k), &mut |_| Ok(Action::Put(bytes.to_vec())))
+            .modify(&k, self.map.hash(&k), &mut |_| {
+                Ok(Action::Put(std::borrow::Cow::Borrowed(bytes)))
+            })
             .map(drop)
     }
 
     fn remove_at(&self, i: u64) -> Result<(), WriteError> {
         let k = key(i);
         self.map
-            .modify(&k, map::hash(&k), &mut |_| Ok(Action::Remove))
+            .modify(&k, self.map.hash(&k), &mut |_| Ok(Action::Remove))
             .map(drop)
     }
 

@@ -62,7 +62,7 @@ use crate::layout::header::{ElemType, HEADER_SIZE, ObjectKind, ObjectLayout};
 use crate::object::{self, Mismatch, Object, Payload};
 use crate::segment::{CreateError, CreateOptions, OpenError, OpenOptions, Segment};
 use map::{Action, Geometry, Map, STRIPES};
-use std::borrow::Borrow;
+use std::borrow::{Borrow, Cow};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -336,6 +336,40 @@ fn encode<T: Encode + ?Sized>(v: &T) -> Result<Vec<u8>, EncodeError> {
     Ok(out)
 }
 
+/// Per-thread buffers for a key's encoding and a value's bytes, reused by every
+/// lookup so that a get of a small key allocates nothing (two allocations and frees
+/// were half of a cache-resident get's instructions).
+mod scratch {
+    use std::cell::Cell;
+
+    thread_local! {
+        static KEY: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+        static VALUE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    }
+
+    /// Buffers larger than this go back to the allocator instead of staying.
+    const KEEP: usize = 64 * 1024;
+
+    /// Runs `f` with an empty key buffer and an empty value buffer. Re-entrant (a
+    /// nested call gets fresh buffers) and usable while the thread's locals are being
+    /// torn down.
+    #[inline]
+    pub(super) fn with<R>(f: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> R) -> R {
+        let mut key = KEY.try_with(Cell::take).unwrap_or_default();
+        let mut value = VALUE.try_with(Cell::take).unwrap_or_default();
+        key.clear();
+        value.clear();
+        let r = f(&mut key, &mut value);
+        if key.capacity() <= KEEP {
+            let _ = KEY.try_with(|c| c.set(key));
+        }
+        if value.capacity() <= KEEP {
+            let _ = VALUE.try_with(|c| c.set(value));
+        }
+        r
+    }
+}
+
 impl<K: Encode + Decode, V: Encode + Decode> Dict<K, V> {
     /// Creates an empty dict in an anonymous segment, shared with children started
     /// with [`Process`](crate::Process) afterwards.
@@ -381,9 +415,9 @@ impl<K: Encode + Decode, V: Encode + Decode> Dict<K, V> {
         value: impl Borrow<V>,
     ) -> Result<Option<V>, WriteError> {
         let value = encode(value.borrow()).map_err(WriteError::Encode)?;
-        let old = self.modify(key.borrow(), &mut |_| Ok(Action::Put(value.clone())))?;
-        old.map(|b| V::decode(&b).map_err(WriteError::Decode))
-            .transpose()
+        self.modify_decoding(key.borrow(), &mut |_| {
+            Ok(Action::Put(Cow::Borrowed(&value)))
+        })
     }
 
     /// The value of `key`, `None` if absent (Python's `d.get(key)`).
@@ -396,13 +430,14 @@ impl<K: Encode + Decode, V: Encode + Decode> Dict<K, V> {
         K: Borrow<Q>,
         Q: Encode + ?Sized,
     {
-        let key = encode(key).map_err(ReadError::Encode)?;
-        let mut out = Vec::new();
-        if self.map.get(&key, map::hash(&key), &mut out)? {
-            V::decode(&out).map(Some).map_err(ReadError::Decode)
-        } else {
-            Ok(None)
-        }
+        scratch::with(|k, out| {
+            key.encode(k).map_err(ReadError::Encode)?;
+            if self.map.get(k, self.map.hash(k), out)? {
+                V::decode(out).map(Some).map_err(ReadError::Decode)
+            } else {
+                Ok(None)
+            }
+        })
     }
 
     /// The value of `key`, or `default` if absent (Python's `d.get(key, default)`).
@@ -428,8 +463,10 @@ impl<K: Encode + Decode, V: Encode + Decode> Dict<K, V> {
         K: Borrow<Q>,
         Q: Encode + ?Sized,
     {
-        let key = encode(key).map_err(ReadError::Encode)?;
-        self.map.get(&key, map::hash(&key), &mut Vec::new())
+        scratch::with(|k, out| {
+            key.encode(k).map_err(ReadError::Encode)?;
+            self.map.get(k, self.map.hash(k), out)
+        })
     }
 
     /// Removes `key`; returns its value, `None` if it was absent (Python's
@@ -443,9 +480,7 @@ impl<K: Encode + Decode, V: Encode + Decode> Dict<K, V> {
         K: Borrow<Q>,
         Q: Encode + ?Sized,
     {
-        let old = self.modify(key, &mut |_| Ok(Action::Remove))?;
-        old.map(|b| V::decode(&b).map_err(WriteError::Decode))
-            .transpose()
+        self.modify_decoding(key, &mut |_| Ok(Action::Remove))
     }
 
     /// [`remove`](Dict::remove), by Python's name.
@@ -494,7 +529,7 @@ impl<K: Encode + Decode, V: Encode + Decode> Dict<K, V> {
     {
         for (k, v) in items {
             let value = encode(&v).map_err(WriteError::Encode)?;
-            self.modify(&k, &mut |_| Ok(Action::Put(value.clone())))?;
+            self.modify(&k, &mut |_| Ok(Action::Put(Cow::Borrowed(&value))))?;
         }
         Ok(())
     }
@@ -510,7 +545,7 @@ impl<K: Encode + Decode, V: Encode + Decode> Dict<K, V> {
         match self.modify(key.borrow(), &mut |old| {
             Ok(match old {
                 Some(_) => Action::Keep,
-                None => Action::Put(value.clone()),
+                None => Action::Put(Cow::Borrowed(&value)),
             })
         })? {
             Some(old) => V::decode(&old).map_err(WriteError::Decode),
@@ -554,7 +589,7 @@ impl<K: Encode + Decode, V: Encode + Decode> Dict<K, V> {
             let new = f(old);
             let bytes = encode(&new).map_err(WriteError::Encode)?;
             last = Some(new);
-            Ok(Action::Put(bytes))
+            Ok(Action::Put(Cow::Owned(bytes)))
         })?;
         last.ok_or_else(|| WriteError::Corrupt("the update was not applied".into()))
     }
@@ -581,7 +616,7 @@ impl<K: Encode + Decode, V: Encode + Decode> Dict<K, V> {
         let old = self.modify(key.borrow(), &mut |old| {
             swapped = old == expected.as_deref();
             Ok(if swapped {
-                Action::Put(new.clone())
+                Action::Put(Cow::Borrowed(&new))
             } else {
                 Action::Keep
             })
@@ -599,8 +634,27 @@ impl<K: Encode + Decode, V: Encode + Decode> Dict<K, V> {
         key: &Q,
         decide: &mut map::Decide<'_>,
     ) -> Result<Option<Vec<u8>>, WriteError> {
-        let key = encode(key).map_err(WriteError::Encode)?;
-        self.map.modify(&key, map::hash(&key), decide)
+        scratch::with(|k, _| {
+            key.encode(k).map_err(WriteError::Encode)?;
+            self.map.modify(k, self.map.hash(k), decide)
+        })
+    }
+
+    /// [`modify`](Dict::modify), decoding the old value from a per-thread buffer
+    /// (no allocation for it).
+    fn modify_decoding<Q: Encode + ?Sized>(
+        &self,
+        key: &Q,
+        decide: &mut map::Decide<'_>,
+    ) -> Result<Option<V>, WriteError> {
+        scratch::with(|k, old| {
+            key.encode(k).map_err(WriteError::Encode)?;
+            if self.map.modify_into(k, self.map.hash(k), decide, old)? {
+                V::decode(old).map(Some).map_err(WriteError::Decode)
+            } else {
+                Ok(None)
+            }
+        })
     }
 
     /// Every (key, value) pair: a snapshot taken bucket by bucket, without locking.
@@ -686,9 +740,9 @@ impl<K: Encode + Decode, V: Counter> Dict<K, V> {
                 .transpose()
                 .map_err(WriteError::Decode)?
                 .unwrap_or(V::ZERO);
-            Ok(Action::Put(
+            Ok(Action::Put(Cow::Owned(
                 encode(&before.wrapping_add(delta)).map_err(WriteError::Encode)?,
-            ))
+            )))
         })?;
         Ok(before)
     }

@@ -1,5 +1,5 @@
 //! What `shmproc inspect` shows of an object beyond its header: one table from the
-//! header's object kind to the object's [`Object::inspect`](super::Object::inspect).
+//! header's object kind to the object's [`Object::inspect`].
 
 use super::Object;
 use crate::layout::header::ObjectKind;

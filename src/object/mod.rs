@@ -12,7 +12,7 @@
 //! and `shmproc inspect` support from one table ([`inspect::object_state`]).
 //!
 //! Shared state that is a plain struct of atomics implements [`SharedState`] and is
-//! reached through [`Shared`], a bounds-checked handle that needs no `unsafe` at the
+//! reached through `Shared`, a bounds-checked handle that needs no `unsafe` at the
 //! object's side.
 //!
 //! [`KIND`]: Object::KIND

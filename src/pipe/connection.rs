@@ -713,7 +713,7 @@ impl Connection {
         deadline: Option<Deadline>,
     ) -> Result<(), RecvTimeoutError> {
         out.clear();
-        self.recv_fragments(deadline, |bytes| out.extend_from_slice(bytes))
+        self.recv_fragments(deadline, |rx, rec| rx.append_to(rec, out))
     }
 
     /// Receives one whole message, handing each fragment's bytes to `put` in order.
@@ -721,14 +721,14 @@ impl Connection {
     pub(super) fn recv_fragments(
         &self,
         deadline: Option<Deadline>,
-        mut put: impl FnMut(&[u8]),
+        mut put: impl FnMut(&Reader, &Record),
     ) -> Result<(), RecvTimeoutError> {
         let rx = self.reader()?;
         self.mark_active();
         let mut first = true;
         loop {
             let rec = self.next_record(rx, deadline)?;
-            match (first, rec.flags & FIRST != 0) {
+            match (first, rec.flags() & FIRST != 0) {
                 (true, false) => {
                     // A stray fragment: dropped, so the next receive goes on.
                     self.consume(rx, &rec);
@@ -744,9 +744,9 @@ impl Connection {
                 }
                 _ => {}
             }
-            put(rx.bytes(&rec));
+            put(rx, &rec);
             self.consume(rx, &rec);
-            if rec.flags & MORE == 0 {
+            if rec.flags() & MORE == 0 {
                 return Ok(());
             }
             first = false;
@@ -800,17 +800,16 @@ impl Connection {
         let dest = &mut buf[offset..];
         let mut written = 0;
         let mut overflow: Option<Vec<u8>> = None;
-        self.recv_fragments(None, |bytes| match &mut overflow {
-            None if written + bytes.len() <= dest.len() => {
-                dest[written..written + bytes.len()].copy_from_slice(bytes);
-                written += bytes.len();
+        self.recv_fragments(None, |rx, rec| match &mut overflow {
+            None if written + rec.len() <= dest.len() => {
+                written += rx.copy_to(rec, &mut dest[written..written + rec.len()]);
             }
             None => {
                 let mut whole = dest[..written].to_vec();
-                whole.extend_from_slice(bytes);
+                rx.append_to(rec, &mut whole);
                 overflow = Some(whole);
             }
-            Some(whole) => whole.extend_from_slice(bytes),
+            Some(whole) => rx.append_to(rec, whole),
         })
         .map_err(RecvTimeoutError::blocking)?;
         match overflow {
@@ -860,10 +859,11 @@ impl Connection {
     /// Reads and consumes `rec` if it is a whole message of `size_of::<T>()` bytes.
     #[inline]
     pub(super) fn take_value<T: Pod>(&self, rx: &Reader, rec: Record) -> Option<T> {
-        if rec.flags != FIRST || rec.len != size_of::<T>() {
+        if rec.flags() != FIRST || rec.len() != size_of::<T>() {
             return None;
         }
-        let v = bytemuck::pod_read_unaligned(rx.bytes(&rec));
+        let mut v = T::zeroed();
+        rx.copy_to(&rec, bytemuck::bytes_of_mut(&mut v));
         self.consume(rx, &rec);
         Some(v)
     }

@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 struct Claim {
     /// The pid of the worker that stored `task`; 0 before any.
     pid: AtomicU32,
-    /// Unused; keeps `task` 8-aligned.
-    reserved: AtomicU32,
+    /// The pid of the worker once its initializer returned (0 before).
+    ready: AtomicU32,
     /// The id of the task the worker is running; 0 while it runs none. Any value is
     /// valid (a scribbled id names no task, or the wrong one: a wrong report).
     task: AtomicU64,
@@ -58,6 +58,17 @@ impl ClaimState {
     pub(super) fn clear(&self) {
         self.claim.task.store(0, Ordering::Relaxed);
         self.claim.pid.store(0, Ordering::Relaxed);
+        self.claim.ready.store(0, Ordering::Relaxed);
+    }
+
+    /// The worker `pid` is past its initializer.
+    pub(super) fn mark_ready(&self, pid: u32) {
+        self.claim.ready.store(pid, Ordering::Release);
+    }
+
+    /// Whether the worker `pid` got past its initializer (read after it died).
+    pub(super) fn was_ready(&self, pid: u32) -> bool {
+        self.claim.ready.load(Ordering::Acquire) == pid
     }
 
     /// The task worker `pid` was running, if the line says it was that worker's.

@@ -91,6 +91,10 @@ pub(super) enum State {
 }
 
 /// The pool's settings.
+/// Workers in a row that end before their initializer returns, after which a pool
+/// with an initializer is broken (as if the initializer had panicked).
+const EARLY_DEATHS: u32 = 3;
+
 pub(super) struct Config {
     pub(super) processes: usize,
     pub(super) initializer: Option<fn()>,
@@ -116,6 +120,8 @@ pub(super) struct Inner {
     pub(super) state: State,
     /// Set when the initializer panicked: (pid, message).
     broken: Option<(u32, String)>,
+    /// Workers in a row that died before their initializer returned.
+    early_deaths: u32,
     last_check: Instant,
     /// Forks every worker (declared last: dropped after the workers are reaped).
     forker: Forker,
@@ -139,6 +145,7 @@ impl Inner {
             last_id: 0,
             state: State::Running,
             broken: None,
+            early_deaths: 0,
             last_check: Instant::now(),
             forker: Forker::start()?,
         };
@@ -482,6 +489,27 @@ impl Inner {
                 }
             }
             let running = self.claims.slot(slot).and_then(|c| c.state().running(pid));
+            let ready = self
+                .claims
+                .slot(slot)
+                .is_some_and(|c| c.state().was_ready(pid));
+            self.early_deaths = if ready { 0 } else { self.early_deaths + 1 };
+            if self.config.initializer.is_some()
+                && self.early_deaths >= EARLY_DEATHS
+                && self.broken.is_none()
+            {
+                // An initializer that exits (or is killed) instead of returning or
+                // panicking: replacing the workers would go on forever.
+                let message = format!(
+                    "{EARLY_DEATHS} workers in a row ended ({status}) before their \
+                     initializer returned"
+                );
+                self.broken = Some((pid, message.clone()));
+                self.fail_all(|| PoolError::Initializer {
+                    pid,
+                    message: message.clone(),
+                });
+            }
             let mut again = Vec::new();
             for id in dead.assigned {
                 let Some(t) = self.tasks.get_mut(&id) else {

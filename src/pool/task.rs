@@ -19,7 +19,7 @@
 //!
 //! Shared memory is input (the crate's trust model): a process that scribbles on the
 //! task queue must never make a worker jump to an address of its choosing. The
-//! parent draws a [`Key`] at `Pool::new`, before starting workers, and keeps it in
+//! parent draws a `Key` at `Pool::new`, before starting workers, and keeps it in
 //! private memory only; workers inherit it through `fork` or get it in their start
 //! request (a socketpair only the parent holds), and it never enters a segment.
 //!

@@ -168,6 +168,7 @@ pub(super) fn run(spec: Spec) -> i32 {
             return 1;
         }
     }
+    claim.state().mark_ready(pid);
     let mut buf = Vec::new();
     let mut out = Vec::new();
     let mut done = 0usize;

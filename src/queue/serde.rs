@@ -77,12 +77,12 @@ impl<E: fmt::Debug + fmt::Display> std::error::Error for SerdeGetError<E> {}
 /// A queue of any serde value — Python's `Queue` of picklable objects — encoded with
 /// postcard (feature `serde`). Encoding errors are returned by `put` itself.
 ///
-/// Sized in items, like [`Queue`]: it holds up to `maxsize` values, each encoded in
+/// Sized in items, like [`Queue`](super::Queue): it holds up to `maxsize` values, each encoded in
 /// at most `max_item_size` bytes (one slot of the ring per value), and
 /// [`qsize`](Self::qsize) and [`full`](Self::full) count values. A value that
 /// encodes longer is refused by `put` with `Put(TooLarge)` naming both sizes.
 /// `maxsize` 0 is Python's default: [`UNBOUNDED_MAXSIZE`] values (see
-/// [`Queue::new`]).
+/// [`Queue::new`](super::Queue::new)).
 ///
 /// # Examples
 ///
@@ -323,7 +323,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> SerdeQueue<T> {
         self.bytes.closed()
     }
 
-    /// Shuts the queue down for every process; see [`Queue::shutdown`].
+    /// Shuts the queue down for every process; see [`Queue::shutdown`](super::Queue::shutdown).
     pub fn shutdown(&self, immediate: bool) {
         self.bytes.shutdown(immediate);
     }

@@ -9,7 +9,7 @@ use crate::object::Object;
 
 /// A simpler queue: `put`, `get`, `empty`, `close` — Python's `SimpleQueue`.
 /// Bounded like every shared-memory queue (Python's is unbounded): `put` waits while
-/// it is full; capacity 0 gives [`UNBOUNDED_MAXSIZE`] items, with `put` failing at
+/// it is full; capacity 0 gives [`UNBOUNDED_MAXSIZE`](super::UNBOUNDED_MAXSIZE) items, with `put` failing at
 /// once when they run out (see [`Queue::new`]).
 ///
 /// # Examples

@@ -58,7 +58,9 @@
 //! let (writer, reader) = (ring.writer(), ring.reader());
 //! assert!(writer.try_write(b"hello", FIRST));
 //! let record = reader.peek()?.ok_or("nothing published")?;
-//! assert_eq!(reader.bytes(&record), b"hello");
+//! let mut got = Vec::new();
+//! reader.append_to(&record, &mut got);
+//! assert_eq!(got, b"hello");
 //! reader.consume(&record);
 //! assert!(reader.peek()?.is_none());
 //! # Ok(()) }

@@ -587,7 +587,9 @@ fn spsc_records_arrive_intact_in_order() {
             while got.len() < sizes.len() {
                 match r.peek() {
                     Ok(Some(rec)) => {
-                        got.push(r.bytes(&rec).to_vec());
+                        let mut v = Vec::new();
+                        r.append_to(&rec, &mut v);
+                        got.push(v);
                         r.consume(&rec);
                     }
                     Ok(None) => shuttle::thread::yield_now(),

@@ -113,10 +113,31 @@ unsafe impl Sync for Spsc {}
 pub struct Record {
     /// Read position of its header.
     pos: u64,
-    /// Fragment length in bytes.
-    pub len: usize,
+    /// Fragment length in bytes (checked against the ring by `peek`; private, so a
+    /// caller cannot make the reader copy past the record).
+    len: usize,
     /// [`FIRST`] and/or [`MORE`].
-    pub flags: u32,
+    flags: u32,
+}
+
+impl Record {
+    /// Fragment length in bytes.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the fragment is empty.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// [`FIRST`] and/or [`MORE`].
+    #[inline]
+    pub fn flags(&self) -> u32 {
+        self.flags
+    }
 }
 
 impl Spsc {
@@ -406,13 +427,42 @@ impl Reader {
         }
     }
 
-    /// The bytes of a record returned by [`peek`](Reader::peek) and not yet consumed.
+    /// Copies the first `dst.len()` bytes (at most `record.len`) of a record returned
+    /// by [`peek`](Reader::peek) into `dst`; returns how many.
+    ///
+    /// The ring hands out copies, never a `&[u8]` into its memory: that memory
+    /// belongs to the writer again once the record is consumed, and a writer in
+    /// another process may scribble on it at any time (the trust model). Copied
+    /// before [`consume`](Reader::consume), the bytes are the writer's record; copied
+    /// after, they may be anything, but never out of bounds.
     #[inline]
-    pub fn bytes(&self, record: &Record) -> &[u8] {
+    pub fn copy_to(&self, record: &Record, dst: &mut [u8]) -> usize {
+        let n = dst.len().min(record.len);
         let idx = (record.pos & (self.ring.capacity - 1)) as usize;
-        // SAFETY: peek checked idx + 16 + len <= capacity and that the record is
-        // published; until `consume` the writer does not reuse it.
-        unsafe { std::slice::from_raw_parts(self.ring.data(idx + HEADER), record.len) }
+        // SAFETY: `peek` checked idx + 16 + len <= capacity, and `Record`s come only
+        // from `peek` (its fields are private), so the source is in the data area;
+        // `dst` is a distinct, writable buffer of at least `n` bytes.
+        unsafe { super::copy_bytes(self.ring.data(idx + HEADER), dst.as_mut_ptr(), n) };
+        n
+    }
+
+    /// Appends a record's bytes to `out` (see [`copy_to`](Reader::copy_to)).
+    #[inline]
+    pub fn append_to(&self, record: &Record, out: &mut Vec<u8>) {
+        let idx = (record.pos & (self.ring.capacity - 1)) as usize;
+        out.reserve(record.len);
+        let spare = out.spare_capacity_mut();
+        // SAFETY: as in `copy_to`, the source holds `record.len` bytes of the data
+        // area; `spare` has room for at least `record.len` bytes (reserved above).
+        unsafe {
+            super::copy_bytes(
+                self.ring.data(idx + HEADER),
+                spare.as_mut_ptr().cast::<u8>(),
+                record.len,
+            );
+        }
+        // SAFETY: the `record.len` bytes after the old length were just written.
+        unsafe { out.set_len(out.len() + record.len) };
     }
 
     /// Frees a record's space (does not notify the writer: the caller does).
@@ -451,7 +501,9 @@ mod tests {
             assert!(w.try_write(&msg, FIRST));
             let rec = r.peek().unwrap().unwrap();
             assert_eq!((rec.len, rec.flags), (msg.len(), FIRST));
-            assert_eq!(r.bytes(&rec), &msg[..]);
+            let mut got = Vec::new();
+            r.append_to(&rec, &mut got);
+            assert_eq!(got, msg);
             r.consume(&rec);
         }
         assert_eq!(r.peek(), Ok(None));
@@ -526,7 +578,9 @@ mod tests {
                     }
                     std::hint::spin_loop();
                 };
-                assert_eq!(r.bytes(&rec), &vec![i as u8; (i % 200) as usize][..]);
+                let mut got = Vec::new();
+                r.append_to(&rec, &mut got);
+                assert_eq!(got, vec![i as u8; (i % 200) as usize]);
                 r.consume(&rec);
             }
         });

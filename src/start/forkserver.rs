@@ -208,6 +208,13 @@ struct Child {
 /// The server's loop (from [`init`](super::init) in the process spawned as the
 /// forkserver). Never returns.
 pub(super) fn serve() -> ! {
+    // The server reaps its children with waitpid: an ignored SIGCHLD, inherited
+    // through exec from a program that set it, would have the kernel reap them first
+    // and their statuses would be lost.
+    // SAFETY: signal(2) with SIG_DFL installs no handler; the server is single-threaded.
+    unsafe {
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+    }
     let listen = match take_stdin_socket() {
         Ok(s) => s,
         Err(e) => {

@@ -42,7 +42,8 @@
 //!
 //! A program that uses `Spawn` or `Forkserver` must call [`init`] first thing in
 //! `main` (as `procspawn::init()`): before it parses arguments, starts threads or
-//! prints anything. In a normal run it returns at once. A spawned process whose `main`
+//! prints anything. With an async runtime, call it in a plain `main` before building
+//! the runtime (not inside `#[tokio::main]`, whose runtime exists by then). In a normal run it returns at once. A spawned process whose `main`
 //! does not call it would run the program again instead of the child function; the
 //! parent sees no answer within [`READY_TIMEOUT`], kills it and returns
 //! [`StartError::NotReady`].

@@ -21,7 +21,7 @@ use std::fmt;
 ///
 /// Implemented for every shmproc [`Object`] (queues, pipe ends, the synchronization
 /// types, values and arrays, `Dict`/`List`), for integers, floats, `bool`, `char`,
-/// `String`, `Vec<T>`, `Option<T>`, `()` and tuples of up to eight portable values,
+/// `String`, `Vec<T>`, arrays, `Option<T>`, `()` and tuples of up to eight portable values,
 /// and — with the `serde` feature — for any serde value wrapped in
 /// [`Serde`](super::Serde).
 ///
@@ -30,11 +30,11 @@ use std::fmt;
 /// ```
 /// use shmproc::start::{Decoder, Encoder, Portable};
 /// let mut enc = Encoder::default();
-/// (7u32, String::from("seven"), vec![1u8, 2]).encode(&mut enc).unwrap();
+/// (7u32, String::from("seven"), vec![1u8, 2], [1.5f64; 3]).encode(&mut enc).unwrap();
 /// let (bytes, fds) = enc.into_parts();
 /// let mut dec = Decoder::new(&bytes, fds);
-/// let back = <(u32, String, Vec<u8>)>::decode(&mut dec).unwrap();
-/// assert_eq!(back, (7, "seven".to_string(), vec![1, 2]));
+/// let back = <(u32, String, Vec<u8>, [f64; 3])>::decode(&mut dec).unwrap();
+/// assert_eq!(back, (7, "seven".to_string(), vec![1, 2], [1.5; 3]));
 /// ```
 pub trait Portable: Sized {
     /// Appends the value to `enc`.
@@ -305,6 +305,18 @@ impl<T: Portable> Portable for Vec<T> {
             dec.take_len(1)?
         };
         (0..n).map(|_| T::decode(dec)).collect()
+    }
+}
+
+impl<T: Portable, const N: usize> Portable for [T; N] {
+    fn encode(&self, enc: &mut Encoder) -> Result<(), HandoffError> {
+        self.iter().try_for_each(|v| v.encode(enc))
+    }
+    fn decode(dec: &mut Decoder) -> Result<Self, HandoffError> {
+        let items: Vec<T> = (0..N).map(|_| T::decode(dec)).collect::<Result<_, _>>()?;
+        items
+            .try_into()
+            .map_err(|_| HandoffError::Malformed(format!("an array of {N}")))
     }
 }
 

@@ -1,7 +1,7 @@
-# Python's multiprocessing Queue and Pipe, for `shmproc bench` (run as python3 -c).
-# argv: WORKLOAD SYSTEM N WARM [SIZE]; prints one JSON object:
-# {"msgs": m, "bytes": b, "secs": s} or {"lat_ns": [...]}; exits 1 on a lost or
-# reordered message.
+# Python's multiprocessing Queue, Pipe, Manager().dict() and Pool, for `shmproc bench`
+# (run as python3 -c). argv: WORKLOAD SYSTEM N WARM [SIZE] (SIZE: the number of keys
+# for the dict workloads); prints one JSON object: {"msgs": m, "bytes": b, "secs": s}
+# or {"lat_ns": [...]}; exits 1 on a lost or reordered message or a wrong value.
 import json
 import multiprocessing as mp
 import struct
@@ -141,9 +141,108 @@ def mpmc(n):
     return {"msgs": count, "bytes": 8, "secs": (end - t0) / 1e9}
 
 
+MASK64 = (1 << 64) - 1
+
+
+def key_of(i, keys):
+    # splitmix64, as the Rust side's harness::key_of.
+    z = (i + 0x9E3779B97F4A7C15) & MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return (z ^ (z >> 31)) % keys
+
+
+def value_of(k):
+    return (k * 3 + 1) & MASK64
+
+
+def manager_dict(workload, n, warm, keys):
+    m = ctx.Manager()
+    d = m.dict()
+    if workload != "DINS":
+        # One call: the proxy pickles the whole dict once.
+        d.update({k: value_of(k) for k in range(keys)})
+    if workload == "DMIX":
+        out = dict_mixed(d, n // 2, keys)
+    else:
+        steps = [key_of(i, keys) for i in range(n)]
+        t0 = None
+        for i, k in enumerate(steps):
+            if i == warm:
+                t0 = time.perf_counter()
+            if workload == "DINS":
+                d[k] = value_of(k)
+            elif d[k] != value_of(k):
+                fail(f"key {k}: wrong value {d[k]}")
+        out = {"msgs": n - warm, "bytes": 16, "secs": time.perf_counter() - t0}
+    m.shutdown()
+    return out
+
+
+def dict_mixed(d, per_worker, keys):
+    go = ctx.Event()
+    results = ctx.Queue()
+
+    def worker(w, d):
+        steps = [key_of((w << 48) | i, keys) for i in range(per_worker)]
+        go.wait()
+        for i, k in enumerate(steps):
+            if i % 10 == 9:
+                d[k] = value_of(k)
+            elif d[k] != value_of(k):
+                fail(f"key {k}: wrong value")
+        results.put(time.monotonic_ns())
+
+    procs = [ctx.Process(target=worker, args=(w, d)) for w in range(2)]
+    for p in procs:
+        p.start()
+    time.sleep(0.2)
+    t0 = time.monotonic_ns()
+    go.set()
+    ends = [results.get() for _ in procs]
+    for p in procs:
+        p.join()
+        if p.exitcode != 0:
+            fail("a dict worker failed")
+    return {"msgs": 2 * per_worker, "bytes": 16, "secs": (max(ends) - t0) / 1e9}
+
+
+def work(x):
+    return (x * 2 + 1) & MASK64
+
+
+def pool(workload, n, warm):
+    with ctx.Pool(2) as p:
+        if workload == "PAPPLY":
+            lat = []
+            clock = time.perf_counter_ns
+            for i in range(n):
+                t0 = clock()
+                r = p.apply(work, (i,))
+                dt = clock() - t0
+                if r != work(i):
+                    fail(f"apply({i}) returned {r}")
+                if i >= warm:
+                    lat.append(dt)
+            return {"lat_ns": lat}
+        chunk = {"chunksize": 1} if workload == "PMAP1" else {}
+        p.map(work, range(max(warm, 1)), **chunk)
+        items = list(range(n))
+        t0 = time.perf_counter()
+        got = p.map(work, items, **chunk)
+        secs = time.perf_counter() - t0
+        if got != [work(x) for x in items]:
+            fail("wrong map results")
+        return {"msgs": n, "bytes": 8, "secs": secs}
+
+
 def main():
     workload, system, n, warm = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    if workload == "RTT":
+    if system == "manager":
+        out = manager_dict(workload, n, warm, int(sys.argv[5]))
+    elif system == "pool":
+        out = pool(workload, n, warm)
+    elif workload == "RTT":
         out = rtt(system, n, warm)
     elif workload == "MPMC":
         out = mpmc(n)

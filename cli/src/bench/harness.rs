@@ -471,3 +471,106 @@ where
         mpmc_sample(per_producer, t0, got)
     })
 }
+
+/// A key spread over `0..keys` by the i-th step (splitmix64, so consecutive steps hit
+/// unrelated keys and caches, not a stride).
+#[inline]
+pub fn key_of(i: u64, keys: u64) -> u64 {
+    let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) % keys.max(1)
+}
+
+/// Operations in this process, one caller: `op(i)` for `i` in `0..total`, all but the
+/// first `warm` timed; each counts as one message of `msg_bytes`.
+pub fn ops(
+    total: u64,
+    warm: u64,
+    msg_bytes: u64,
+    mut op: impl FnMut(u64) -> BenchResult<()>,
+) -> BenchResult<Sample> {
+    (0..warm).try_for_each(&mut op)?;
+    let t0 = Instant::now();
+    (warm..total).try_for_each(&mut op)?;
+    Ok(Sample::rate(
+        total - warm,
+        msg_bytes,
+        t0.elapsed().as_secs_f64(),
+    ))
+}
+
+/// Two worker processes calling `op(worker, i)` for `i` in `0..per_worker`, started
+/// together by a flag. Timed from the flag to the later worker's end.
+pub fn two_workers<O>(per_worker: u64, msg_bytes: u64, op: O) -> BenchResult<Sample>
+where
+    O: Fn(u64, u64) -> BenchResult<()>,
+{
+    let shm = Shm::new(0)?;
+    let ctl = shm.ctl();
+    let mut kids = Vec::new();
+    let res = (|| {
+        for w in 0..2u64 {
+            let op = &op;
+            kids.push(spawn(move || {
+                // Paired with the parent's Release store of the start flag.
+                while ctl.go.load(Ordering::Acquire) == 0 {
+                    std::hint::spin_loop();
+                }
+                (0..per_worker).try_for_each(|i| op(w, i))?;
+                ctl.results[w as usize].store(now_ns(), Ordering::Relaxed);
+                Ok(())
+            })?);
+        }
+        let t0 = now_ns();
+        // Starts the workers; paired with their Acquire loads.
+        ctl.go.store(1, Ordering::Release);
+        Ok(t0)
+    })();
+    // The workers' end times are read after they were joined (waitpid orders them).
+    let t0 = finish(kids, res)?;
+    let end = ctl.results[0]
+        .load(Ordering::Relaxed)
+        .max(ctl.results[1].load(Ordering::Relaxed));
+    Ok(Sample::rate(
+        2 * per_worker,
+        msg_bytes,
+        end.saturating_sub(t0) as f64 / 1e9,
+    ))
+}
+
+/// [`two_workers`] with two threads of this process.
+pub fn two_workers_threads<O>(per_worker: u64, msg_bytes: u64, op: O) -> BenchResult<Sample>
+where
+    O: Fn(u64, u64) -> BenchResult<()> + Sync,
+{
+    let go = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..2u64)
+            .map(|w| {
+                let (op, go) = (&op, &go);
+                s.spawn(move || {
+                    while go.load(Ordering::Acquire) == 0 {
+                        std::hint::spin_loop();
+                    }
+                    (0..per_worker).try_for_each(|i| op(w, i))?;
+                    Ok::<u64, String>(now_ns())
+                })
+            })
+            .collect();
+        let t0 = now_ns();
+        go.store(1, Ordering::Release);
+        let mut end = t0;
+        for w in workers {
+            let e = w
+                .join()
+                .map_err(|_| "worker thread panicked".to_string())??;
+            end = end.max(e);
+        }
+        Ok(Sample::rate(
+            2 * per_worker,
+            msg_bytes,
+            end.saturating_sub(t0) as f64 / 1e9,
+        ))
+    })
+}

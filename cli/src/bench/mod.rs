@@ -1,18 +1,23 @@
 //! `shmproc bench`: shmproc's Queue and Pipe between real processes, and in the same
 //! run the alternatives — a floor and ceilings in raw shared memory, the OS's pipes
 //! and sockets, crossbeam-channel between threads, Python's multiprocessing — so
-//! every figure is also a ratio measured minutes, not days, apart.
+//! every figure is also a ratio measured minutes, not days, apart. Two more suites,
+//! chosen with `--suite`: Dict (`dicts`, `lmdb`) and Pool (`pools`).
 //!
 //! Each workload runs all its systems once per run, in turn, for several runs: the
 //! floor and ceilings are interleaved with the systems, and ratios are taken run by
 //! run (paired) before the median, so drift on a noisy machine cancels out.
 
 mod baselines;
+mod dicts;
 mod goals;
 mod harness;
 mod hog;
+#[cfg(feature = "lmdb")]
+mod lmdb;
 #[cfg(feature = "peers")]
 mod peers;
+mod pools;
 mod report;
 mod system;
 mod systems;
@@ -44,16 +49,44 @@ pub enum Workload {
     /// A sleeping consumer woken by a put.
     #[value(name = "WAKE", alias = "wake")]
     Wake,
+    /// Dict get, keys drawn at random from 1 k (cache-resident).
+    #[value(name = "DGET1K", alias = "dget1k")]
+    DictGet1K,
+    /// Dict get, keys drawn at random from 1 M.
+    #[value(name = "DGET1M", alias = "dget1m")]
+    DictGet1M,
+    /// Dict insert/update, keys drawn at random from 100 k.
+    #[value(name = "DINS", alias = "dins")]
+    DictInsert,
+    /// Dict 90% get / 10% insert from two processes.
+    #[value(name = "DMIX", alias = "dmix")]
+    DictMixed,
+    /// Pool map of a trivial function, default chunksize.
+    #[value(name = "PMAP", alias = "pmap")]
+    PoolMap,
+    /// Pool map with chunksize 1 (per-task overhead).
+    #[value(name = "PMAP1", alias = "pmap1")]
+    PoolMap1,
+    /// Pool apply round trip.
+    #[value(name = "PAPPLY", alias = "papply")]
+    PoolApply,
 }
 
 impl Workload {
-    const ALL: [Workload; 6] = [
+    const ALL: [Workload; 13] = [
         Workload::T8,
         Workload::T4K,
         Workload::T1M,
         Workload::Rtt,
         Workload::Mpmc,
         Workload::Wake,
+        Workload::DictGet1K,
+        Workload::DictGet1M,
+        Workload::DictInsert,
+        Workload::DictMixed,
+        Workload::PoolMap,
+        Workload::PoolMap1,
+        Workload::PoolApply,
     ];
 
     fn name(self) -> &'static str {
@@ -64,6 +97,13 @@ impl Workload {
             Workload::Rtt => "RTT",
             Workload::Mpmc => "MPMC",
             Workload::Wake => "WAKE",
+            Workload::DictGet1K => "DGET1K",
+            Workload::DictGet1M => "DGET1M",
+            Workload::DictInsert => "DINS",
+            Workload::DictMixed => "DMIX",
+            Workload::PoolMap => "PMAP",
+            Workload::PoolMap1 => "PMAP1",
+            Workload::PoolApply => "PAPPLY",
         }
     }
 
@@ -75,12 +115,61 @@ impl Workload {
             Workload::Rtt => "RTT: round trip of an 8-byte message, every trip timed",
             Workload::Mpmc => "MPMC: 2 producers and 2 consumers on one queue, 8-byte items",
             Workload::Wake => "WAKE: a sleeping consumer woken by a put (put → get returns)",
+            Workload::DictGet1K => {
+                "DGET1K: map get (u64 → u64), random keys of 1 k (cache-resident); msgs/s = gets/s"
+            }
+            Workload::DictGet1M => {
+                "DGET1M: map get (u64 → u64), random keys of 1 M; msgs/s = gets/s"
+            }
+            Workload::DictInsert => {
+                "DINS: map insert/update (u64 → u64), random keys of 100 k, empty at start; msgs/s = inserts/s"
+            }
+            Workload::DictMixed => {
+                "DMIX: map 90% get / 10% insert, 2 callers at once, random keys of 100 k; msgs/s = ops/s"
+            }
+            Workload::PoolMap => {
+                "PMAP: pool map of x → 2x + 1 over 100 k u64 items, default chunksize; msgs/s = items/s"
+            }
+            Workload::PoolMap1 => {
+                "PMAP1: pool map of x → 2x + 1, chunksize 1 (per-task overhead); msgs/s = items/s"
+            }
+            Workload::PoolApply => "PAPPLY: pool apply(x → 2x + 1) round trip, every call timed",
+        }
+    }
+
+    /// The suite the workload belongs to.
+    fn suite(self) -> Suite {
+        match self {
+            Workload::T8
+            | Workload::T4K
+            | Workload::T1M
+            | Workload::Rtt
+            | Workload::Mpmc
+            | Workload::Wake => Suite::Ipc,
+            Workload::DictGet1K
+            | Workload::DictGet1M
+            | Workload::DictInsert
+            | Workload::DictMixed => Suite::Dict,
+            Workload::PoolMap | Workload::PoolMap1 | Workload::PoolApply => Suite::Pool,
         }
     }
 
     fn is_latency(self) -> bool {
-        matches!(self, Workload::Rtt | Workload::Wake)
+        matches!(self, Workload::Rtt | Workload::Wake | Workload::PoolApply)
     }
+}
+
+/// Groups of workloads.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum Suite {
+    /// Queue and Pipe: T8, T4K, T1M, RTT, MPMC, WAKE.
+    Ipc,
+    /// Dict: DGET1K, DGET1M, DINS, DMIX.
+    Dict,
+    /// Pool: PMAP, PMAP1, PAPPLY.
+    Pool,
+    /// Every workload.
+    All,
 }
 
 /// `shmproc bench` options.
@@ -89,9 +178,14 @@ pub struct BenchArgs {
     /// A few seconds in all: fewer runs and messages.
     #[arg(long)]
     quick: bool,
-    /// Only these workloads (repeatable): T8, T4K, T1M, RTT, MPMC, WAKE.
+    /// Only these workloads (repeatable): T8, T4K, T1M, RTT, MPMC, WAKE, DGET1K,
+    /// DGET1M, DINS, DMIX, PMAP, PMAP1, PAPPLY.
     #[arg(long, value_enum)]
     only: Vec<Workload>,
+    /// The workloads of these suites (repeatable), when --only is not given: ipc
+    /// (the default), dict, pool, all.
+    #[arg(long, value_enum, default_value = "ipc")]
+    suite: Vec<Suite>,
     /// Print JSON on stdout instead of tables.
     #[arg(long)]
     json: bool,
@@ -123,6 +217,14 @@ pub struct Plan {
     rtt: u64,
     mpmc: u64,
     wake: u64,
+    dict_get: u64,
+    dict_insert: u64,
+    dict_mixed: u64,
+    /// Keys of DGET1M (a tenth of it for DINS and DMIX).
+    dict_big_keys: u64,
+    pool_map: u64,
+    pool_map1: u64,
+    pool_apply: u64,
     /// Pause before each wake-up: longer than any spin, so the consumer sleeps.
     wake_gap: Duration,
 }
@@ -139,6 +241,13 @@ impl Plan {
                 rtt: 400,
                 mpmc: 2_000,
                 wake: 20,
+                dict_get: 2_000,
+                dict_insert: 2_000,
+                dict_mixed: 2_000,
+                dict_big_keys: 20_000,
+                pool_map: 2_000,
+                pool_map1: 400,
+                pool_apply: 200,
                 wake_gap: Duration::from_micros(200),
             }
         } else if args.quick {
@@ -151,6 +260,13 @@ impl Plan {
                 rtt: 5_000,
                 mpmc: 100_000,
                 wake: 100,
+                dict_get: 200_000,
+                dict_insert: 100_000,
+                dict_mixed: 200_000,
+                dict_big_keys: 1_000_000,
+                pool_map: 100_000,
+                pool_map1: 10_000,
+                pool_apply: 2_000,
                 wake_gap: Duration::from_micros(300),
             }
         } else {
@@ -163,6 +279,13 @@ impl Plan {
                 rtt: 50_000,
                 mpmc: 1_000_000,
                 wake: 1_000,
+                dict_get: 2_000_000,
+                dict_insert: 1_000_000,
+                dict_mixed: 2_000_000,
+                dict_big_keys: 1_000_000,
+                pool_map: 100_000,
+                pool_map1: 100_000,
+                pool_apply: 20_000,
                 wake_gap: Duration::from_micros(500),
             }
         }
@@ -176,6 +299,12 @@ impl Plan {
             Workload::Rtt => self.rtt,
             Workload::Mpmc => self.mpmc,
             Workload::Wake => self.wake,
+            Workload::DictGet1K | Workload::DictGet1M => self.dict_get,
+            Workload::DictInsert => self.dict_insert,
+            Workload::DictMixed => self.dict_mixed,
+            Workload::PoolMap => self.pool_map,
+            Workload::PoolMap1 => self.pool_map1,
+            Workload::PoolApply => self.pool_apply,
         }
     }
 }
@@ -233,7 +362,10 @@ pub fn run(args: BenchArgs) -> ExitCode {
 fn bench(args: BenchArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let plan = Plan::new(&args);
     let workloads: Vec<Workload> = if args.only.is_empty() {
-        Workload::ALL.to_vec()
+        Workload::ALL
+            .into_iter()
+            .filter(|w| args.suite.contains(&Suite::All) || args.suite.contains(&w.suite()))
+            .collect()
     } else {
         Workload::ALL
             .into_iter()

@@ -130,7 +130,7 @@ pub fn systems(w: Workload) -> Vec<System> {
                 },
             ),
         ],
-        Workload::T1M | Workload::Mpmc | Workload::Wake => Vec::new(),
+        _ => Vec::new(),
     }
 }
 

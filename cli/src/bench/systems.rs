@@ -42,11 +42,15 @@ pub fn systems(w: Workload, plan: &Plan, python: bool) -> Vec<System> {
         Workload::Rtt => rtt(),
         Workload::Mpmc => mpmc_systems(),
         Workload::Wake => wake(plan),
+        Workload::DictGet1K | Workload::DictGet1M | Workload::DictInsert | Workload::DictMixed => {
+            super::dicts::systems(w, plan)
+        }
+        Workload::PoolMap | Workload::PoolMap1 | Workload::PoolApply => super::pools::systems(w),
     };
     #[cfg(feature = "peers")]
     v.extend(super::peers::systems(w));
     if python {
-        v.extend(python_systems(w));
+        v.extend(python_systems(w, plan));
     }
     v
 }
@@ -613,8 +617,9 @@ fn wake(plan: &Plan) -> Vec<System> {
 
 const SCRIPT: &str = include_str!("bench.py");
 
-/// Python's multiprocessing Queue and Pipe, driven by the embedded script.
-fn python_systems(w: Workload) -> Vec<System> {
+/// Python's multiprocessing Queue and Pipe, Manager().dict() and Pool(2), driven by
+/// the embedded script.
+fn python_systems(w: Workload, plan: &Plan) -> Vec<System> {
     let (name, size, divisor): (&str, usize, u64) = match w {
         Workload::T8 => ("T8", 8, 100),
         Workload::T4K => ("T4K", K4, 50),
@@ -622,6 +627,38 @@ fn python_systems(w: Workload) -> Vec<System> {
         Workload::Rtt => ("RTT", 8, 10),
         Workload::Mpmc => ("MPMC", 8, 100),
         Workload::Wake => return Vec::new(),
+        // For the dicts, SIZE is the number of keys.
+        Workload::DictGet1K | Workload::DictGet1M | Workload::DictInsert | Workload::DictMixed => {
+            let keys = super::dicts::keys(w, plan) as usize;
+            let (script, how) = match w {
+                Workload::DictGet1K | Workload::DictGet1M => {
+                    ("DGET", "d[k] through the proxy, 1 process")
+                }
+                Workload::DictInsert => ("DINS", "d[k] = v through the proxy, 1 process"),
+                _ => ("DMIX", "90% get / 10% set, 2 processes"),
+            };
+            return vec![sys(
+                Kind::Python,
+                "multiprocessing.Manager().dict()",
+                how,
+                200,
+                move |n, warm| run_python(script, "manager", n, warm, keys),
+            )];
+        }
+        Workload::PoolMap | Workload::PoolMap1 | Workload::PoolApply => {
+            let (script, how, divisor) = match w {
+                Workload::PoolMap => ("PMAP", "map, default chunksize", 1),
+                Workload::PoolMap1 => ("PMAP1", "map(chunksize=1)", 5),
+                _ => ("PAPPLY", "apply", 5),
+            };
+            return vec![sys(
+                Kind::Python,
+                "multiprocessing.Pool(2)",
+                how,
+                divisor,
+                move |n, warm| run_python(script, "pool", n, warm, 8),
+            )];
+        }
     };
     let mut v = vec![("queue", "multiprocessing.Queue", "put/get, pickled")];
     if w != Workload::Mpmc {

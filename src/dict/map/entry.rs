@@ -2,11 +2,21 @@
 
 use super::{MAX_CLASS, MIN_CLASS, STRIPES, TOMB};
 
-/// A 64-bit hash of a key's bytes, the same in every process and build (a map's
-/// layout depends on it: never change it without bumping the layout version).
-pub(crate) fn hash(bytes: &[u8]) -> u64 {
+/// A 64-bit hash of a key's bytes under a map's `seed`, the same in every process
+/// and build (a map's layout depends on it: never change it without bumping the
+/// layout version). The seed, drawn at the map's creation, makes the keys that
+/// collide differ from map to map, so a program cannot be fed a fixed set of
+/// colliding keys; it is a fast mixing hash, not a cryptographic PRF.
+#[inline]
+pub(crate) fn hash_seeded(seed: u64, bytes: &[u8]) -> u64 {
     const M: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut h = 0x243f_6a88_85a3_08d3 ^ (bytes.len() as u64).wrapping_mul(M);
+    let mut h = 0x243f_6a88_85a3_08d3 ^ (bytes.len() as u64).wrapping_mul(M) ^ seed;
+    if (1..=8).contains(&bytes.len()) {
+        // One word (every integer key): the loop below, unrolled to its one round.
+        let mut w = [0u8; 8];
+        w[..bytes.len()].copy_from_slice(bytes);
+        return fmix((h ^ u64::from_le_bytes(w)).wrapping_mul(M).rotate_left(29));
+    }
     let mut chunks = bytes.chunks_exact(8);
     for c in &mut chunks {
         let mut w = [0u8; 8];
@@ -19,7 +29,12 @@ pub(crate) fn hash(bytes: &[u8]) -> u64 {
         w[..rest.len()].copy_from_slice(rest);
         h = (h ^ u64::from_le_bytes(w)).wrapping_mul(M).rotate_left(29);
     }
-    // murmur3's fmix64
+    fmix(h)
+}
+
+/// murmur3's fmix64.
+#[inline]
+fn fmix(mut h: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;
@@ -94,11 +109,42 @@ mod tests {
         assert_eq!(record_bytes(3, 5), 8 + 8 + 5);
     }
 
+    /// The hash as first written (one loop for every length): the one-word fast
+    /// path must give the same values, or existing maps would lose their keys.
+    fn reference_hash(seed: u64, bytes: &[u8]) -> u64 {
+        const M: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut h = 0x243f_6a88_85a3_08d3 ^ (bytes.len() as u64).wrapping_mul(M) ^ seed;
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            h = (h ^ u64::from_le_bytes(w)).wrapping_mul(M).rotate_left(29);
+        }
+        fmix(h)
+    }
+
+    #[test]
+    fn the_fast_path_hashes_as_the_loop() {
+        let mut x = 0x1234_5678_9abc_def0u64;
+        for len in 0..40 {
+            for _ in 0..50 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let bytes: Vec<u8> = (0..len).map(|i| (x >> (i % 8 * 8)) as u8).collect();
+                assert_eq!(
+                    hash_seeded(x, &bytes),
+                    reference_hash(x, &bytes),
+                    "len {len}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn hash_spreads_stripes() {
         let mut seen = [0u32; STRIPES];
         for i in 0u64..1600 {
-            seen[stripe_of(hash(&i.to_ne_bytes()))] += 1;
+            seen[stripe_of(hash_seeded(0x5eed, &i.to_ne_bytes()))] += 1;
         }
         assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
     }

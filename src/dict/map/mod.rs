@@ -72,6 +72,7 @@ use crate::layout::padded::CachePadded;
 use crate::object::{self, SharedState};
 use crate::segment::Segment;
 use crate::sync::Lock;
+use std::borrow::Cow;
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,7 +87,7 @@ mod resize;
 mod stripe;
 mod write;
 
-pub(crate) use entry::{hash, max_record};
+pub(crate) use entry::max_record;
 
 /// Stripes of every map (v1: fixed).
 pub(crate) const STRIPES: usize = 16;
@@ -141,7 +142,10 @@ struct Header {
     /// Buckets of the current table that are not EMPTY (live or TOMB), advisory: a
     /// resize recounts it; a wrong value only makes a resize come early or late.
     used: AtomicU64,
-    _pad0: [AtomicU64; 13],
+    /// The hash seed, drawn at creation (read once at attach: a later scribble
+    /// cannot move keys under a handle).
+    seed: AtomicU64,
+    _pad0: [AtomicU64; 12],
     /// Bytes of the index region handed out to tables (bump), under every lock.
     index_top: AtomicU64,
     /// Bytes of the index region reserved, `index_top <= index_reserved <= index_bytes`.
@@ -267,21 +271,26 @@ pub(crate) fn init(payload: &mut crate::object::Payload<'_>) {
     let table_bytes = 16u64 << MIN_LOG2;
     // Header words 0 (table), 1 (generation), 16 (index_top), 17 (index_reserved).
     let _ = payload.write(0, &[first | u64::from(MIN_LOG2), 1]);
+    // Word 3: the hash seed (0 if the OS has no randomness to give: still a map).
+    let mut seed = [0u8; 8];
+    let _ = crate::os::random::fill(&mut seed);
+    let _ = payload.write(3 * 8, &[u64::from_le_bytes(seed)]);
     let _ = payload.write(16 * 8, &[table_bytes, table_bytes]);
 }
 
 /// What a writer's decision does to a key.
-pub(crate) enum Action {
+pub(crate) enum Action<'a> {
     /// Leave it as it is.
     Keep,
-    /// Store these value bytes.
-    Put(Vec<u8>),
+    /// Store these value bytes (borrowed from the caller where it can: a decision
+    /// may be asked for more than once, and an owned value would be cloned each time).
+    Put(Cow<'a, [u8]>),
     /// Remove it.
     Remove,
 }
 
 /// A writer's decision: given the current value bytes (`None`: absent).
-pub(crate) type Decide<'a> = dyn FnMut(Option<&[u8]>) -> Result<Action, WriteError> + 'a;
+pub(crate) type Decide<'a> = dyn FnMut(Option<&[u8]>) -> Result<Action<'a>, WriteError> + 'a;
 
 /// A point where a test may make the writer "die" (panic, leaving its intent
 /// behind; its guard releases the lock, and the next holder finds the intent).
@@ -320,6 +329,8 @@ pub(crate) struct Map {
     /// Bytes of each data region (then of the index region, at `STRIPES`) this
     /// process has reserved itself: pages below are safe to touch.
     local: Box<[AtomicU64]>,
+    /// The map's hash seed, as read at attach.
+    seed: u64,
 }
 
 // SAFETY: `base` points into the mapping `segment` keeps alive; the memory is only
@@ -344,12 +355,14 @@ impl Map {
             .collect::<Result<Vec<_>, _>>()?;
         let base = segment.payload();
         let local = (0..=STRIPES).map(|_| AtomicU64::new(0)).collect();
+        let seed = object::peek::<u64>(&segment, 3 * 8).unwrap_or(0);
         let map = Map {
             segment,
             base,
             geo,
             locks,
             local,
+            seed,
         };
         // The fixed part and the first table were reserved by the creator.
         map.local[STRIPES].store(16 << MIN_LOG2, Ordering::Relaxed);
@@ -358,6 +371,12 @@ impl Map {
 
     pub(crate) fn segment(&self) -> &Arc<Segment> {
         &self.segment
+    }
+
+    /// The hash of a key's bytes in this map.
+    #[inline]
+    pub(crate) fn hash(&self, key: &[u8]) -> u64 {
+        entry::hash_seeded(self.seed, key)
     }
 
     pub(crate) fn geometry(&self) -> Geometry {
@@ -440,5 +459,17 @@ pub(crate) mod tests {
         assert_eq!(g.payload, g.data_base + REGION_ALIGN * STRIPES as u64);
         let big = Geometry::new(2 << 30).unwrap();
         assert_eq!(big.max_log2, MAX_LOG2);
+    }
+
+    #[test]
+    fn every_map_draws_its_own_seed() {
+        let a = crate::Dict::<u64, u64>::new().unwrap();
+        let b = crate::Dict::<u64, u64>::new().unwrap();
+        assert_ne!(a.map.seed, 0);
+        assert_ne!(a.map.seed, b.map.seed);
+        assert_ne!(a.map.hash(b"key"), b.map.hash(b"key"));
+        // Every handle of one map hashes alike: a clone and an opener find the keys.
+        a.insert(7u64, 49u64).unwrap();
+        assert_eq!(a.clone().get(&7).unwrap(), Some(49));
     }
 }

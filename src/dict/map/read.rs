@@ -205,9 +205,9 @@ impl Map {
         Ok(Some(items))
     }
 
-    /// The key and value bytes of the record a live entry names (unvalidated copy:
-    /// the caller re-checks the bucket version).
-    pub(super) fn copy_record(&self, e: u64) -> Result<(Vec<u8>, Vec<u8>), Fault> {
+    /// The block of a record entry, with its key and value lengths, checked: the
+    /// block lies in its stripe's region and the lengths fit it.
+    fn record_at(&self, e: u64) -> Result<(u64, usize, usize), Fault> {
         let (block, class, _) = split(e);
         let s = self
             .region_of(block)
@@ -221,9 +221,23 @@ impl Map {
                 "record at {block:#x} longer than its block"
             )));
         }
+        Ok((block, klen, vlen))
+    }
+
+    /// A record entry's key and value bytes (see [`record_at`](Map::record_at)); an
+    /// unvalidated copy: the caller re-checks the bucket version.
+    pub(super) fn copy_record(&self, e: u64) -> Result<(Vec<u8>, Vec<u8>), Fault> {
+        let (block, klen, vlen) = self.record_at(e)?;
         let (mut k, mut v) = (Vec::new(), Vec::new());
         self.read_bytes(block + 8, klen, &mut k);
         self.read_bytes(block + 8 + pad8(klen as u64), vlen, &mut v);
         Ok((k, v))
+    }
+
+    /// A record entry's value bytes, appended to `out`, without copying its key.
+    pub(super) fn copy_value(&self, e: u64, out: &mut Vec<u8>) -> Result<(), Fault> {
+        let (block, klen, vlen) = self.record_at(e)?;
+        self.read_bytes(block + 8 + pad8(klen as u64), vlen, out);
+        Ok(())
     }
 }

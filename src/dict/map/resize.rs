@@ -1,7 +1,7 @@
 //! Growth and rebuild of the index under every stripe lock, and the recovery of a
 //! dead resizer.
 
-use super::entry::{hash, is_live, make_entry, split, stripe_of, tag_of};
+use super::entry::{is_live, make_entry, split, stripe_of, tag_of};
 use super::fault::Fault;
 use super::{EMPTY, INDEX_BASE, Map, OP_NONE, RZ_BUILD, RZ_FREE_OLD, STRIPES, crash_point};
 use std::sync::atomic::{Ordering, fence};
@@ -98,7 +98,7 @@ impl Map {
             let Ok((key, _)) = self.copy_record(e) else {
                 continue; // a scribbled entry: dropped
             };
-            let h = hash(&key);
+            let h = self.hash(&key);
             let s = stripe_of(h);
             if self.region_of(split(e).0) != Some(s) {
                 continue; // not where its key's stripe keeps records: scribbled

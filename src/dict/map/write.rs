@@ -55,11 +55,6 @@ impl Map {
         Ok((Place::Absent { free }, t, log2))
     }
 
-    /// The value bytes of a live entry of our stripe (its lock held).
-    pub(super) fn value_of(&self, e: u64) -> Result<Vec<u8>, Fault> {
-        self.copy_record(e).map(|(_, v)| v)
-    }
-
     /// Changes `key` (hash `h`) as `decide` says, given its current value; returns
     /// the value it had. `decide` may run more than once (after a resize) and only
     /// its last answer counts.
@@ -69,14 +64,29 @@ impl Map {
         h: u64,
         decide: &mut Decide<'_>,
     ) -> Result<Option<Vec<u8>>, WriteError> {
+        let mut old = Vec::new();
+        Ok(self.modify_into(key, h, decide, &mut old)?.then_some(old))
+    }
+
+    /// [`modify`](Map::modify), the value the key had written into `old` (cleared
+    /// first): whether it had one.
+    pub(crate) fn modify_into(
+        &self,
+        key: &[u8],
+        h: u64,
+        decide: &mut Decide<'_>,
+        old: &mut Vec<u8>,
+    ) -> Result<bool, WriteError> {
         let s = stripe_of(h);
         for _ in 0..WRITE_ROUNDS {
             let guard = self.lock(s)?;
             let (place, t, log2) = self.find(key, h)?;
             match place {
                 Place::Present { bucket, entry } => {
-                    let old = self.value_of(entry)?;
-                    match decide(Some(&old))? {
+                    // Our stripe's records do not change while we hold its lock.
+                    old.clear();
+                    self.copy_value(entry, old)?;
+                    match decide(Some(old))? {
                         Action::Keep => {}
                         Action::Put(value) => {
                             let new = self.write_record(s, h, key, &value)?;
@@ -84,7 +94,7 @@ impl Map {
                         }
                         Action::Remove => self.publish(s, bucket, entry, TOMB)?,
                     }
-                    return Ok(Some(old));
+                    return Ok(true);
                 }
                 Place::Absent { free } => {
                     let used = self.header().used.load(Ordering::Relaxed);
@@ -96,11 +106,11 @@ impl Map {
                     };
                     let value = match decide(None)? {
                         Action::Put(value) => value,
-                        Action::Keep | Action::Remove => return Ok(None),
+                        Action::Keep | Action::Remove => return Ok(false),
                     };
                     let new = self.write_record(s, h, key, &value)?;
                     if self.insert_new(s, t, log2, free, new)? {
-                        return Ok(None);
+                        return Ok(false);
                     }
                     drop(guard);
                     self.resize(t | u64::from(log2))?;
