@@ -846,6 +846,11 @@ mod tests {
                 got.is_none() || got == Some(value(key, 1)) || got == Some(value(key, 2)),
                 "crash {n}: {got:?}"
             );
+            // The count agrees with what readers see before any writer has touched
+            // the stripe again (a lock-free len must settle a dead writer's update).
+            let visible = (0..prefill).filter(|k| d.get(k).unwrap().is_some()).count()
+                + usize::from(key >= prefill && got.is_some());
+            assert_eq!(d.len(), visible, "crash {n}: len");
             d.map.audit().unwrap_or_else(|e| panic!("crash {n}: {e}"));
             assert_eq!(
                 d.get(&key).unwrap(),

@@ -145,6 +145,9 @@ impl Map {
 
     /// Live entries (the sum of the stripes' counts; a snapshot).
     pub(crate) fn len(&self) -> u64 {
+        for s in 0..STRIPES {
+            self.settle(s);
+        }
         (0..STRIPES)
             .map(|s| self.stripe(s).len.load(Ordering::Relaxed).min(1 << 40))
             .sum()

@@ -23,6 +23,25 @@ impl Map {
         Ok(guard)
     }
 
+    /// Finishes a dead writer's update of stripe `s` if one is pending and the lock
+    /// is free to take now; never waits for a live writer. For counts read without a
+    /// lock: a writer killed between publishing an entry and counting it leaves the
+    /// stripe's length one short until someone recovers the stripe.
+    pub(super) fn settle(&self, s: usize) {
+        if self.stripe(s).op.load(Ordering::Acquire) == OP_NONE {
+            return;
+        }
+        // A zero timeout takes the lock over from a dead holder, and never waits.
+        let mut guard = match self.locks[s].acquire_timeout(std::time::Duration::ZERO) {
+            Ok(g) => g,
+            Err(AcquireError::OwnerDied(g)) => g,
+            Err(_) => return,
+        };
+        if self.stripe(s).op.load(Ordering::Relaxed) == OP_NONE || self.recover(s).is_ok() {
+            guard.mark_consistent();
+        }
+    }
+
     /// Every stripe lock, in order (only resizers and the fallback scan hold more
     /// than one; a writer never waits for a lock while holding one, so no cycle).
     pub(super) fn lock_all(&self) -> Result<Vec<LockGuard<'_>>, Fault> {
