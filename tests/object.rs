@@ -26,7 +26,10 @@ fn exactly_one_of_racing_processes_creates_and_all_share_it() {
                         sem.persist();
                         i32::from(created)
                     }
-                    Err(_) => 2,
+                    Err(e) => {
+                        eprintln!("open_or_create: {e}");
+                        2
+                    }
                 }
             })
             .unwrap()

@@ -348,6 +348,7 @@ impl Segment {
         let deadline = Deadline::after(options.timeout);
         let mut pause = Duration::from_micros(20);
         let mut last_scan = None;
+        let mut regrown = 0;
         loop {
             let (file_len, _) = shm::file_stat(&fd).map_err(io_err("fstat"))?;
             let problem = if file_len == 0 {
@@ -391,6 +392,18 @@ impl Segment {
                             segment.register();
                         }
                         return Ok(segment);
+                    }
+                    // The creator grows the file from one header long to its full
+                    // size and then publishes READY: an opener whose fstat came
+                    // before the growth and whose read of the state came after sees
+                    // a ready header longer than the file. Look again (a few times:
+                    // a file that keeps changing size is reported as it is).
+                    Err(HeaderError::Truncated { .. })
+                        if regrown < 8
+                            && shm::file_stat(&fd).map_err(io_err("fstat"))?.0 != file_len =>
+                    {
+                        regrown += 1;
+                        continue;
                     }
                     Err(e) => e,
                 }

@@ -460,7 +460,10 @@ fn spin_phase<T>(
 /// sleep-config `Queue<u64>` otherwise went to sleep every ~125 messages.
 #[cfg_attr(
     shmproc_model,
-    expect(clippy::reversed_empty_ranges, reason = "SLEEP_POLLS is 0 in the model build")
+    expect(
+        clippy::reversed_empty_ranges,
+        reason = "SLEEP_POLLS is 0 in the model build"
+    )
 )]
 fn poll_briefly<T>(ready: &mut dyn FnMut() -> Option<T>) -> Option<T> {
     for _ in 0..SLEEP_POLLS {
