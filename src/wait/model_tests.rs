@@ -38,6 +38,23 @@ fn a_notify_after_the_change_always_wakes_the_waiter() {
     });
 }
 
+/// Takes an item if there is one (a lost CAS race retries: a wait's `ready` must
+/// not report "nothing" while the condition holds).
+fn take_item(items: &AtomicU64) -> Option<()> {
+    loop {
+        let n = items.load(Ordering::SeqCst);
+        if n == 0 {
+            return None;
+        }
+        if items
+            .compare_exchange(n, n - 1, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            return Some(());
+        }
+    }
+}
+
 /// Two waiters each take one item; the producer adds two items, each with a
 /// `notify_one`: both waiters always get theirs (a single wake is never spent on a
 /// waiter that has nothing to do while the other sleeps on).
@@ -47,24 +64,7 @@ fn notify_one_per_item_wakes_enough_waiters() {
         let ec = Arc::new(EventCount::new());
         let items = Arc::new(AtomicU64::new(0));
         let take = |ec: Arc<EventCount>, items: Arc<AtomicU64>| {
-            model::spawn(move || {
-                // Takes an item if there is one (a lost CAS race retries: `ready`
-                // must not report "nothing" while the condition holds).
-                ec.wait_until_with(Spin::NONE, None, || {
-                    loop {
-                        let n = items.load(Ordering::SeqCst);
-                        if n == 0 {
-                            return None;
-                        }
-                        if items
-                            .compare_exchange(n, n - 1, Ordering::SeqCst, Ordering::SeqCst)
-                            .is_ok()
-                        {
-                            return Some(());
-                        }
-                    }
-                })
-            })
+            model::spawn(move || ec.wait_until_with(Spin::NONE, None, || take_item(&items)))
         };
         let a = take(ec.clone(), items.clone());
         let b = take(ec.clone(), items.clone());
@@ -91,21 +91,8 @@ fn repeated_waits_with_a_cleared_bit_are_always_woken() {
         let take_two = |ec: Arc<EventCount>, items: Arc<AtomicU64>| {
             model::spawn(move || {
                 for _ in 0..2 {
-                    ec.wait_until_with(Spin::NONE, None, || {
-                        loop {
-                            let n = items.load(Ordering::SeqCst);
-                            if n == 0 {
-                                return None;
-                            }
-                            if items
-                                .compare_exchange(n, n - 1, Ordering::SeqCst, Ordering::SeqCst)
-                                .is_ok()
-                            {
-                                return Some(());
-                            }
-                        }
-                    })
-                    .expect("no deadline");
+                    ec.wait_until_with(Spin::NONE, None, || take_item(&items))
+                        .expect("no deadline");
                 }
             })
         };

@@ -210,7 +210,7 @@ impl Map {
 
     /// The block of a record entry, with its key and value lengths, checked: the
     /// block lies in its stripe's region and the lengths fit it.
-    fn record_at(&self, e: u64) -> Result<(u64, usize, usize), Fault> {
+    pub(super) fn record_at(&self, e: u64) -> Result<(u64, usize, usize), Fault> {
         let (block, class, _) = split(e);
         let s = self
             .region_of(block)

@@ -1,8 +1,8 @@
 //! Writing: finding a key under its stripe lock, publishing a new entry through the
 //! intent record, and clearing the map.
 
-use super::entry::{is_live, record_bytes, split, stripe_of, tag_of};
-use super::fault::{Fault, corrupt};
+use super::entry::{is_live, split, stripe_of, tag_of};
+use super::fault::Fault;
 use super::{
     Action, Decide, EMPTY, Map, OP_FREE, OP_NONE, OP_PUBLISH, Place, STRIPES, TOMB, WRITE_ROUNDS,
     crash_point,
@@ -35,19 +35,12 @@ impl Map {
                 free = free.or(Some(bucket));
                 continue;
             }
-            let (block, class, etag) = split(e);
+            let (block, _, etag) = split(e);
             if etag != tag || self.region_of(block) != Some(s) {
                 continue;
             }
-            self.check_block(s, block, class)?;
-            // SAFETY: checked; records of our stripe do not change while we hold it.
-            let head = unsafe { self.word(block) }.load(Ordering::Relaxed);
-            let (klen, vlen) = ((head & 0xffff_ffff) as usize, (head >> 32) as usize);
-            if record_bytes(klen, vlen) > 1 << class {
-                return Err(corrupt(format!(
-                    "record at {block:#x} longer than its block"
-                )));
-            }
+            // Records of our stripe do not change while we hold its lock.
+            let (block, klen, _) = self.record_at(e)?;
             if klen == key.len() && self.bytes_equal(block + 8, key) {
                 return Ok((Place::Present { bucket, entry: e }, t, log2));
             }
