@@ -88,6 +88,15 @@ pub struct Connection {
 /// `2 × LIVENESS_EVERY` sends, one that had stopped reading within `LIVENESS_EVERY`.
 pub const LIVENESS_EVERY: u32 = 1024;
 
+/// The peer end's holders as one look at its registry found them.
+struct PeerHolders {
+    /// Entries of processes holding the peer end (the first `n`).
+    others: [u64; HOLDERS],
+    n: usize,
+    /// This process's own unused inherited copies of the peer end.
+    own: u64,
+}
+
 /// What the liveness check knows of one holder of the peer end.
 #[derive(Debug)]
 pub(super) enum PeerProc {
@@ -307,24 +316,10 @@ impl Connection {
         tx: &Writer,
         liveness: bool,
     ) -> Result<(), SendTimeoutError> {
-        let h = self.peer();
-        if h.ever.load(Ordering::Acquire) == 0 {
-            return Ok(());
-        }
         let me = proc::cached_pid();
-        let mut own = 0u64;
-        let mut others = [0u64; HOLDERS];
-        let mut n = 0;
-        for e in &h.entries {
-            match e.load(Ordering::Acquire) {
-                0 => {}
-                v if own_unused_copy(v, me) => own += 1,
-                v => {
-                    others[n] = v;
-                    n += 1;
-                }
-            }
-        }
+        let Some(PeerHolders { others, n, own }) = self.peer_holders(me) else {
+            return Ok(());
+        };
         if n == 0 {
             self.gone_at.set(1 + 2 * own);
             return Err(SendTimeoutError::BrokenPipe);
@@ -400,18 +395,38 @@ impl Connection {
             && h.entries.iter().all(|e| e.load(Ordering::Acquire) == 0)
     }
 
-    /// Expensive (reads /proc): the other end was attached once and every holder has
-    /// closed it, died, or is this process holding an inherited copy it never used.
+    /// The other end was attached once and every holder has closed it, died, or is
+    /// this process holding an inherited copy it never used. A `poll(2)` per holder
+    /// process, on the pidfds kept by [`Connection::all_dead`].
     pub(super) fn peer_dead(&self) -> bool {
+        let me = proc::cached_pid();
+        self.peer_holders(me)
+            .is_some_and(|h| self.all_dead(&h.others[..h.n], me))
+    }
+
+    /// The peer end's registry entries, apart from this process's unused inherited
+    /// copies, which are counted; `None` if the peer end was never attached.
+    fn peer_holders(&self, me: u32) -> Option<PeerHolders> {
         let h = self.peer();
         if h.ever.load(Ordering::Acquire) == 0 {
-            return false;
+            return None;
         }
-        let me = proc::cached_pid();
-        h.entries.iter().all(|e| {
-            let v = e.load(Ordering::Acquire);
-            v == 0 || own_unused_copy(v, me) || !entry_alive(v)
-        })
+        let mut found = PeerHolders {
+            others: [0; HOLDERS],
+            n: 0,
+            own: 0,
+        };
+        for e in &h.entries {
+            match e.load(Ordering::Acquire) {
+                0 => {}
+                v if own_unused_copy(v, me) => found.own += 1,
+                v => {
+                    found.others[found.n] = v;
+                    found.n += 1;
+                }
+            }
+        }
+        Some(found)
     }
 
     pub(super) fn deadline(timeout: Option<Duration>) -> Option<Deadline> {
