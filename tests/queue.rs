@@ -545,6 +545,58 @@ fn a_producer_killed_mid_put_does_not_wedge_the_queue() {
     assert_eq!(q.get_nowait(), Err(TryGetError::Empty));
 }
 
+/// The scheduler state of process `pid` (`/proc/PID/stat`, field 3).
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+#[test]
+fn a_consumer_asleep_before_a_producer_dies_mid_put_gets_what_follows() {
+    // The consumer sleeps on an empty queue with no claim pending (its sleep has no
+    // timeout then); a producer claims and dies; the survivor's first message wakes
+    // the consumer, which finds the dead claim, skips it and gets everything after.
+    let q = ByteQueue::new(8, 64).unwrap();
+    let claimed = Words::new(1);
+    let mut consumer = Process::spawn_returning(|| {
+        let all = (0..50).all(|i| q.get().is_ok_and(|m| check(&m) == Some((1, i))));
+        if all { 0 } else { 1 }
+    })
+    .unwrap();
+    let pid = consumer.pid();
+    wait_for("the consumer to sleep", || proc_state(pid) == Some('S'));
+    let mut victim = Process::spawn(|| {
+        let mut loan = q.loan(8).unwrap();
+        loan.buf().fill(1);
+        claimed.at(0).store(1, Ordering::SeqCst);
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
+    .unwrap();
+    wait_for("the victim to claim", || {
+        claimed.at(0).load(Ordering::SeqCst) == 1
+    });
+    victim.kill().unwrap();
+    victim.join().unwrap();
+    let mut producer = Process::spawn(|| {
+        for i in 0..50u32 {
+            q.put(&message(1, i)).unwrap();
+        }
+    })
+    .unwrap();
+    assert!(producer.join().unwrap().success());
+    let done = consumer.join_timeout(Duration::from_secs(60)).unwrap();
+    if done.is_none() {
+        consumer.kill().unwrap();
+    }
+    assert!(
+        done.is_some_and(|s| s.success()),
+        "the consumer did not get the survivor's 50 messages in order: {done:?}"
+    );
+    assert_eq!(q.get_nowait(), Err(TryGetError::Empty));
+}
+
 #[test]
 fn a_consumer_killed_mid_get_does_not_wedge_the_queue() {
     let q = ByteQueue::new(8, 64).unwrap();

@@ -311,7 +311,43 @@ impl EventCount {
         if let Some(v) = ready() {
             return Ok(v);
         }
-        self.wait_slow(spin, deadline, &mut ready, Some(&mut on_stall))
+        let stall = Stall {
+            check: &mut on_stall,
+            possible: &mut || true,
+        };
+        self.wait_slow(spin, deadline, &mut ready, Some(stall))
+    }
+
+    /// [`wait_until_checked`](EventCount::wait_until_checked) for a condition that
+    /// only a stall of a certain shape can hold up: `may_stall`, asked before each
+    /// stall check and again just before each sleep, says whether one is possible
+    /// now. While it says no, no stall check runs and the sleep has no timeout (a
+    /// timed sleep costs every wake-up a timer's start and cancel: about a
+    /// microsecond on a VM). A consumer on an empty queue sleeps so when no producer
+    /// holds a claim: a producer that claims and then dies holds up only the
+    /// messages after its own, and the first of those to be published wakes the
+    /// consumer, which then finds the stall.
+    ///
+    /// # Errors
+    ///
+    /// As for [`wait_until`](EventCount::wait_until).
+    #[inline]
+    pub fn wait_until_checked_when<T>(
+        &self,
+        spin: Spin,
+        deadline: Option<Deadline>,
+        mut ready: impl FnMut() -> Option<T>,
+        mut on_stall: impl FnMut() -> Option<T>,
+        mut may_stall: impl FnMut() -> bool,
+    ) -> Result<T, TimedOut> {
+        if let Some(v) = ready() {
+            return Ok(v);
+        }
+        let stall = Stall {
+            check: &mut on_stall,
+            possible: &mut may_stall,
+        };
+        self.wait_slow(spin, deadline, &mut ready, Some(stall))
     }
 
     #[cold]
@@ -320,17 +356,18 @@ impl EventCount {
         spin: Spin,
         deadline: Option<Deadline>,
         ready: &mut dyn FnMut() -> Option<T>,
-        mut on_stall: Option<&mut dyn FnMut() -> Option<T>>,
+        mut stall: Option<Stall<'_, T>>,
     ) -> Result<T, TimedOut> {
         if let Some(v) = spin_phase(spin, deadline, ready) {
             return Ok(v);
         }
         let mut stalls = StallClock::new();
         loop {
-            if let Some(stall) = on_stall.as_deref_mut() {
-                if let Some(v) = stalls.check(stall, ready) {
-                    return Ok(v);
-                }
+            if let Some(s) = stall.as_mut()
+                && (s.possible)()
+                && let Some(v) = stalls.check(s.check, ready)
+            {
+                return Ok(v);
             }
             if deadline.is_some_and(|d| d.expired()) {
                 // A timed-out wait re-checks once before giving up.
@@ -340,11 +377,14 @@ impl EventCount {
             // Orders the registration before the re-check; pairs with the light
             // barrier in `notify` (see the module docs).
             let covered = shim::membarrier_heavy();
-            let sleep_until = stalls.sleep_until(deadline, covered);
             if let Some(v) = ready() {
                 self.waiters.fetch_sub(1, Ordering::SeqCst);
                 return Ok(v);
             }
+            // Asked after the registration: a stall that starts later is one a
+            // notify ends (see `wait_until_checked_when`).
+            let checked = stall.as_mut().is_some_and(|s| (s.possible)());
+            let sleep_until = stalls.sleep_until(deadline, covered, checked);
             // Every outcome (woken, EAGAIN, EINTR, the deadline or a stall check
             // coming due) ends in a re-check; the loop head handles the deadlines.
             let _: WaitOutcome = shim::futex_wait(&self.epoch, epoch, sleep_until);
@@ -390,7 +430,7 @@ pub fn wait_any<T>(
         // Orders the registrations before the re-check; pairs with the light barrier
         // in `notify` (see the module docs).
         let covered = shim::membarrier_heavy();
-        let sleep_until = stalls.sleep_until(deadline, covered);
+        let sleep_until = stalls.sleep_until(deadline, covered, true);
         let found = ready();
         if found.is_none() {
             let _: WaitOutcome = shim::futex_wait_any(&words, sleep_until);
@@ -488,6 +528,12 @@ thread_local! {
     static SLEEP_FIRST: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// A waiter's stall check, and whether a stall is possible now.
+struct Stall<'a, T> {
+    check: &'a mut dyn FnMut() -> Option<T>,
+    possible: &'a mut dyn FnMut() -> bool,
+}
+
 /// When a sleeping waiter next runs its stall check: at once, then after 20 ms,
 /// 40 ms, 80 ms, then every [`STALL_CHECK_MAX`].
 struct StallClock {
@@ -530,8 +576,14 @@ impl StallClock {
     /// Sleep until the caller's deadline or the next check, whichever is sooner; no
     /// longer than [`UNCOVERED_SLICE`] if the heavy barrier did not cover the
     /// notifiers (`covered` false).
-    fn sleep_until(&self, deadline: Option<Deadline>, covered: bool) -> Option<Deadline> {
-        let until = match (deadline, self.next) {
+    /// Not past the next check only if `checked` (a stall is possible).
+    fn sleep_until(
+        &self,
+        deadline: Option<Deadline>,
+        covered: bool,
+        checked: bool,
+    ) -> Option<Deadline> {
+        let until = match (deadline, self.next.filter(|_| checked)) {
             (Some(d), Some(c)) => Some(d.min(c)),
             (d, c) => d.or(c),
         };

@@ -401,6 +401,16 @@ impl Ring {
         tail.saturating_sub(head).min(self.capacity)
     }
 
+    /// Whether producers have claimed positions that consumers have not taken yet
+    /// (`tail` ahead of `head`; a snapshot). When not, no producer that dies can
+    /// hold up a consumer that waits for the next message: its claim would come
+    /// after the wait began, and only the messages after it would wait on it.
+    #[inline]
+    pub fn claims_pending(&self) -> bool {
+        let c = self.control();
+        c.tail.load(Ordering::Relaxed) != c.head.load(Ordering::Relaxed)
+    }
+
     /// Whether no slot is in use (a snapshot).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
