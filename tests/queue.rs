@@ -168,6 +168,43 @@ fn a_child_puts_while_the_parent_gets() {
 }
 
 #[test]
+fn large_items_by_reference_between_processes() {
+    type Big = [u64; 512];
+    let q = Queue::<Big>::new(4).unwrap();
+    let mut child = Process::spawn_returning(|| -> i32 {
+        let mut item: Big = [0; 512];
+        for i in 0..200u64 {
+            for (k, w) in item.iter_mut().enumerate() {
+                *w = i * 1000 + k as u64;
+            }
+            if q.put_ref(&item).is_err() {
+                return 1;
+            }
+        }
+        0
+    })
+    .unwrap();
+    let mut got: Big = [u64::MAX; 512];
+    for i in 0..200u64 {
+        q.get_into(&mut got).unwrap();
+        assert!(
+            got.iter()
+                .enumerate()
+                .all(|(k, &w)| w == i * 1000 + k as u64),
+            "item {i} arrived wrong"
+        );
+    }
+    assert_eq!(child.join().unwrap().code(), 0);
+    q.shutdown(false);
+    assert_eq!(q.put_ref(&got), Err(PutError::ShutDown(())));
+    assert_eq!(q.get_into(&mut got), Err(GetError::ShutDown));
+    let other = Queue::<Big>::new(1).unwrap();
+    other.close();
+    assert_eq!(other.put_ref(&got), Err(PutError::Closed(())));
+    assert_eq!(other.get_into(&mut got), Err(GetError::Closed));
+}
+
+#[test]
 fn close_affects_only_this_handle() {
     let q = Queue::<u8>::new(4).unwrap();
     let other = q.clone();

@@ -221,10 +221,59 @@ impl<T: Pod> Queue<T> {
         }
     }
 
+    /// Puts a copy of `*item`, waiting while the queue is full: [`put`](Queue::put)
+    /// for items too large to move cheaply, whose bytes go from `item` straight into
+    /// the ring.
+    ///
+    /// # Errors
+    ///
+    /// As for [`put`](Queue::put), carrying `()`: the item stays with the caller.
+    #[inline]
+    pub fn put_ref(&self, item: &T) -> Result<(), PutError<()>> {
+        if self.handle.closed() {
+            return Err(PutError::Closed(()));
+        }
+        if self.core.shut_down() {
+            return Err(PutError::ShutDown(()));
+        }
+        self.core
+            .push(
+                bytemuck::bytes_of(item),
+                Block::Until(None),
+                self.handle.spin(),
+            )
+            // An item of size_of::<T>() always fits a slot sized for it.
+            .map_err(|_| self.full_error(()).blocking())
+    }
+
+    /// Takes an item into `*out`, waiting while the queue is empty: [`get`](Queue::get)
+    /// for items too large to return cheaply, whose bytes go from the ring straight
+    /// into `out` (a `get` zeroes its item first and then moves it out).
+    ///
+    /// # Errors
+    ///
+    /// As for [`get`](Queue::get). After an error `*out` holds its old bytes or
+    /// others (any bytes are a valid `T`).
+    #[inline]
+    pub fn get_into(&self, out: &mut T) -> Result<(), GetError> {
+        if self.handle.closed() {
+            return Err(GetError::Closed);
+        }
+        let len = self
+            .core
+            .pop_into(
+                bytemuck::bytes_of_mut(out),
+                Block::Until(None),
+                self.handle.spin(),
+            )
+            .map_err(|e| self.core.get_error(e).blocking())?;
+        check_item_len::<T>(len).map_err(TryGetError::blocking)
+    }
+
     /// What a put that found no room says: shut down (it may have been waiting),
     /// the default maxsize ran out, or full.
     #[cold]
-    pub(super) fn full_error(&self, item: T) -> TryPutError<T> {
+    pub(super) fn full_error<U>(&self, item: U) -> TryPutError<U> {
         if self.core.shut_down() {
             TryPutError::ShutDown(item)
         } else if self.core.unbounded() {

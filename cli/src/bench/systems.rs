@@ -220,6 +220,35 @@ fn queue_4k(spin: Spin) -> System {
     )
 }
 
+/// `Queue<[u8; 4096]>` by reference: `put_ref` copies from the caller's item into
+/// the ring, `get_into` from the ring into the caller's (no zeroing, no moves).
+fn queue_4k_by_ref() -> System {
+    sys(
+        Kind::Shmproc,
+        "Queue<[u8; 4096]> (256)",
+        "spin, put_ref/get_into",
+        1,
+        move |n, warm| {
+            let q = Queue::<[u8; K4]>::new(256).map_err(err)?;
+            let mut msg = [0u8; K4];
+            let mut got = [0u8; K4];
+            one_way(
+                n,
+                warm,
+                K4 as u64,
+                |i| {
+                    stamp(&mut msg, i);
+                    q.put_ref(&msg).map_err(err)
+                },
+                || {
+                    q.get_into(&mut got).map_err(err)?;
+                    read_stamp(&got)
+                },
+            )
+        },
+    )
+}
+
 /// ByteQueue put/get_into (`zero_copy` false) or loan/get_ref: the producer fills
 /// the whole message in the loaned slot, the consumer reads it in place.
 fn byte_queue(slots: usize, size: usize, zero_copy: bool, divisor: u64) -> System {
@@ -319,6 +348,7 @@ fn t4k() -> Vec<System> {
     let mut v = vec![
         reference(queue_4k(Spin::DEFAULT)),
         queue_4k(Spin::NONE),
+        queue_4k_by_ref(),
         byte_queue(256, K4, false, 1),
         byte_queue(256, K4, true, 1),
         pipe_bytes(1 << 20, K4, Spin::DEFAULT, 1),
