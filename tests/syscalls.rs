@@ -126,11 +126,13 @@ mod counter {
 const ONCE_PER_HOLDER: u64 = 200;
 
 /// The system calls a wait may make: yielding, the registration's barrier, sleeping
-/// and waking, a poll of a peer's pidfd (before sleeping, or a sender's liveness
-/// check), and the clock where the vDSO falls back to a call.
+/// and waking, a poll of a peer's pidfd and a `tgkill(pid, tid, 0)` of a thread
+/// holding a claim (a stall check before sleeping, or a sender's liveness check),
+/// and the clock where the vDSO falls back to a call.
 fn wait_path(nr: usize) -> bool {
     [
         libc::SYS_futex,
+        libc::SYS_tgkill,
         libc::SYS_sched_yield,
         libc::SYS_membarrier,
         libc::SYS_poll,
@@ -144,6 +146,7 @@ fn name(nr: usize) -> String {
     let names = [
         (libc::SYS_futex, "futex"),
         (libc::SYS_sched_yield, "sched_yield"),
+        (libc::SYS_tgkill, "tgkill"),
         (libc::SYS_membarrier, "membarrier"),
         (libc::SYS_poll, "poll"),
         (libc::SYS_ppoll, "ppoll"),

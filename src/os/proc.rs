@@ -148,14 +148,28 @@ fn parse_stat(text: &[u8]) -> Option<Stat> {
 /// A zombie (dead, not yet reaped) counts as dead, and so does a live process that
 /// reuses the pid but started at another time. `start_ticks == 0` means "unknown":
 /// then only the pid is checked. Without `/proc`, falls back to `kill(pid, 0)`.
+///
+/// A process found alive by its start time is remembered with a pidfd (up to
+/// [`WATCHED_MAX`] of them), so asking again costs one `poll(2)` instead of reading
+/// `/proc` (an `openat`, a `statx`, six `read`s and a `close`): a stall check of a
+/// Queue asks about its producers each time a wait goes to sleep.
 pub(crate) fn is_alive(pid: u32, start_ticks: u64) -> bool {
     if pid == 0 || pid > i32::MAX as u32 {
         return false;
     }
+    if start_ticks != 0
+        && let Some(alive) = watched_alive(pid, start_ticks)
+    {
+        return alive;
+    }
     match read_stat(pid) {
         Ok(stat) => {
             let running = stat.state != b'Z' && stat.state != b'X';
-            running && (start_ticks == 0 || stat.start_ticks == start_ticks)
+            let alive = running && (start_ticks == 0 || stat.start_ticks == start_ticks);
+            if alive && start_ticks != 0 {
+                watch(pid, start_ticks);
+            }
+            alive
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => false,
         Err(_) => match Pid::from_raw(pid as i32) {
@@ -167,6 +181,52 @@ pub(crate) fn is_alive(pid: u32, start_ticks: u64) -> bool {
             None => false,
         },
     }
+}
+
+/// How many processes [`is_alive`] keeps pidfds for.
+const WATCHED_MAX: usize = 64;
+
+/// Processes found alive, by pid and start time, each with a pidfd that says when
+/// it exits. Only ever `try_lock`ed: a fork while another thread held the lock leaves
+/// it locked in the child, which then reads `/proc` as before, never waits.
+static WATCHED: std::sync::Mutex<Vec<(u32, u64, Pidfd)>> = std::sync::Mutex::new(Vec::new());
+
+/// What the kept pidfd of (`pid`, `start_ticks`) says, if there is one (and the
+/// list is free): alive unless it has exited, in which case it is dropped.
+fn watched_alive(pid: u32, start_ticks: u64) -> Option<bool> {
+    let mut w = WATCHED.try_lock().ok()?;
+    let i = w.iter().position(|e| e.0 == pid && e.1 == start_ticks)?;
+    if w[i].2.exited() {
+        w.swap_remove(i);
+        return Some(false);
+    }
+    Some(true)
+}
+
+/// Keeps a pidfd for (`pid`, `start_ticks`), just found alive in `/proc`. The start
+/// time is read again after the pidfd is opened: if the pid was reused in between,
+/// the pidfd names another process and is not kept.
+fn watch(pid: u32, start_ticks: u64) {
+    let Ok(fd) = Pidfd::open(pid) else {
+        return;
+    };
+    if !read_stat(pid).is_ok_and(|s| s.start_ticks == start_ticks) {
+        return;
+    }
+    let Ok(mut w) = WATCHED.try_lock() else {
+        return;
+    };
+    if w.iter().any(|e| e.0 == pid && e.1 == start_ticks) {
+        return;
+    }
+    if w.len() >= WATCHED_MAX {
+        // Drop the exited ones, else the oldest.
+        w.retain(|e| !e.2.exited());
+        if w.len() >= WATCHED_MAX {
+            w.remove(0);
+        }
+    }
+    w.push((pid, start_ticks, fd));
 }
 
 /// Like [`is_alive`], comparing only the low 32 bits of the start time (the attach
@@ -461,5 +521,36 @@ mod tests {
         assert!(is_alive_low32(me.pid, me.start_ticks as u32));
         assert!(!is_alive(0, 0));
         assert!(!is_alive(u32::MAX, 0));
+    }
+
+    fn watched(pid: u32) -> bool {
+        WATCHED.lock().unwrap().iter().any(|e| e.0 == pid)
+    }
+
+    #[test]
+    fn a_process_found_alive_is_watched_by_pidfd_until_it_exits() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let start = read_stat(pid).unwrap().start_ticks;
+        assert!(
+            !is_alive(pid, start + 1),
+            "another start time is another process"
+        );
+        assert!(!watched(pid));
+        assert!(is_alive(pid, start));
+        assert!(watched(pid), "found alive: kept with a pidfd");
+        assert!(is_alive(pid, start), "answered by the pidfd");
+        child.kill().unwrap();
+        // A zombie counts as dead, reaped or not.
+        while watched(pid) && is_alive(pid, start) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(!is_alive(pid, start));
+        assert!(!watched(pid), "an exited process is dropped");
+        child.wait().unwrap();
+        assert!(!is_alive(pid, start));
     }
 }
