@@ -18,7 +18,8 @@
 //! - `--first-runs K`: the spin 1P1C run K times in one process, each with the CPUs
 //!   of both sides, minor faults and involuntary switches (`SYSCALLS_IDLE_MS=M`
 //!   sleeps M ms before each run);
-//! - `--wake spin|sleep`: the WAKE shape on a `Queue<[u64; 2]>`, p50 and p90;
+//! - `--wake spin|sleep`: the WAKE shape on a `Queue<[u64; 2]>`, p50 and p90, and
+//!   how often the woken consumer ran on the producer's CPU;
 //! - `--wake-ec bare|timed`: the same on a bare futex word, or on an eventcount
 //!   without (default) or with a deadline — run under
 //!   `perf stat -e timer:hrtimer_start,timer:hrtimer_cancel,syscalls:sys_enter_membarrier`
@@ -263,18 +264,27 @@ fn main() {
             Process::spawn_returning(move || {
                 for i in 0..n {
                     std::thread::sleep(std::time::Duration::from_micros(500));
-                    q.put([i, now_ns()]).expect("put");
+                    // SAFETY: no arguments.
+                    let cpu = unsafe { libc::sched_getcpu() } as u64;
+                    q.put([i | cpu << 32, now_ns()]).expect("put");
                 }
             })
             .expect("fork")
         };
         let (w0, k0) = (shmproc::stats::wait_calls(), shmproc::stats::wake_calls());
+        let mut same = 0;
         let mut lat: Vec<u64> = (0..n)
             .map(|_| {
-                let [_, t] = q.get().expect("get");
-                now_ns() - t
+                let [i, t] = q.get().expect("get");
+                let d = now_ns() - t;
+                // SAFETY: no arguments.
+                if unsafe { libc::sched_getcpu() } as u64 == i >> 32 {
+                    same += 1;
+                }
+                d
             })
             .collect();
+        eprintln!("consumer on the producer's CPU after {same} of {n} wake-ups");
         assert!(child.join().expect("join").success());
         lat.sort_unstable();
         println!(
