@@ -305,17 +305,10 @@ impl EventCount {
         &self,
         spin: Spin,
         deadline: Option<Deadline>,
-        mut ready: impl FnMut() -> Option<T>,
-        mut on_stall: impl FnMut() -> Option<T>,
+        ready: impl FnMut() -> Option<T>,
+        on_stall: impl FnMut() -> Option<T>,
     ) -> Result<T, TimedOut> {
-        if let Some(v) = ready() {
-            return Ok(v);
-        }
-        let stall = Stall {
-            check: &mut on_stall,
-            possible: &mut || true,
-        };
-        self.wait_slow(spin, deadline, &mut ready, Some(stall))
+        self.wait_until_checked_when(spin, deadline, ready, on_stall, || true)
     }
 
     /// [`wait_until_checked`](EventCount::wait_until_checked) for a condition that
