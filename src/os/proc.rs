@@ -44,8 +44,15 @@ static PID: AtomicU32 = AtomicU32::new(0);
 static ATFORK: AtomicU8 = AtomicU8::new(0);
 
 extern "C" fn clear_pid_in_child() {
-    // Async-signal-safe: one atomic store.
+    // Async-signal-safe: two atomic stores.
     PID.store(0, Ordering::Relaxed);
+    super::membarrier::forget_in_child();
+}
+
+/// Whether the atfork child handler is registered (so the pid cache, and what
+/// `forget_in_child` hooks into it, is cleared in every forked child).
+pub(crate) fn atfork_registered() -> bool {
+    ATFORK.load(Ordering::Acquire) == 2
 }
 
 #[cold]
