@@ -50,10 +50,22 @@ pub(crate) use crate::os::proc::{cached_tid, thread_exists};
 #[cfg(not(shmproc_model))]
 pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64};
 
+/// Whether `identity` (`pid << 32 | tid` from [`cached_pid`] and `cached_tid`,
+/// computed earlier *on the calling thread* and remembered) is still the calling
+/// thread's: one load. A thread keeps its tid for as long as its process lives, so
+/// only the pid can have changed, and it has when the thread is the one a fork left
+/// in a child (whose pid cache the atfork handler cleared). A pid that is not cached
+/// never matches: the caller recomputes.
+#[cfg(not(shmproc_model))]
+#[inline]
+pub(crate) fn identity_current(identity: u64) -> bool {
+    identity >> 32 == u64::from(crate::os::proc::pid_if_cached())
+}
+
 #[cfg(shmproc_model)]
 pub(crate) mod model;
 #[cfg(shmproc_model)]
 pub(crate) use model::{
-    AtomicU32, AtomicU64, cached_tid, futex_wait, futex_wait_any, futex_wake, membarrier_heavy,
-    membarrier_light, thread_exists,
+    AtomicU32, AtomicU64, cached_tid, futex_wait, futex_wait_any, futex_wake, identity_current,
+    membarrier_heavy, membarrier_light, thread_exists,
 };

@@ -23,7 +23,7 @@
 //! notifier, and no notifier skips its fence unless registration succeeded).
 
 use rustix::thread::{MembarrierCommand, MembarrierQuery, membarrier, membarrier_query};
-use std::sync::atomic::{AtomicU64, Ordering, compiler_fence, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, compiler_fence, fence};
 
 /// Registration of this process: `pid << 2 | state`. A forked child has a new
 /// address space that is not registered, and sees a different pid here, so it
@@ -32,21 +32,42 @@ static REGISTRATION: AtomicU64 = AtomicU64::new(0);
 const REGISTERED: u64 = 1;
 const UNSUPPORTED: u64 = 2;
 
+/// Whether [`light`] may skip its fence: this process is registered
+/// ([`REGISTRATION`] says so for its pid) and the pid cache's atfork handler is in
+/// place, which clears this in a forked child (see [`forget_in_child`]). One load on
+/// the notifier's path instead of the pid and [`REGISTRATION`].
+static LIGHT: AtomicBool = AtomicBool::new(false);
+
+/// Called by the pid cache's atfork child handler: a forked child is not
+/// registered. Async-signal-safe: one atomic store.
+pub(super) fn forget_in_child() {
+    LIGHT.store(false, Ordering::Relaxed);
+}
+
 /// The notifier's barrier between publishing a change and loading the waiter count:
 /// a compiler barrier once this process is registered, a full fence otherwise.
 #[inline]
 pub(crate) fn light() {
-    let pid = u64::from(super::proc::cached_pid());
-    if REGISTRATION.load(Ordering::Relaxed) == pid << 2 | REGISTERED {
+    if LIGHT.load(Ordering::Relaxed) {
         compiler_fence(Ordering::SeqCst);
     } else {
-        light_slow(pid);
+        light_slow();
     }
 }
 
 #[cold]
-fn light_slow(pid: u64) {
+fn light_slow() {
+    let pid = u64::from(super::proc::cached_pid());
     let state = REGISTRATION.load(Ordering::Relaxed);
+    if state == pid << 2 | REGISTERED {
+        // Registered (a process whose atfork handler could not be installed stays
+        // here: without the handler, LIGHT would survive into a forked child).
+        if super::proc::atfork_registered() {
+            LIGHT.store(true, Ordering::Relaxed);
+        }
+        compiler_fence(Ordering::SeqCst);
+        return;
+    }
     if state >> 2 != pid {
         let registered =
             global_supported() && membarrier(MembarrierCommand::RegisterGlobalExpedited).is_ok();

@@ -30,13 +30,29 @@ pub(crate) fn cached_pid() -> u32 {
     cached_pid_slow()
 }
 
+/// The pid [`cached_pid`] holds, or 0 if it holds none (not asked yet, the atfork
+/// handler not registered, or cleared in a forked child): one load and no syscall,
+/// for telling whether something computed from the pid was computed in this
+/// process.
+#[inline]
+pub(crate) fn pid_if_cached() -> u32 {
+    PID.load(Ordering::Relaxed)
+}
+
 static PID: AtomicU32 = AtomicU32::new(0);
 /// 0: atfork handler not registered; 1: being registered; 2: registered.
 static ATFORK: AtomicU8 = AtomicU8::new(0);
 
 extern "C" fn clear_pid_in_child() {
-    // Async-signal-safe: one atomic store.
+    // Async-signal-safe: two atomic stores.
     PID.store(0, Ordering::Relaxed);
+    super::membarrier::forget_in_child();
+}
+
+/// Whether the atfork child handler is registered (so the pid cache, and what
+/// `forget_in_child` hooks into it, is cleared in every forked child).
+pub(crate) fn atfork_registered() -> bool {
+    ATFORK.load(Ordering::Acquire) == 2
 }
 
 #[cold]

@@ -156,6 +156,15 @@ pub(crate) fn cached_tid() -> u32 {
     }
 }
 
+/// Whether `identity`, remembered from an earlier `pid << 32 | tid`, is still the
+/// calling thread's: the pid as in the normal build, and inside an execution the
+/// model thread too, since every model thread runs on one OS thread and so shares
+/// its thread-locals with the others.
+pub(crate) fn identity_current(identity: u64) -> bool {
+    identity >> 32 == u64::from(crate::os::proc::pid_if_cached())
+        && (!active() || identity as u32 == cached_tid())
+}
+
 /// Whether the thread `tid` of process `pid` exists: inside an execution, whether
 /// model thread `tid - 1` is neither killed nor finished (every model thread belongs
 /// to this process).

@@ -74,11 +74,30 @@ pub(super) fn my_nonce() -> u64 {
     nonce
 }
 
+/// Entries the record cache keeps: the rings a thread used last.
+const CACHED_RINGS: usize = 4;
+
+/// A thread's record cache: the identity it was filled with and the records this
+/// thread owns in the rings it used last. Only a hint: every hit is checked against
+/// the record's owner word.
+struct RecordCache {
+    /// [`my_identity`] when the entries were filled (0: never, and then every entry
+    /// is unused). Kept here so that
+    /// the fast path needs no second thread-local (the tid cache) and no pid check of
+    /// its own: [`shim::identity_current`] tells with one load whether it is still
+    /// this thread's (a forked child's thread has a new pid and tid).
+    identity: Cell<u64>,
+    /// (ring base, record index), most recent first; index < [`RECORDS`] (the only
+    /// values stored), base 0 in an unused entry.
+    entries: [Cell<(usize, u32)>; CACHED_RINGS],
+}
+
 thread_local! {
-    /// The records this thread owns in the rings it used last: (ring base, index).
-    /// Only a hint: every hit is checked against the record's owner word.
-    static RECORD_CACHE: [Cell<(usize, u32)>; 4] = const {
-        [const { Cell::new((0, 0)) }; 4]
+    static RECORD_CACHE: RecordCache = const {
+        RecordCache {
+            identity: Cell::new(0),
+            entries: [const { Cell::new((0, 0)) }; CACHED_RINGS],
+        }
     };
 }
 
@@ -123,10 +142,15 @@ impl Ring {
     #[inline(always)]
     pub(super) fn my_record(&self) -> Option<usize> {
         let base = self.base.as_ptr() as usize;
-        // The ring this thread used last: checked inline, the rest out of line.
-        let (b, i) = RECORD_CACHE.with(|c| c[0].get());
-        let i = i as usize;
-        if b == base && i < RECORDS && self.record(i).owner.load(Ordering::Relaxed) == my_identity()
+        // The ring this thread used last, filled under an identity that is still
+        // ours: checked inline, the rest out of line.
+        let ((b, i), id) = RECORD_CACHE.with(|c| (c.entries[0].get(), c.identity.get()));
+        // `% RECORDS` is a no-op (only indices below RECORDS are stored) that lets the
+        // compiler see the bound without a branch.
+        let i = i as usize % RECORDS;
+        if b == base
+            && shim::identity_current(id)
+            && self.record(i).owner.load(Ordering::Relaxed) == id
         {
             return Some(i);
         }
@@ -142,7 +166,17 @@ impl Ring {
             let r = self.record(i);
             r.owner.load(Ordering::Acquire) == id && r.nonce.load(Ordering::Relaxed) == nonce
         };
-        let hit = RECORD_CACHE.with(|c| c.iter().map(Cell::get).find(|&(b, _)| b == base));
+        RECORD_CACHE.with(|c| {
+            if c.identity.get() != id {
+                // Filled by another thread identity (this thread's parent process,
+                // before a fork): nothing in it is ours.
+                c.identity.set(id);
+                for e in &c.entries {
+                    e.set((0, 0));
+                }
+            }
+        });
+        let hit = RECORD_CACHE.with(|c| c.entries.iter().map(Cell::get).find(|&(b, _)| b == base));
         let i = match hit
             .map(|(_, i)| i as usize)
             .filter(|&i| i < RECORDS && mine(i))
@@ -154,6 +188,7 @@ impl Ring {
             },
         };
         RECORD_CACHE.with(|c| {
+            let c = &c.entries;
             // Most recent first: shift the others down over this ring's old entry
             // (or the oldest).
             let old = c
