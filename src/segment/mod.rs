@@ -348,6 +348,7 @@ impl Segment {
         let deadline = Deadline::after(options.timeout);
         let mut pause = Duration::from_micros(20);
         let mut last_scan = None;
+        let mut unheld_looks = 0;
         let mut regrown = 0;
         loop {
             let (file_len, _) = shm::file_stat(&fd).map_err(io_err("fstat"))?;
@@ -419,13 +420,23 @@ impl Segment {
                             !proc::is_alive(creator_pid, creator_start_ticks)
                         }
                         // No header yet: abandoned if no other process holds it (a
-                        // creator holds its descriptor until the header is written).
+                        // creator holds its descriptor until the header is written)
+                        // in two looks EMPTY_RESCAN apart. One is not enough: the
+                        // file exists before the creator's `open` has installed its
+                        // descriptor, and an opener that looked in that window
+                        // called a live creator dead (2 races in 60 runs of
+                        // tests/object.rs here).
                         _ => {
                             let look = last_scan
                                 .is_none_or(|t: std::time::Instant| t.elapsed() >= EMPTY_RESCAN);
                             look && {
                                 last_scan = Some(std::time::Instant::now());
-                                abandoned(name, &fd)
+                                if abandoned(name, &fd) {
+                                    unheld_looks += 1;
+                                } else {
+                                    unheld_looks = 0;
+                                }
+                                unheld_looks >= 2
                             }
                         }
                     };
