@@ -52,12 +52,14 @@
 
 mod connection;
 mod error;
+mod peer;
 mod registry;
 mod shared;
 mod wait;
 
-pub use connection::{Connection, LIVENESS_EVERY, pipe, pipe_with_capacity};
+pub use connection::{Connection, pipe, pipe_with_capacity};
 pub use error::{RecvError, RecvTimeoutError, SendError, SendTimeoutError};
+pub use peer::LIVENESS_EVERY;
 pub(crate) use registry::{before_child_exit, before_fork};
 pub use wait::{Sentinel, Waitable, wait, wait_any};
 
