@@ -548,11 +548,10 @@ fn a_named_queue_between_unrelated_handles_in_two_processes() {
     assert_eq!(child.join().unwrap().code(), 0);
 }
 
-#[test]
-fn a_producer_killed_mid_put_does_not_wedge_the_queue() {
-    let q = ByteQueue::new(8, 64).unwrap();
+/// A process that claims a slot of `q` (a loan of 8 bytes) and is killed before it
+/// publishes it; returns once it is dead and reaped.
+fn claim_and_die(q: &ByteQueue) {
     let claimed = Words::new(1);
-    // The victim claims a slot and dies before publishing it.
     let mut victim = Process::spawn(|| {
         let mut loan = q.loan(8).unwrap();
         loan.buf().fill(1);
@@ -567,13 +566,25 @@ fn a_producer_killed_mid_put_does_not_wedge_the_queue() {
     });
     victim.kill().unwrap();
     victim.join().unwrap();
-    // A survivor produces; the consumer gets past the dead slot.
-    let mut producer = Process::spawn(|| {
+}
+
+/// A surviving producer putting messages 0..50 of producer 1.
+fn put_fifty(q: &ByteQueue) -> Process {
+    Process::spawn(|| {
         for i in 0..50u32 {
             q.put(&message(1, i)).unwrap();
         }
     })
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn a_producer_killed_mid_put_does_not_wedge_the_queue() {
+    let q = ByteQueue::new(8, 64).unwrap();
+    // The victim claims a slot and dies before publishing it.
+    claim_and_die(&q);
+    // A survivor produces; the consumer gets past the dead slot.
+    let mut producer = put_fifty(&q);
     for i in 0..50 {
         let m = q.get_timeout(Duration::from_secs(30)).unwrap();
         assert_eq!(check(&m), Some((1, i)));
@@ -594,7 +605,6 @@ fn a_consumer_asleep_before_a_producer_dies_mid_put_gets_what_follows() {
     // timeout then); a producer claims and dies; the survivor's first message wakes
     // the consumer, which finds the dead claim, skips it and gets everything after.
     let q = ByteQueue::new(8, 64).unwrap();
-    let claimed = Words::new(1);
     let mut consumer = Process::spawn_returning(|| {
         let all = (0..50).all(|i| q.get().is_ok_and(|m| check(&m) == Some((1, i))));
         if all { 0 } else { 1 }
@@ -602,26 +612,8 @@ fn a_consumer_asleep_before_a_producer_dies_mid_put_gets_what_follows() {
     .unwrap();
     let pid = consumer.pid();
     wait_for("the consumer to sleep", || proc_state(pid) == Some('S'));
-    let mut victim = Process::spawn(|| {
-        let mut loan = q.loan(8).unwrap();
-        loan.buf().fill(1);
-        claimed.at(0).store(1, Ordering::SeqCst);
-        loop {
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    })
-    .unwrap();
-    wait_for("the victim to claim", || {
-        claimed.at(0).load(Ordering::SeqCst) == 1
-    });
-    victim.kill().unwrap();
-    victim.join().unwrap();
-    let mut producer = Process::spawn(|| {
-        for i in 0..50u32 {
-            q.put(&message(1, i)).unwrap();
-        }
-    })
-    .unwrap();
+    claim_and_die(&q);
+    let mut producer = put_fifty(&q);
     assert!(producer.join().unwrap().success());
     let done = consumer.join_timeout(Duration::from_secs(60)).unwrap();
     if done.is_none() {
