@@ -44,9 +44,10 @@ static PID: AtomicU32 = AtomicU32::new(0);
 static ATFORK: AtomicU8 = AtomicU8::new(0);
 
 extern "C" fn clear_pid_in_child() {
-    // Async-signal-safe: two atomic stores.
+    // Async-signal-safe: atomic stores, and one thread-local store.
     PID.store(0, Ordering::Relaxed);
     super::membarrier::forget_in_child();
+    crate::ring::forget_in_child();
 }
 
 /// Whether the atfork child handler is registered (so the pid cache, and what

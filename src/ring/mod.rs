@@ -71,6 +71,8 @@ mod memory;
 pub mod mpmc;
 pub mod spsc;
 
+pub(crate) use mpmc::forget_in_child;
+
 pub use error::{Corrupt, CorruptPart, LayoutError};
 pub use memory::{AllocError, HeapMemory};
 

@@ -117,6 +117,7 @@ mod error;
 mod guard;
 mod protocol;
 mod records;
+pub(crate) use records::forget_in_child;
 mod repair;
 mod single;
 mod state;

@@ -58,20 +58,57 @@ pub(super) fn my_identity() -> u64 {
 /// An owner word that means "being claimed": judged alive, never adopted.
 const BUSY: u64 = u64::MAX;
 
+/// This process's nonce, once drawn (see [`my_nonce`]).
+static NONCE: AtomicU64 = AtomicU64::new(0);
+/// The pid [`NONCE`] was drawn in; 0 (none) again in every forked child.
+static NONCE_FOR_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// This process's nonce (see [`Record::nonce`]), drawn once per process: from the
 /// clock and the pid, which no two processes with the same pid share.
+///
+/// The pid check alone is not enough: a grandchild can be given the pid of a
+/// grandparent that died, and would then take the grandparent's nonce (inherited
+/// through a child that never drew its own) for its own. The pid cache's atfork
+/// child handler forgets the nonce in every forked child ([`forget_in_child`]);
+/// only if that handler could not be registered (ENOMEM) is the pid all there is.
 pub(super) fn my_nonce() -> u64 {
-    static NONCE: AtomicU64 = AtomicU64::new(0);
-    static FOR_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let pid = shim::cached_pid();
-    if FOR_PID.load(Ordering::Acquire) == pid {
+    if NONCE_FOR_PID.load(Ordering::Acquire) == pid {
         return NONCE.load(Ordering::Relaxed);
     }
     let t = shim::monotonic_now().as_nanos() as u64;
     let nonce = (t ^ u64::from(pid).rotate_left(40)).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     NONCE.store(nonce, Ordering::Relaxed);
-    FOR_PID.store(pid, Ordering::Release);
+    NONCE_FOR_PID.store(pid, Ordering::Release);
     nonce
+}
+
+/// Whether a nonce is kept (for a test: none in a freshly forked child).
+#[cfg(test)]
+pub(super) fn nonce_kept() -> bool {
+    NONCE_FOR_PID.load(Ordering::Relaxed) != 0
+}
+
+/// The rings this thread's record cache holds (for a test).
+#[cfg(test)]
+pub(super) fn cached_rings() -> usize {
+    RECORD_CACHE.with(|c| c.entries.iter().filter(|e| e.get().0 != 0).count())
+}
+
+/// Called by the pid cache's atfork child handler, in the forked child's one thread
+/// (the thread that forked, whose thread-locals the child has): the nonce and this
+/// thread's record cache belong to the parent. Async-signal-safe: atomic and
+/// thread-local stores only (the cache is a `const` thread-local without a
+/// destructor, so reaching it allocates and registers nothing).
+pub(crate) fn forget_in_child() {
+    NONCE_FOR_PID.store(0, Ordering::Relaxed);
+    // `try_with`: never panics, even were the thread-local being torn down.
+    let _ = RECORD_CACHE.try_with(|c| {
+        c.identity.set(0);
+        for e in &c.entries {
+            e.set((0, 0));
+        }
+    });
 }
 
 /// Entries the record cache keeps: the rings a thread used last.

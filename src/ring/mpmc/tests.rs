@@ -473,3 +473,26 @@ fn threads_exchange_every_message_exactly_once_in_order_per_producer() {
     );
     assert_eq!(pop(&r), Err(PopError::Empty));
 }
+
+#[test]
+fn a_forked_child_starts_without_its_parents_nonce_or_records() {
+    use crate::os::proc;
+    let (_m, r) = ring(4, 8);
+    push(&r, b"x").unwrap(); // fills this thread's record cache and the nonce
+    let parent_record = r.my_record().unwrap();
+    assert_eq!(super::records::cached_rings(), 1);
+    // SAFETY: the child runs only the checks below (atomics, thread-locals and
+    // this ring's memory, which no other thread touches) and `_exit`s.
+    match unsafe { proc::fork() }.unwrap() {
+        0 => {
+            // What a grandchild would inherit through a child that never used the
+            // ring: were it given its dead grandparent's pid, neither would be
+            // told apart from its own by the pid.
+            let fresh = !super::records::nonce_kept() && super::records::cached_rings() == 0;
+            // Its record is a new one, not the parent's (whose owner is alive).
+            let own = r.my_record().is_some_and(|i| i != parent_record);
+            proc::exit_immediately(if fresh && own { 0 } else { 1 });
+        }
+        pid => assert_eq!(proc::wait(pid).unwrap(), proc::ExitStatus::Exited(0)),
+    }
+}
