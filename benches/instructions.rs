@@ -33,6 +33,10 @@
 //! - `notify_nobody`: `EventCount::notify_all` with nobody waiting;
 //! - `bytequeue_put_get_4k`: `ByteQueue` (256 × 4 KiB) put of 4096 bytes, `get_into`
 //!   a reused buffer;
+//! - `queue_put_get_4k`: `Queue<[u8; 4096]>` (256) put of an item by value (a copy
+//!   of one the caller has), get by value; `queue_put_ref_get_into_4k`: the same with `put_ref` and `get_into` a
+//!   reused item;
+//! - `pipe_send_recv_4k`: `pipe(false)`, `send` a `[u8; 4096]`, `recv` it by value;
 //! - `value_get_set`: `Value<u64>` get then set (each under the value's lock);
 //! - `rawvalue_load_store`: `RawValue<u64>` load then store.
 //!
@@ -59,6 +63,9 @@ const OPS: &[(&str, u64)] = &[
     ("rlock_unlock", 1 << 16),
     ("notify_nobody", 1 << 16),
     ("bytequeue_put_get_4k", 1 << 12),
+    ("queue_put_get_4k", 1 << 12),
+    ("queue_put_ref_get_into_4k", 1 << 12),
+    ("pipe_send_recv_4k", 1 << 12),
     ("value_get_set", 1 << 16),
     ("rawvalue_load_store", 1 << 16),
 ];
@@ -123,6 +130,31 @@ fn run(name: &str, n: u64) -> Result<(), String> {
             measure(n, || {
                 q.put(black_box(&msg)).expect("put");
                 black_box(q.get_into(&mut buf).expect("get_into"));
+            });
+        }
+        "queue_put_get_4k" => {
+            let q = Queue::<[u8; 4096]>::new(256).map_err(|e| err(&e))?;
+            let msg = [7u8; 4096];
+            measure(n, || {
+                q.put(black_box(msg)).expect("put");
+                black_box(q.get().expect("get"));
+            });
+        }
+        "queue_put_ref_get_into_4k" => {
+            let q = Queue::<[u8; 4096]>::new(256).map_err(|e| err(&e))?;
+            let msg = [7u8; 4096];
+            let mut out = [0u8; 4096];
+            measure(n, || {
+                q.put_ref(black_box(&msg)).expect("put_ref");
+                q.get_into(black_box(&mut out)).expect("get_into");
+            });
+        }
+        "pipe_send_recv_4k" => {
+            let (rx, tx) = pipe(false).map_err(|e| err(&e))?;
+            let msg = [7u8; 4096];
+            measure(n, || {
+                tx.send(black_box(&msg)).expect("send");
+                black_box(rx.recv::<[u8; 4096]>().expect("recv"));
             });
         }
         "value_get_set" => {

@@ -212,7 +212,7 @@ impl Connection {
     }
 
     /// Marks this end as used by this process (once per process).
-    #[inline]
+    #[inline(always)]
     pub(super) fn mark_active(&self) {
         let me = proc::cached_pid();
         if self.active_in.get() != me {
@@ -238,7 +238,7 @@ impl Connection {
         timeout.map(Deadline::after)
     }
 
-    #[inline]
+    #[inline(always)]
     pub(super) fn writer(&self) -> Result<&Writer, SendTimeoutError> {
         if self.closed.get() {
             return Err(SendTimeoutError::Closed);
@@ -246,7 +246,7 @@ impl Connection {
         self.tx.as_ref().ok_or(SendTimeoutError::ReceiveOnly)
     }
 
-    #[inline]
+    #[inline(always)]
     pub(super) fn reader(&self) -> Result<&Reader, RecvTimeoutError> {
         if self.closed.get() {
             return Err(RecvTimeoutError::Closed);
@@ -256,7 +256,7 @@ impl Connection {
 
     /// Writes one record, waiting for room until `deadline` (the first try inline,
     /// the wait out of line).
-    #[inline]
+    #[inline(always)]
     pub(super) fn write_record(
         &self,
         tx: &Writer,
@@ -306,7 +306,7 @@ impl Connection {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(super) fn send_message(
         &self,
         msg: &[u8],
@@ -519,7 +519,7 @@ impl Connection {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(super) fn consume(&self, rx: &Reader, rec: &Record) {
         rx.consume(rec);
         rx.ring().writable().notify_one();
@@ -659,7 +659,7 @@ impl Connection {
         self.recv_value(Connection::deadline(Some(timeout)))
     }
 
-    #[inline]
+    #[inline(always)]
     pub(super) fn recv_value<T: Pod>(
         &self,
         deadline: Option<Deadline>,
@@ -677,7 +677,7 @@ impl Connection {
     }
 
     /// Reads and consumes `rec` if it is a whole message of `size_of::<T>()` bytes.
-    #[inline]
+    #[inline(always)]
     pub(super) fn take_value<T: Pod>(&self, rx: &Reader, rec: Record) -> Option<T> {
         if rec.flags() != FIRST || rec.len() != size_of::<T>() {
             return None;

@@ -79,7 +79,7 @@ impl Connection {
     /// notify loads anyway. Holders that died without closing (SIGKILL) are found by
     /// a liveness check on every [`LIVENESS_EVERY`]th send of this handle, which
     /// makes system calls only if the reader consumed nothing since the last one.
-    #[inline]
+    #[inline(always)]
     pub(super) fn check_peer(&self, tx: &Writer) -> Result<(), SendTimeoutError> {
         // Acquire; paired with the Release in `Registration::lower_presence`: the
         // entries freed before a lower count are visible to the look below.

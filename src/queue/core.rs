@@ -5,6 +5,7 @@
 use crate::layout::header::{ElemType, ObjectKind, ObjectLayout, TypeName};
 use crate::object::{Mismatch, Payload};
 use crate::os::clock::Deadline;
+use crate::ring::Dest;
 use crate::ring::mpmc::{PopError, PushError, ReadSlot, Ring, WriteSlot};
 use crate::segment::{CreateError, Segment};
 use crate::wait::Spin;
@@ -257,7 +258,7 @@ impl Core {
     /// Copies `msg` in as one message, waiting for room as `block` allows: the
     /// guard-free path of `put` (a guard returned through the wait's frames costs
     /// store-forwarding stalls on every item a waiting producer puts).
-    #[inline]
+    #[inline(always)]
     pub(super) fn push(&self, msg: &[u8], block: Block, spin: Spin) -> Result<(), PushError> {
         match (self.ring.try_push(msg), block) {
             (Err(PushError::Full), Block::Until(deadline)) if !self.unbounded() => {
@@ -291,14 +292,14 @@ impl Core {
 
     /// Copies one message out into `out`, waiting for one as `block` allows; its
     /// length. The guard-free path of `get` (see [`Core::push`]).
-    #[inline]
+    #[inline(always)]
     pub(super) fn pop_into(
         &self,
-        out: &mut [u8],
+        mut out: Dest<'_>,
         block: Block,
         spin: Spin,
     ) -> Result<usize, PopError> {
-        match (self.ring.try_pop_into(out), block) {
+        match (self.ring.try_pop_into_dest(out.reborrow()), block) {
             (Err(PopError::Empty), Block::Until(deadline)) => self.pop_wait(out, deadline, spin),
             (r, _) => r,
         }
@@ -308,7 +309,7 @@ impl Core {
     #[inline(never)]
     pub(super) fn pop_wait(
         &self,
-        out: &mut [u8],
+        mut out: Dest<'_>,
         deadline: Option<Deadline>,
         spin: Spin,
     ) -> Result<usize, PopError> {
@@ -317,7 +318,7 @@ impl Core {
             spin,
             deadline,
             PopError::Empty,
-            || match self.ring.try_pop_into(out) {
+            || match self.ring.try_pop_into_dest(out.reborrow()) {
                 Err(PopError::Empty) if self.shut_down() => Err(Some(PopError::Empty)),
                 Err(PopError::Empty) => Err(None),
                 r => r.map_err(Some),

@@ -1,12 +1,14 @@
 //! [`Queue<T>`]: Python's `multiprocessing.Queue` of plain-old-data items.
 
 use crate::layout::header::{ElemType, ObjectKind, ObjectLayout};
+use crate::ring::Dest;
 use crate::ring::mpmc::PopError;
 use crate::segment::{CreateError, CreateOptions, OpenError, OpenOptions, Segment};
 use crate::wait::Spin;
 use bytemuck::Pod;
 use std::fmt;
 use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -262,7 +264,7 @@ impl<T: Pod> Queue<T> {
         let len = self
             .core
             .pop_into(
-                bytemuck::bytes_of_mut(out),
+                Dest::bytes(bytemuck::bytes_of_mut(out)),
                 Block::Until(None),
                 self.handle.spin(),
             )
@@ -292,8 +294,12 @@ impl<T: Pod> Queue<T> {
     /// memory was scribbled on.
     #[inline]
     pub fn get(&self) -> Result<T, GetError> {
-        self.get_block(Block::Until(None))
-            .map_err(TryGetError::blocking)
+        let mut item = MaybeUninit::uninit();
+        match self.get_block(&mut item, Block::Until(None)) {
+            // SAFETY: `get_block` returned Ok, so it initialized the item.
+            Ok(()) => Ok(unsafe { item.assume_init() }),
+            Err(e) => Err(e.blocking()),
+        }
     }
 
     /// Takes an item, waiting up to `timeout` while the queue is empty; never returns
@@ -303,7 +309,10 @@ impl<T: Pod> Queue<T> {
     ///
     /// [`TryGetError::Empty`] if the queue stayed empty; as for [`get`](Queue::get).
     pub fn get_timeout(&self, timeout: Duration) -> Result<T, TryGetError> {
-        self.get_block(Block::timeout(timeout))
+        let mut item = MaybeUninit::uninit();
+        self.get_block(&mut item, Block::timeout(timeout))?;
+        // SAFETY: `get_block` returned Ok, so it initialized the item.
+        Ok(unsafe { item.assume_init() })
     }
 
     /// Takes an item if one is there now.
@@ -313,21 +322,33 @@ impl<T: Pod> Queue<T> {
     /// [`TryGetError::Empty`]; as for [`get`](Queue::get).
     #[inline]
     pub fn get_nowait(&self) -> Result<T, TryGetError> {
-        self.get_block(Block::No)
+        let mut item = MaybeUninit::uninit();
+        self.get_block(&mut item, Block::No)?;
+        // SAFETY: `get_block` returned Ok, so it initialized the item.
+        Ok(unsafe { item.assume_init() })
     }
 
-    #[inline]
-    pub(super) fn get_block(&self, block: Block) -> Result<T, TryGetError> {
+    /// Takes an item into `item`, waiting as `block` allows; `Ok` only if every byte
+    /// of `item` was written. The item is built where the caller will return it
+    /// from, not zeroed first (which cost as much as the copy for a large item) and
+    /// not moved through a `Result` of its own.
+    #[inline(always)]
+    pub(super) fn get_block(
+        &self,
+        item: &mut MaybeUninit<T>,
+        block: Block,
+    ) -> Result<(), TryGetError> {
         if self.handle.closed() {
             return Err(TryGetError::Closed);
         }
-        // A copy straight out of the ring, no guard.
-        let mut item = T::zeroed();
+        // A copy straight out of the ring into the item, no guard. The ring copies
+        // min(len, size_of::<T>()) bytes, so with len == size_of::<T>() (checked)
+        // every byte is written; any bytes are a valid T (T: Pod).
         let len = self
             .core
-            .pop_into(bytemuck::bytes_of_mut(&mut item), block, self.handle.spin())
+            .pop_into(Dest::value(item), block, self.handle.spin())
             .map_err(|e| self.core.get_error(e))?;
-        check_item_len::<T>(len).map(|()| item)
+        check_item_len::<T>(len)
     }
 
     /// Puts as many of `items` as fit now, in order, with one wake-up for sleeping

@@ -73,6 +73,9 @@ pub mod spsc;
 
 pub(crate) use mpmc::forget_in_child;
 
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
+
 pub use error::{Corrupt, CorruptPart, LayoutError};
 pub use memory::{AllocError, HeapMemory};
 
@@ -98,5 +101,83 @@ pub(crate) unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize) {
                 .write_unaligned(src.cast::<u128>().read_unaligned()),
             _ => std::ptr::copy_nonoverlapping(src, dst, len),
         }
+    }
+}
+
+/// Memory a ring copies a message into: initialized bytes, or memory that is not
+/// initialized yet (a `get` that builds its item in place instead of zeroing it
+/// first). Only initialized bytes are ever written through it, so both are sound.
+#[derive(Debug)]
+pub struct Dest<'a> {
+    ptr: *mut u8,
+    len: usize,
+    _out: PhantomData<&'a mut [MaybeUninit<u8>]>,
+}
+
+impl<'a> Dest<'a> {
+    /// Copies go into `bytes`.
+    #[inline(always)]
+    pub fn bytes(bytes: &'a mut [u8]) -> Dest<'a> {
+        Dest {
+            ptr: bytes.as_mut_ptr(),
+            len: bytes.len(),
+            _out: PhantomData,
+        }
+    }
+
+    /// Copies go into `bytes`, which need not be initialized.
+    #[inline(always)]
+    pub fn uninit(bytes: &'a mut [MaybeUninit<u8>]) -> Dest<'a> {
+        Dest {
+            ptr: bytes.as_mut_ptr().cast(),
+            len: bytes.len(),
+            _out: PhantomData,
+        }
+    }
+
+    /// Copies go into the bytes of `value`, which need not be initialized.
+    #[inline(always)]
+    pub fn value<T>(value: &'a mut MaybeUninit<T>) -> Dest<'a> {
+        Dest {
+            ptr: value.as_mut_ptr().cast(),
+            len: size_of::<T>(),
+            _out: PhantomData,
+        }
+    }
+
+    /// Its length in bytes.
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it holds no bytes.
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// A shorter borrow of the same memory (to copy into it more than once).
+    #[inline(always)]
+    pub fn reborrow(&mut self) -> Dest<'_> {
+        Dest {
+            ptr: self.ptr,
+            len: self.len,
+            _out: PhantomData,
+        }
+    }
+
+    /// Copies the first `len.min(self.len())` bytes at `src` into the start.
+    ///
+    /// # Safety
+    ///
+    /// `src` is valid for reads of that many bytes, initialized, and does not overlap
+    /// this memory.
+    #[inline(always)]
+    pub(crate) unsafe fn copy_from(&mut self, src: *const u8, len: usize) {
+        // SAFETY: the destination holds self.len writable bytes (borrowed for 'a,
+        // from one of the constructors); the source is the caller's contract; the
+        // bytes written are initialized, so an initialized destination stays so.
+        unsafe { copy_bytes(src, self.ptr, len.min(self.len)) }
     }
 }

@@ -291,7 +291,7 @@ impl Writer {
     /// Never for a peer's bytes; `debug_assert!`s that `fragment` is at most
     /// `max_fragment` bytes (longer fragments are cut to it in release builds — the
     /// caller's contract).
-    #[inline]
+    #[inline(always)]
     pub fn try_write(&self, fragment: &[u8], flags: u32) -> bool {
         debug_assert!(fragment.len() <= self.ring.max_fragment());
         let fragment = &fragment[..fragment.len().min(self.ring.max_fragment())];
@@ -373,7 +373,7 @@ impl Reader {
     /// # Errors
     ///
     /// [`Corrupt`] if positions or the header make no sense.
-    #[inline]
+    #[inline(always)]
     pub fn peek(&self) -> Result<Option<Record>, Corrupt> {
         let cap = self.ring.capacity;
         let c = self.ring.control();
@@ -435,7 +435,7 @@ impl Reader {
     /// another process may scribble on it at any time (the trust model). Copied
     /// before [`consume`](Reader::consume), the bytes are the writer's record; copied
     /// after, they may be anything, but never out of bounds.
-    #[inline]
+    #[inline(always)]
     pub fn copy_to(&self, record: &Record, dst: &mut [u8]) -> usize {
         let n = dst.len().min(record.len);
         let idx = (record.pos & (self.ring.capacity - 1)) as usize;
@@ -466,7 +466,7 @@ impl Reader {
     }
 
     /// Frees a record's space (does not notify the writer: the caller does).
-    #[inline]
+    #[inline(always)]
     pub fn consume(&self, record: &Record) {
         let size = (HEADER + record.len.next_multiple_of(16)) as u64;
         // Releases the space; paired with the writer's Acquire load.

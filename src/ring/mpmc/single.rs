@@ -7,8 +7,8 @@ use super::state::{
     EMPTY, FULL, INLINE_MAX, OWNER_MASK, READING, SKIP, SKIP_ONE, WRITING, decode, stamp, state,
 };
 use super::{MAX_SPAN, PopError, PushError, Ring};
-use crate::ring::copy_bytes;
 use crate::ring::error::{Corrupt, CorruptPart};
+use crate::ring::{Dest, copy_bytes};
 use crate::shim::Ordering;
 
 /// `take_raw` flags above the meta bits: nothing taken; head is stuck on a state
@@ -197,7 +197,7 @@ impl Ring {
     /// # Errors
     ///
     /// As for [`try_claim`](Ring::try_claim).
-    #[inline]
+    #[inline(always)]
     pub fn try_push(&self, msg: &[u8]) -> Result<(), PushError> {
         self.push_copy(msg, true)
     }
@@ -208,12 +208,12 @@ impl Ring {
     /// # Errors
     ///
     /// As for [`try_claim`](Ring::try_claim).
-    #[inline]
+    #[inline(always)]
     pub fn try_push_quiet(&self, msg: &[u8]) -> Result<(), PushError> {
         self.push_copy(msg, false)
     }
 
-    #[inline]
+    #[inline(always)]
     fn push_copy(&self, msg: &[u8], notify: bool) -> Result<(), PushError> {
         if self.push_one(msg) {
             if notify {
@@ -285,8 +285,19 @@ impl Ring {
     /// # Errors
     ///
     /// As for [`try_take`](Ring::try_take).
-    #[inline]
+    #[inline(always)]
     pub fn try_pop_into(&self, out: &mut [u8]) -> Result<usize, PopError> {
+        self.pop_copy(Dest::bytes(out), true)
+    }
+
+    /// [`try_pop_into`](Ring::try_pop_into) into memory that need not be initialized
+    /// (see [`Dest`]): its first `out.len()` bytes (all, if it is shorter) are written.
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_take`](Ring::try_take).
+    #[inline(always)]
+    pub fn try_pop_into_dest(&self, out: Dest<'_>) -> Result<usize, PopError> {
         self.pop_copy(out, true)
     }
 
@@ -296,14 +307,14 @@ impl Ring {
     /// # Errors
     ///
     /// As for [`try_take`](Ring::try_take).
-    #[inline]
+    #[inline(always)]
     pub fn try_pop_into_quiet(&self, out: &mut [u8]) -> Result<usize, PopError> {
-        self.pop_copy(out, false)
+        self.pop_copy(Dest::bytes(out), false)
     }
 
-    #[inline]
-    fn pop_copy(&self, out: &mut [u8], notify: bool) -> Result<usize, PopError> {
-        if let Some(len) = self.pop_one(out) {
+    #[inline(always)]
+    fn pop_copy(&self, mut out: Dest<'_>, notify: bool) -> Result<usize, PopError> {
+        if let Some(len) = self.pop_one(out.reborrow()) {
             if notify {
                 self.wake_producers();
             }
@@ -318,7 +329,7 @@ impl Ring {
     /// release, clear), in a straight line; `None` (having changed nothing) if any
     /// condition fails.
     #[inline(always)]
-    fn pop_one(&self, out: &mut [u8]) -> Option<usize> {
+    fn pop_one(&self, mut out: Dest<'_>) -> Option<usize> {
         let rec = self.my_record()?;
         let c = self.control();
         let r = self.record(rec);
@@ -344,7 +355,7 @@ impl Ring {
         }
         // SAFETY: the entry is ours by the take; len <= slot_size bytes published by
         // the producer's Release store of FULL; `out` is private memory.
-        unsafe { copy_bytes(self.data(idx), out.as_mut_ptr(), len.min(out.len())) };
+        unsafe { out.copy_from(self.data(idx), len) };
         self.release(pos, 1);
         // The slot is free: the intent no longer matters (Release, paired with the
         // Acquire load in `Record::takes`: who sees it cleared sees EMPTY).
@@ -353,7 +364,7 @@ impl Ring {
     }
 
     #[inline(never)]
-    fn pop_copy_general(&self, out: &mut [u8], notify: bool) -> Result<usize, PopError> {
+    fn pop_copy_general(&self, mut out: Dest<'_>, notify: bool) -> Result<usize, PopError> {
         let Some(rec) = self.my_record() else {
             return Err(PopError::Empty);
         };
@@ -364,7 +375,7 @@ impl Ring {
         // SAFETY: the entry is ours by the take, its len <= span * slot_size
         // bytes published by the producer's Release store of FULL (see
         // `ReadSlot::bytes`); `out` is private memory. A copy cannot panic.
-        unsafe { copy_bytes(self.data(idx), out.as_mut_ptr(), len.min(out.len())) };
+        unsafe { out.copy_from(self.data(idx), len) };
         self.finish_take(rec, pos, span);
         if notify {
             self.wake_producers();

@@ -496,3 +496,27 @@ fn a_forked_child_starts_without_its_parents_nonce_or_records() {
         pid => assert_eq!(proc::wait(pid).unwrap(), proc::ExitStatus::Exited(0)),
     }
 }
+
+#[test]
+fn a_pop_into_uninitialized_memory_writes_what_fits_and_says_the_length() {
+    use crate::ring::Dest;
+    use std::mem::MaybeUninit;
+    let (_m, r) = ring(4, 16);
+    push(&r, &[5; 12]).unwrap();
+    push(&r, &[6; 3]).unwrap();
+    // Longer than the memory: cut to it, the whole length returned.
+    let mut small = MaybeUninit::<[u8; 8]>::uninit();
+    assert_eq!(r.try_pop_into_dest(Dest::value(&mut small)), Ok(12));
+    // SAFETY: 8 of the 12 bytes were written, all the array holds.
+    assert_eq!(unsafe { small.assume_init() }, [5; 8]);
+    // Shorter: only its bytes are written (the rest keeps what it had).
+    let mut big = [MaybeUninit::new(9u8); 6];
+    assert_eq!(r.try_pop_into_dest(Dest::uninit(&mut big)), Ok(3));
+    // SAFETY: every element was initialized (by `new`, then by the copy).
+    let big = big.map(|b| unsafe { b.assume_init() });
+    assert_eq!(big, [6, 6, 6, 9, 9, 9]);
+    assert_eq!(
+        r.try_pop_into_dest(Dest::value(&mut small)),
+        Err(PopError::Empty)
+    );
+}
