@@ -2,7 +2,9 @@
 //! ratio of two rows of one workload's table, taken run by run (paired).
 //!
 //! A goal is met when the ratio (shmproc's row ÷ the other row) is at least `goal` for
-//! throughput workloads, at most `goal` for latency workloads.
+//! throughput workloads, at most `goal` for latency workloads. The ratio is the
+//! median of the runs' ratios, or, for a goal that must hold in every run, the worst
+//! of them.
 
 use super::Workload;
 use super::system::Kind;
@@ -53,10 +55,41 @@ pub struct Goal {
     pub other: Pick,
     pub goal: f64,
     pub figure: Figure,
+    /// Which of the runs' ratios is judged.
+    pub over: Over,
 }
 
-/// Every goal, in the order the report shows them.
+/// Which of the runs' paired ratios a goal judges.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Over {
+    /// Their median.
+    Median,
+    /// The worst of them: the goal must hold in every run.
+    EveryRun,
+}
+
+/// Every goal, in the order the report shows them: those of the second performance
+/// round (issue 16: close to the hardware, ahead of every peer at every size), with
+/// the first round's that it did not tighten.
 pub const GOALS: &[Goal] = &[
+    Goal {
+        what: "T8 Queue<u64> 1P1C ≥ 0.7× raw ring",
+        workload: Workload::T8,
+        mine: Pick::Reference,
+        other: Pick::Kind(Kind::Ceiling),
+        goal: 0.7,
+        figure: Figure::Primary,
+        over: Over::Median,
+    },
+    Goal {
+        what: "T8 Pipe u64 one-way ≥ 0.7× raw ring",
+        workload: Workload::T8,
+        mine: Pick::NameConfig("Pipe", "spin"),
+        other: Pick::Kind(Kind::Ceiling),
+        goal: 0.7,
+        figure: Figure::Primary,
+        over: Over::Median,
+    },
     Goal {
         what: "T8 Queue<u64> 1P1C ≥ 1.5× crossbeam-channel",
         workload: Workload::T8,
@@ -64,6 +97,7 @@ pub const GOALS: &[Goal] = &[
         other: Pick::NameStarts("crossbeam"),
         goal: 1.5,
         figure: Figure::Primary,
+        over: Over::Median,
     },
     Goal {
         what: "T8 Queue<u64> 1P1C ≥ 20× iceoryx2",
@@ -72,14 +106,7 @@ pub const GOALS: &[Goal] = &[
         other: Pick::NameStarts("iceoryx2"),
         goal: 20.0,
         figure: Figure::Primary,
-    },
-    Goal {
-        what: "T8 Pipe u64 one-way ≥ 0.4× raw ring",
-        workload: Workload::T8,
-        mine: Pick::NameConfig("Pipe", "spin"),
-        other: Pick::Kind(Kind::Ceiling),
-        goal: 0.4,
-        figure: Figure::Primary,
+        over: Over::Median,
     },
     Goal {
         what: "T8 Queue<u64> ≥ 100× Python multiprocessing.Queue",
@@ -88,30 +115,43 @@ pub const GOALS: &[Goal] = &[
         other: Pick::Name("multiprocessing.Queue"),
         goal: 100.0,
         figure: Figure::Primary,
+        over: Over::Median,
     },
     Goal {
-        what: "T4K Queue<[u8; 4096]> ≥ 0.7× raw ring",
+        what: "T4K Queue<[u8; 4096]> ≥ 2× iceoryx2, every run",
         workload: Workload::T4K,
         mine: Pick::Reference,
-        other: Pick::Kind(Kind::Ceiling),
-        goal: 0.7,
+        other: Pick::NameStarts("iceoryx2"),
+        goal: 2.0,
         figure: Figure::Primary,
+        over: Over::EveryRun,
     },
     Goal {
-        what: "T1M ByteQueue ≥ 0.5× memcpy",
+        what: "T4K Queue<[u8; 4096]> ≥ 1× crossbeam-channel",
+        workload: Workload::T4K,
+        mine: Pick::Reference,
+        other: Pick::NameStarts("crossbeam"),
+        goal: 1.0,
+        figure: Figure::Primary,
+        over: Over::Median,
+    },
+    Goal {
+        what: "T1M ByteQueue ≥ 0.9× memcpy",
         workload: Workload::T1M,
         mine: Pick::Reference,
         other: Pick::NameStarts("memcpy"),
-        goal: 0.5,
+        goal: 0.9,
         figure: Figure::Primary,
+        over: Over::Median,
     },
     Goal {
-        what: "T1M Pipe ≥ 0.5× memcpy",
+        what: "T1M Pipe ≥ 0.9× memcpy",
         workload: Workload::T1M,
         mine: Pick::NameConfig("Pipe", "spin"),
         other: Pick::NameStarts("memcpy"),
-        goal: 0.5,
+        goal: 0.9,
         figure: Figure::Primary,
+        over: Over::Median,
     },
     Goal {
         what: "MPMC Queue<u64> ahead of crossbeam-channel",
@@ -120,31 +160,42 @@ pub const GOALS: &[Goal] = &[
         other: Pick::NameStarts("crossbeam"),
         goal: 1.0,
         figure: Figure::Primary,
+        over: Over::Median,
     },
     Goal {
-        what: "RTT Pipe p50 ≤ 1.5× atomic floor",
+        what: "MPMC Queue<u64> sleep config ≥ 0.7× spin config",
+        workload: Workload::Mpmc,
+        mine: Pick::NameConfig("Queue", "sleep"),
+        other: Pick::Reference,
+        goal: 0.7,
+        figure: Figure::Primary,
+        over: Over::Median,
+    },
+    Goal {
+        what: "RTT Pipe p50 ≤ 1.3× atomic floor",
+        workload: Workload::Rtt,
+        mine: Pick::Reference,
+        other: Pick::Kind(Kind::Floor),
+        goal: 1.3,
+        figure: Figure::Primary,
+        over: Over::Median,
+    },
+    Goal {
+        what: "RTT Pipe p99 ≤ 1.5× atomic floor",
         workload: Workload::Rtt,
         mine: Pick::Reference,
         other: Pick::Kind(Kind::Floor),
         goal: 1.5,
-        figure: Figure::Primary,
+        figure: Figure::P99,
+        over: Over::Median,
     },
     Goal {
-        what: "RTT Pipe p99 ≤ 2× atomic floor",
-        workload: Workload::Rtt,
+        what: "WAKE Queue p50 (spin config) ≤ 1.1× bare futex",
+        workload: Workload::Wake,
         mine: Pick::Reference,
         other: Pick::Kind(Kind::Floor),
-        goal: 2.0,
-        figure: Figure::P99,
-    },
-    // Implied by the floor goal: Pipe about 4× ahead of iceoryx2.
-    #[cfg(feature = "peers")]
-    Goal {
-        what: "RTT Pipe p50 vs iceoryx2 (≈4× ahead: ≤ 0.25×)",
-        workload: Workload::Rtt,
-        mine: Pick::Reference,
-        other: Pick::NameStarts("iceoryx2"),
-        goal: 0.25,
+        goal: 1.1,
         figure: Figure::Primary,
+        over: Over::Median,
     },
 ];
