@@ -180,7 +180,7 @@ impl ByteQueue {
         }
         let slot = self
             .core()
-            .claim(len, block, self.queue.handle.spin())
+            .claim(len, block, &self.queue.handle)
             .map_err(|e| self.put_error(e))?;
         Ok(Loan { slot })
     }
@@ -194,7 +194,7 @@ impl ByteQueue {
         }
         // A copy straight into the ring, no guard.
         self.core()
-            .push(msg, block, self.queue.handle.spin())
+            .push(msg, block, &self.queue.handle)
             .map_err(|e| self.put_error(e))
     }
 
@@ -264,7 +264,7 @@ impl ByteQueue {
         }
         let slot = self
             .core()
-            .take(block, self.queue.handle.spin())
+            .take(block, &self.queue.handle)
             .map_err(|e| self.core().get_error(e))?;
         Ok(MessageRef { slot })
     }

@@ -165,11 +165,11 @@ impl Core {
         &self,
         len: usize,
         block: Block,
-        spin: Spin,
+        handle: &HandleState,
     ) -> Result<WriteSlot<'_>, PushError> {
         match (self.ring.try_claim(len), block) {
             (Err(PushError::Full), Block::Until(deadline)) if !self.unbounded() => {
-                self.claim_wait(len, deadline, spin)
+                self.claim_wait(len, deadline, handle.spin())
             }
             (r, _) => r,
         }
@@ -224,9 +224,15 @@ impl Core {
 
     /// Takes a message, waiting as `block` allows; inline first try, as for `claim`.
     #[inline]
-    pub(super) fn take(&self, block: Block, spin: Spin) -> Result<ReadSlot<'_>, PopError> {
+    pub(super) fn take(
+        &self,
+        block: Block,
+        handle: &HandleState,
+    ) -> Result<ReadSlot<'_>, PopError> {
         match (self.ring.try_take(), block) {
-            (Err(PopError::Empty), Block::Until(deadline)) => self.take_wait(deadline, spin),
+            (Err(PopError::Empty), Block::Until(deadline)) => {
+                self.take_wait(deadline, handle.spin())
+            }
             (r, _) => r,
         }
     }
@@ -259,10 +265,15 @@ impl Core {
     /// guard-free path of `put` (a guard returned through the wait's frames costs
     /// store-forwarding stalls on every item a waiting producer puts).
     #[inline(always)]
-    pub(super) fn push(&self, msg: &[u8], block: Block, spin: Spin) -> Result<(), PushError> {
+    pub(super) fn push(
+        &self,
+        msg: &[u8],
+        block: Block,
+        handle: &HandleState,
+    ) -> Result<(), PushError> {
         match (self.ring.try_push(msg), block) {
             (Err(PushError::Full), Block::Until(deadline)) if !self.unbounded() => {
-                self.push_wait(msg, deadline, spin)
+                self.push_wait(msg, deadline, handle.spin())
             }
             (r, _) => r,
         }
@@ -297,10 +308,12 @@ impl Core {
         &self,
         mut out: Dest<'_>,
         block: Block,
-        spin: Spin,
+        handle: &HandleState,
     ) -> Result<usize, PopError> {
         match (self.ring.try_pop_into_dest(out.reborrow()), block) {
-            (Err(PopError::Empty), Block::Until(deadline)) => self.pop_wait(out, deadline, spin),
+            (Err(PopError::Empty), Block::Until(deadline)) => {
+                self.pop_wait(out, deadline, handle.spin())
+            }
             (r, _) => r,
         }
     }

@@ -202,14 +202,14 @@ impl<T: Pod> Queue<T> {
             // A copy straight into the ring, no guard.
             return match self
                 .core
-                .push(bytemuck::bytes_of(&item), block, self.handle.spin())
+                .push(bytemuck::bytes_of(&item), block, &self.handle)
             {
                 Ok(()) => Ok(()),
                 // An item of size_of::<T>() always fits a slot sized for it.
                 Err(_) => Err(self.full_error(item)),
             };
         }
-        match self.core.claim(size_of::<T>(), block, self.handle.spin()) {
+        match self.core.claim(size_of::<T>(), block, &self.handle) {
             Ok(mut slot) => {
                 slot.buf().copy_from_slice(bytemuck::bytes_of(&item));
                 if let Some(count) = count {
@@ -239,11 +239,7 @@ impl<T: Pod> Queue<T> {
             return Err(PutError::ShutDown(()));
         }
         self.core
-            .push(
-                bytemuck::bytes_of(item),
-                Block::Until(None),
-                self.handle.spin(),
-            )
+            .push(bytemuck::bytes_of(item), Block::Until(None), &self.handle)
             // An item of size_of::<T>() always fits a slot sized for it.
             .map_err(|_| self.full_error(()).blocking())
     }
@@ -266,7 +262,7 @@ impl<T: Pod> Queue<T> {
             .pop_into(
                 Dest::bytes(bytemuck::bytes_of_mut(out)),
                 Block::Until(None),
-                self.handle.spin(),
+                &self.handle,
             )
             .map_err(|e| self.core.get_error(e).blocking())?;
         check_item_len::<T>(len).map_err(TryGetError::blocking)
@@ -346,7 +342,7 @@ impl<T: Pod> Queue<T> {
         // every byte is written; any bytes are a valid T (T: Pod).
         let len = self
             .core
-            .pop_into(Dest::value(item), block, self.handle.spin())
+            .pop_into(Dest::value(item), block, &self.handle)
             .map_err(|e| self.core.get_error(e))?;
         check_item_len::<T>(len)
     }

@@ -184,6 +184,9 @@ const _: () = {
 #[derive(Debug, Clone, Copy)]
 pub struct Ring {
     base: NonNull<u8>,
+    /// The start of the slots' data (`base` + the control area, rounded up to 128),
+    /// kept so that finding a slot is one multiply-add.
+    data: NonNull<u8>,
     capacity: u64,
     slot_size: usize,
     /// `floor(2^64 / capacity)` for indexing without a division (0 when the
@@ -288,8 +291,12 @@ impl Ring {
 
     /// A handle over checked memory.
     fn handle(base: NonNull<u8>, capacity: u64, slot_size: u64) -> Ring {
+        let offset = (CONTROL_OFFSET + capacity as usize * CONTROL_SIZE).next_multiple_of(128);
         Ring {
             base,
+            // SAFETY: the memory was checked to hold bytes_for(capacity, slot_size),
+            // which is offset + capacity * slot_size (see `bytes_for`).
+            data: unsafe { base.add(offset) },
             capacity,
             slot_size: slot_size as usize,
             reciprocal: if capacity.is_power_of_two() {
@@ -371,9 +378,9 @@ impl Ring {
     #[inline]
     fn data(&self, idx: usize) -> *mut u8 {
         debug_assert!((idx as u64) < self.capacity);
-        let offset = (CONTROL_OFFSET + self.capacity as usize * CONTROL_SIZE).next_multiple_of(128);
-        // SAFETY: offset + idx * slot_size < bytes_for(capacity, slot_size).
-        unsafe { self.base.as_ptr().add(offset + idx * self.slot_size) }
+        // SAFETY: data + idx * slot_size is inside the ring's memory, since
+        // data offset + capacity * slot_size = bytes_for(capacity, slot_size).
+        unsafe { self.data.as_ptr().add(idx * self.slot_size) }
     }
 
     /// Capacity in slots.
