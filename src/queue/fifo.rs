@@ -246,7 +246,7 @@ impl<T: Pod> Queue<T> {
 
     /// Takes an item into `*out`, waiting while the queue is empty: [`get`](Queue::get)
     /// for items too large to return cheaply, whose bytes go from the ring straight
-    /// into `out` (a `get` zeroes its item first and then moves it out).
+    /// into `out` (a `get` returns the item it builds, one move more).
     ///
     /// # Errors
     ///
