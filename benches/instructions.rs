@@ -35,7 +35,9 @@
 //!   a reused buffer;
 //! - `queue_put_get_4k`: `Queue<[u8; 4096]>` (256) put of an item by value (a copy
 //!   of one the caller has), get by value; `queue_put_ref_get_into_4k`: the same with `put_ref` and `get_into` a
-//!   reused item;
+//!   reused item; `queue_loan_get_ref_4k`: the same queue in place, `loan` a slot,
+//!   write 8 bytes at each end, commit, `get_ref` and read them (the queue's own cost
+//!   at this size, without the item's copies);
 //! - `pipe_send_recv_4k`: `pipe(false)`, `send` a `[u8; 4096]`, `recv` it by value;
 //! - `value_get_set`: `Value<u64>` get then set (each under the value's lock);
 //! - `rawvalue_load_store`: `RawValue<u64>` load then store.
@@ -65,6 +67,7 @@ const OPS: &[(&str, u64)] = &[
     ("bytequeue_put_get_4k", 1 << 12),
     ("queue_put_get_4k", 1 << 12),
     ("queue_put_ref_get_into_4k", 1 << 12),
+    ("queue_loan_get_ref_4k", 1 << 12),
     ("pipe_send_recv_4k", 1 << 12),
     ("value_get_set", 1 << 16),
     ("rawvalue_load_store", 1 << 16),
@@ -147,6 +150,17 @@ fn run(name: &str, n: u64) -> Result<(), String> {
             measure(n, || {
                 q.put_ref(black_box(&msg)).expect("put_ref");
                 q.get_into(black_box(&mut out)).expect("get_into");
+            });
+        }
+        "queue_loan_get_ref_4k" => {
+            let q = Queue::<[u8; 4096]>::new(256).map_err(|e| err(&e))?;
+            measure(n, || {
+                let mut slot = q.loan().expect("loan");
+                slot[..8].copy_from_slice(&black_box(7u64).to_le_bytes());
+                slot[4088..].copy_from_slice(&black_box(9u64).to_le_bytes());
+                slot.commit();
+                let item = q.get_ref().expect("get_ref");
+                black_box((item[0], item[4095]));
             });
         }
         "pipe_send_recv_4k" => {

@@ -8,7 +8,8 @@ use shmproc::queue::{
     Closed, GetError, PutBytesError, PutError, TaskDoneError, TryGetError, TryPutError,
     UNBOUNDED_MAXSIZE,
 };
-use shmproc::segment::{CreateOptions, OpenError, Segment};
+use shmproc::ring::mpmc::Ring;
+use shmproc::segment::{CreateOptions, OpenError, OpenOptions, Segment};
 use shmproc::{ByteQueue, JoinableQueue, Process, Queue, SimpleQueue};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -202,6 +203,110 @@ fn large_items_by_reference_between_processes() {
     other.close();
     assert_eq!(other.put_ref(&got), Err(PutError::Closed(())));
     assert_eq!(other.get_into(&mut got), Err(GetError::Closed));
+}
+
+#[test]
+fn large_items_in_place_between_processes() {
+    type Big = [u64; 512];
+    let q = Queue::<Big>::new(4).unwrap();
+    let mut child = Process::spawn_returning(|| -> i32 {
+        for i in 0..200u64 {
+            let Ok(mut slot) = q.loan() else { return 1 };
+            for (k, w) in slot.iter_mut().enumerate() {
+                *w = i * 1000 + k as u64;
+            }
+            if i % 3 == 0 {
+                // Dropped uncommitted: discarded, never seen by the consumer.
+                drop(slot);
+                let Ok(mut again) = q.loan() else { return 2 };
+                again.copy_from_slice(&std::array::from_fn::<u64, 512, _>(|k| i * 1000 + k as u64));
+                again.commit();
+            } else {
+                slot.commit();
+            }
+        }
+        0
+    })
+    .unwrap();
+    for i in 0..200u64 {
+        let item = q.get_ref().unwrap();
+        assert!(
+            item.iter()
+                .enumerate()
+                .all(|(k, &w)| w == i * 1000 + k as u64),
+            "item {i} arrived wrong"
+        );
+    }
+    assert_eq!(child.join().unwrap().code(), 0);
+    assert!(matches!(q.get_ref_nowait(), Err(TryGetError::Empty)));
+    assert!(matches!(
+        q.get_ref_timeout(Duration::from_millis(10)),
+        Err(TryGetError::Empty)
+    ));
+    // A full queue: no loan now, and a held item keeps its slot until it drops.
+    for _ in 0..4 {
+        q.loan().unwrap().commit();
+    }
+    assert_eq!(q.try_loan().err(), Some(TryPutError::Full(())));
+    let held = q.get_ref().unwrap();
+    assert_eq!(
+        q.loan_timeout(Duration::from_millis(10)).err(),
+        Some(TryPutError::Full(()))
+    );
+    drop(held);
+    q.try_loan().unwrap().commit();
+    q.shutdown(false);
+    assert_eq!(q.loan().err(), Some(PutError::ShutDown(())));
+    let other = Queue::<Big>::new(1).unwrap();
+    other.close();
+    assert_eq!(other.loan().err(), Some(PutError::Closed(())));
+    assert_eq!(other.get_ref().err(), Some(GetError::Closed));
+}
+
+#[test]
+fn an_in_place_item_of_the_wrong_length_is_a_clear_error_and_the_next_one_arrives() {
+    let name = TestName::new("inplace-len");
+    let q = Queue::<u64>::create(&name, 8).unwrap();
+    // A peer that publishes a 4-byte message through the ring itself.
+    let seg = Segment::open_any(&name, OpenOptions::new()).unwrap();
+    let l = seg.info().layout;
+    // SAFETY: the payload is the queue's ring, laid out with these parameters, and
+    // this handle touches it only through the ring's protocol.
+    let ring = unsafe {
+        Ring::attach(
+            seg.payload(),
+            seg.payload_len(),
+            l.capacity,
+            u64::from(l.slot_size),
+        )
+    }
+    .unwrap();
+    ring.try_push(&[1, 2, 3, 4]).unwrap();
+    q.put(7).unwrap();
+    match q.get_ref() {
+        Err(GetError::Corrupt(why)) => assert!(
+            why.contains("4 bytes") && why.contains("u64"),
+            "unclear error: {why}"
+        ),
+        other => panic!("expected a Corrupt error, got {other:?}"),
+    }
+    assert_eq!(*q.get_ref().unwrap(), 7);
+}
+
+#[test]
+fn a_joinable_queue_counts_committed_loans_only() {
+    let q = JoinableQueue::<[u8; 256]>::new(4).unwrap();
+    let mut slot = q.loan().unwrap();
+    slot.fill(5);
+    assert_eq!(q.unfinished_tasks(), 0, "counted before the commit");
+    slot.commit();
+    assert_eq!(q.unfinished_tasks(), 1);
+    drop(q.try_loan().unwrap());
+    assert_eq!(q.unfinished_tasks(), 1, "a dropped loan counted");
+    assert_eq!(*q.get_ref().unwrap(), [5; 256]);
+    q.task_done().unwrap();
+    assert!(q.join_timeout(Duration::from_secs(5)));
+    assert!(matches!(q.get_ref_nowait(), Err(TryGetError::Empty)));
 }
 
 #[test]

@@ -17,6 +17,7 @@
 //! | `queue.Full`, `queue.Empty` | [`TryPutError::Full`] (item handed back), [`TryGetError::Empty`] |
 //! | `JoinableQueue.task_done()`, `join()` | [`JoinableQueue::task_done`], [`JoinableQueue::join`] |
 //! | `SimpleQueue` | [`SimpleQueue`] |
+//! | (none: pickled copies only) | in place, no copy: [`Queue::loan`] / [`Queue::get_ref`] ([`ItemLoan`], [`ItemRef`]); [`ByteQueue::loan`] / [`ByteQueue::get_ref`] |
 //!
 //! Errors follow the operation (crossbeam-channel's shape): a blocking `put` / `get`
 //! returns [`PutError`] / [`GetError`], which have no "full" or "empty" — it waits —
@@ -45,6 +46,7 @@ mod bytes;
 mod core;
 mod error;
 mod fifo;
+mod in_place;
 mod joinable;
 #[cfg(feature = "serde")]
 mod serde;
@@ -56,6 +58,7 @@ pub use error::{
     TryPutError,
 };
 pub use fifo::Queue;
+pub use in_place::{ItemLoan, ItemRef};
 pub use joinable::JoinableQueue;
 #[cfg(feature = "serde")]
 pub use serde::{SerdeGetError, SerdePutError, SerdeQueue};

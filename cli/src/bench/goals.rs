@@ -127,6 +127,15 @@ pub const GOALS: &[Goal] = &[
         over: Over::EveryRun,
     },
     Goal {
+        what: "T4K Queue<[u8; 4096]> in place ≥ 2× iceoryx2 (in place), every run",
+        workload: Workload::T4K,
+        mine: Pick::NameConfig("Queue<[u8; 4096]>", "spin, loan/get_ref"),
+        other: Pick::NameStarts("iceoryx2"),
+        goal: 2.0,
+        figure: Figure::Primary,
+        over: Over::EveryRun,
+    },
+    Goal {
         what: "T4K Queue<[u8; 4096]> ≥ 1× crossbeam-channel",
         workload: Workload::T4K,
         mine: Pick::Reference,

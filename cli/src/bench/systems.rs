@@ -254,6 +254,34 @@ fn queue_4k_by_ref() -> System {
     )
 }
 
+/// `Queue<[u8; 4096]>` in place, as iceoryx2 is driven: the producer loans a slot and
+/// writes the whole item there, the consumer reads its stamps where it lies.
+fn queue_4k_in_place() -> System {
+    sys(
+        Kind::Shmproc,
+        "Queue<[u8; 4096]> (256)",
+        "spin, loan/get_ref (in place)",
+        1,
+        move |n, warm| {
+            let q = Queue::<[u8; K4]>::new(256).map_err(err)?;
+            let mut msg = [0u8; K4];
+            one_way(
+                n,
+                warm,
+                K4 as u64,
+                |i| {
+                    stamp(&mut msg, i);
+                    let mut slot = q.loan().map_err(err)?;
+                    *slot = msg;
+                    slot.commit();
+                    Ok(())
+                },
+                || read_stamp(&*q.get_ref().map_err(err)?),
+            )
+        },
+    )
+}
+
 /// ByteQueue put/get_into (`zero_copy` false) or loan/get_ref: the producer fills
 /// the whole message in the loaned slot, the consumer reads it in place.
 fn byte_queue(slots: usize, size: usize, zero_copy: bool, divisor: u64) -> System {
@@ -354,6 +382,7 @@ fn t4k() -> Vec<System> {
         reference(queue_4k(Spin::DEFAULT)),
         queue_4k(Spin::NONE),
         queue_4k_by_ref(),
+        queue_4k_in_place(),
         byte_queue(256, K4, false, 1),
         byte_queue(256, K4, true, 1),
         pipe_bytes(1 << 20, K4, Spin::DEFAULT, 1),

@@ -45,6 +45,15 @@ impl WriteSlot<'_> {
         unsafe { std::slice::from_raw_parts_mut(self.ring.data(idx), self.len) }
     }
 
+    /// Where the message's bytes start: a shared view of them (through [`buf`]'s
+    /// length), for a reader of what this producer has written so far.
+    ///
+    /// [`buf`]: WriteSlot::buf
+    #[inline]
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ring.data(self.ring.index(self.pos) as usize)
+    }
+
     /// Publishes the message and wakes a sleeping consumer.
     #[inline]
     pub fn commit(mut self) {
