@@ -43,12 +43,32 @@
 //!   (under load that was most of them: a sleep-config `Queue<u64>` made a
 //!   `FUTEX_WAKE` for 99 % of its puts beside a CPU hog).
 //! - `waiters > n` (several sleepers, `notify_one`): bump the epoch by 2 (the bit
-//!   stays set) and `FUTEX_WAKE(n)`. If that woke fewer than `n`, nobody is asleep on
-//!   the word any more, and a CAS from the bumped value clears the bit (it fails if
-//!   anybody registered meanwhile): waiters that were woken but have not yet left do
-//!   not cost every later notify a syscall.
+//!   stays set) and `FUTEX_WAKE(n)`. If that woke fewer than `n`, nobody was asleep
+//!   on the word, and a CAS from the bumped value clears the bit (it fails if anybody
+//!   registered meanwhile): waiters that were woken but have not yet left do not
+//!   cost every later notify a syscall. A waiter staying registered (below) may have
+//!   gone to sleep on the bumped value between the wake and the CAS, so a cleared bit
+//!   is followed by a `FUTEX_WAKE` of all (two syscalls for this notify, none for
+//!   the next ones; leaving the bit set instead cost a useless wake per notify while
+//!   the woken waiters were leaving: 40 times as many wakes as waits in 2P2C).
 //!
 //! A bit left set by waiters that all left again costs the next notify one CAS.
+//!
+//! **Staying registered.** A waiter whose `FUTEX_WAIT` returns (woken, or EAGAIN
+//! because the epoch moved) and finds [`SLEEPING`] still set keeps its registration:
+//! it re-checks and sleeps on the new epoch, with no new registration and no barrier.
+//! Its count is still in `waiters`, so a notify's CAS path still counts it. A notify
+//! that read the epoch before it moved to the value the waiter just loaded had its
+//! change published before its RMW on the epoch (a bump, or a CAS) — and that RMW is
+//! in the chain of RMWs the waiter's SeqCst load read from, so the re-check sees the
+//! change; a notify that reads the epoch later finds the bit set and wakes, and its
+//! RMW makes a `FUTEX_WAIT` on the loaded value fail with EAGAIN if it comes first.
+//! Only a cleared bit (a wake that counted this waiter) needs a full registration
+//! again. Re-registering on every EAGAIN was a storm between two waiters on one
+//! eventcount: each registration moves the epoch, so the other's `FUTEX_WAIT`
+//! failed while its own barrier ran, and it registered again in turn — two
+//! consumers of a sleep-config `Queue<u64>` with two producers made 80 futex waits
+//! (each after a `membarrier`) per futex wake.
 //!
 //! Spinning yields the CPU between rounds of polls (a peer that is waiting for a CPU
 //! gets ours). When a yield did hand the CPU to another task and the condition held
@@ -202,15 +222,23 @@ impl EventCount {
                 // seen this change.
                 let bumped = self.epoch.fetch_add(2, Ordering::SeqCst).wrapping_add(2);
                 let woken = shim::futex_wake(&self.epoch, n);
-                if woken < n as usize && bumped & SLEEPING != 0 {
-                    // Nobody is asleep any more: clear the bit, unless somebody
-                    // registered (or another notify woke) since the bump.
-                    let _ = self.epoch.compare_exchange(
-                        bumped,
-                        bumped.wrapping_add(1),
-                        Ordering::SeqCst,
-                        Ordering::Relaxed,
-                    );
+                if woken < n as usize
+                    && bumped & SLEEPING != 0
+                    && self
+                        .epoch
+                        .compare_exchange(
+                            bumped,
+                            bumped.wrapping_add(1),
+                            Ordering::SeqCst,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok()
+                {
+                    // Nobody was asleep, and nobody registered since the bump: the
+                    // bit is cleared. A waiter staying registered (see the module
+                    // docs) may have gone to sleep on the bumped value after the wake,
+                    // though: wake it to register again.
+                    shim::futex_wake(&self.epoch, u32::MAX);
                 }
                 return;
             }
@@ -366,21 +394,33 @@ impl EventCount {
                 // A timed-out wait re-checks once before giving up.
                 return ready().ok_or(TimedOut);
             }
-            let epoch = self.register();
+            let mut epoch = self.register();
             // Orders the registration before the re-check; pairs with the light
             // barrier in `notify` (see the module docs).
             let covered = shim::membarrier_heavy();
-            if let Some(v) = ready() {
-                self.waiters.fetch_sub(1, Ordering::SeqCst);
-                return Ok(v);
+            loop {
+                if let Some(v) = ready() {
+                    self.waiters.fetch_sub(1, Ordering::SeqCst);
+                    return Ok(v);
+                }
+                // Asked after the registration: a stall that starts later is one a
+                // notify ends (see `wait_until_checked_when`).
+                let checked = stall.as_mut().is_some_and(|s| (s.possible)());
+                let sleep_until = stalls.sleep_until(deadline, covered, checked);
+                let outcome = shim::futex_wait(&self.epoch, epoch, sleep_until);
+                // Woken, or the epoch moved (EAGAIN): while SLEEPING is still set,
+                // this registration still stands (see "Staying registered" in the
+                // module docs): re-check and sleep on the new epoch, without a new
+                // registration or barrier.
+                let now = self.epoch.load(Ordering::SeqCst);
+                if outcome != WaitOutcome::Woken || now & SLEEPING == 0 {
+                    break;
+                }
+                epoch = now;
             }
-            // Asked after the registration: a stall that starts later is one a
-            // notify ends (see `wait_until_checked_when`).
-            let checked = stall.as_mut().is_some_and(|s| (s.possible)());
-            let sleep_until = stalls.sleep_until(deadline, covered, checked);
-            // Every outcome (woken, EAGAIN, EINTR, the deadline or a stall check
-            // coming due) ends in a re-check; the loop head handles the deadlines.
-            let _: WaitOutcome = shim::futex_wait(&self.epoch, epoch, sleep_until);
+            // Every other outcome (the bit cleared by a wake, EINTR, the deadline or
+            // a stall check coming due) ends in a re-check; the loop head handles the
+            // deadlines and registers again.
             self.waiters.fetch_sub(1, Ordering::SeqCst);
             if let Some(v) = ready() {
                 return Ok(v);
