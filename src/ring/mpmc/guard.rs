@@ -152,7 +152,10 @@ impl Ring {
     /// [`RECORDS`]: super::RECORDS
     #[inline]
     pub fn try_claim(&self, len: usize) -> Result<WriteSlot<'_>, PushError> {
-        let (rec, pos, span) = self.claim_message(len)?;
+        let (rec, pos, span) = match self.claim_one(len) {
+            Some((rec, pos, _)) => (rec, pos, 1),
+            None => self.claim_message(len)?,
+        };
         Ok(WriteSlot {
             ring: self,
             pos,
@@ -195,15 +198,21 @@ impl Ring {
     /// [`RECORDS`]: super::RECORDS
     #[inline]
     pub fn try_take(&self) -> Result<ReadSlot<'_>, PopError> {
-        let Some(rec) = self.my_record() else {
-            return Err(PopError::Empty);
+        let (rec, pos, len, span) = match self.take_one() {
+            Some((rec, pos, _, len)) => (rec, pos, len, 1),
+            None => {
+                let Some(rec) = self.my_record() else {
+                    return Err(PopError::Empty);
+                };
+                let (pos, m) = self.take_message(rec)?;
+                (rec, pos, (m & 0xFFFF_FFFF) as usize, (m >> 32) & 0xFFFF)
+            }
         };
-        let (pos, m) = self.take_message(rec)?;
         Ok(ReadSlot {
             ring: self,
             pos,
-            len: (m & 0xFFFF_FFFF) as usize,
-            span: (m >> 32) & 0xFFFF,
+            len,
+            span,
             rec,
             pid: shim::cached_pid(),
             notify: true,

@@ -231,12 +231,30 @@ impl Ring {
     #[inline(always)]
     fn push_one(&self, msg: &[u8]) -> bool {
         let len = msg.len();
-        if len > self.slot_size || len > u32::MAX as usize {
-            return false; // the general path takes it (or says it is too large)
-        }
-        let Some(rec) = self.my_record() else {
+        let Some((rec, pos, idx)) = self.claim_one(len) else {
             return false;
         };
+        // SAFETY: slot idx is ours by the claim; len <= slot_size bytes inside the
+        // data area (checked by `claim_one`); `msg` is private memory.
+        unsafe { copy_bytes(msg.as_ptr(), self.data(idx), len) };
+        self.publish(pos, len, 1, 0);
+        // The claim is published: the intent no longer matters (Release, paired with
+        // the Acquire load in `Record::claims`: who sees it cleared sees FULL).
+        self.record(rec).prod_pos.store(NONE, Ordering::Release);
+        true
+    }
+
+    /// The claim of [`push_one`](Ring::push_one) (and of a one-slot guard): a message
+    /// of `len <= slot_size` bytes, the slot at `tail` free, this thread holding no
+    /// other claim, no CAS lost. (record, position, slot index: computed once, since
+    /// the handle's fields are loaded again after the atomics), or `None` having
+    /// changed nothing.
+    #[inline(always)]
+    pub(super) fn claim_one(&self, len: usize) -> Option<(usize, u64, usize)> {
+        if len > self.slot_size || len > u32::MAX as usize {
+            return None; // the general path takes it (or says it is too large)
+        }
+        let rec = self.my_record()?;
         let c = self.control();
         let r = self.record(rec);
         let pos = c.tail.load(Ordering::Acquire);
@@ -245,20 +263,10 @@ impl Ring {
         if self.state(idx).load(Ordering::Acquire) != state(pos, EMPTY, 0)
             || r.prod_pos.load(Ordering::Relaxed) != NONE
         {
-            return false;
+            return None;
         }
         // Holding no other claim (checked above), so nothing to mark.
-        if !move_index(&c.tail, &r.prod_pos, &r.prod_end, pos, 1) {
-            return false;
-        }
-        // SAFETY: slot idx is ours by the claim; len <= slot_size bytes inside the
-        // data area; `msg` is private memory.
-        unsafe { copy_bytes(msg.as_ptr(), self.data(idx), len) };
-        self.publish(pos, len, 1, 0);
-        // The claim is published: the intent no longer matters (Release, paired with
-        // the Acquire load in `Record::claims`: who sees it cleared sees FULL).
-        r.prod_pos.store(NONE, Ordering::Release);
-        true
+        move_index(&c.tail, &r.prod_pos, &r.prod_end, pos, 1).then_some((rec, pos, idx))
     }
 
     #[inline(never)]
@@ -330,6 +338,23 @@ impl Ring {
     /// condition fails.
     #[inline(always)]
     fn pop_one(&self, mut out: Dest<'_>) -> Option<usize> {
+        let (rec, pos, idx, len) = self.take_one()?;
+        // SAFETY: the entry is ours by the take; len <= slot_size bytes published by
+        // the producer's Release store of FULL; `out` is private memory.
+        unsafe { out.copy_from(self.data(idx), len) };
+        self.release(pos, 1);
+        // The slot is free: the intent no longer matters (Release, paired with the
+        // Acquire load in `Record::takes`: who sees it cleared sees EMPTY).
+        self.record(rec).cons_pos.store(NONE, Ordering::Release);
+        Some(len)
+    }
+
+    /// The take of [`pop_one`](Ring::pop_one) (and of a one-slot guard): a
+    /// published one-slot message at `head` with its length in the state word, this
+    /// thread holding no other take, no CAS lost. (record, position, slot index,
+    /// length), or `None` having changed nothing.
+    #[inline(always)]
+    pub(super) fn take_one(&self) -> Option<(usize, u64, usize, usize)> {
         let rec = self.my_record()?;
         let c = self.control();
         let r = self.record(rec);
@@ -350,17 +375,7 @@ impl Ring {
             return None;
         }
         // Holding no other take (checked above), so nothing to mark.
-        if !move_index(&c.head, &r.cons_pos, &r.cons_end, pos, 1) {
-            return None;
-        }
-        // SAFETY: the entry is ours by the take; len <= slot_size bytes published by
-        // the producer's Release store of FULL; `out` is private memory.
-        unsafe { out.copy_from(self.data(idx), len) };
-        self.release(pos, 1);
-        // The slot is free: the intent no longer matters (Release, paired with the
-        // Acquire load in `Record::takes`: who sees it cleared sees EMPTY).
-        r.cons_pos.store(NONE, Ordering::Release);
-        Some(len)
+        move_index(&c.head, &r.cons_pos, &r.cons_end, pos, 1).then_some((rec, pos, idx, len))
     }
 
     #[inline(never)]
