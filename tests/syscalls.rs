@@ -444,3 +444,61 @@ fn ping_pong_makes_system_calls_only_to_wait() {
         (|| trip_c(0), || (1..TRIPS).all(trip_c)),
     );
 }
+
+/// A consumer whose waits keep outlasting its spin (a put every 5 ms against the
+/// default 50 µs spin) stops spinning after a few of them: its later waits poll
+/// briefly and sleep, without the `sched_yield` a spin makes between rounds of polls.
+/// Counted, not timed: the 18 waits after the first 6 yield no more often than those
+/// 6 did (spinning every time, they would yield three times as often; a wait that
+/// ends within the spin's duration, which scheduling jitter can make of one, lets the
+/// next few spin again). It still gets every item in order.
+#[test]
+fn a_consumer_whose_waits_outlast_the_spin_stops_spinning() {
+    let _serial = one_at_a_time();
+    const ITEMS: u64 = 24;
+    const FIRST: u64 = 6;
+    let counts = RawArray::<u64>::new(2 * NR_SLOTS).unwrap();
+    let q = Queue::<u64>::new(16).unwrap();
+    let ready = RawValue::<u64>::new(0).unwrap();
+    let consumer = counted_child(|| {
+        // A process's first get caches its identity: before the count, and before
+        // the producer starts, so that every counted get waits.
+        if q.get_nowait().is_ok() {
+            return 2;
+        }
+        ready.store(1, Ordering::Release);
+        let first = counter::count(&counts, 0, || (0..FIRST).all(|i| q.get() == Ok(i)));
+        let rest = counter::count(&counts, NR_SLOTS, || {
+            (FIRST..ITEMS).all(|i| q.get() == Ok(i))
+        });
+        if first && rest { 0 } else { 1 }
+    });
+    while ready.load(Ordering::Acquire) == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    for i in 0..ITEMS {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        q.put(i).unwrap();
+    }
+    join(consumer, "consumer");
+    let yields = |block: usize| {
+        counts
+            .load(
+                block * NR_SLOTS + libc::SYS_sched_yield as usize,
+                Ordering::Relaxed,
+            )
+            .unwrap_or(0)
+    };
+    assert!(
+        yields(0) > 0,
+        "the first waits did not spin (no sched_yield): {:?}",
+        counted(&counts, 0)
+    );
+    assert!(
+        yields(1) <= yields(0),
+        "the {} waits after the first {FIRST} kept spinning: {:?}, against {:?}",
+        ITEMS - FIRST,
+        counted(&counts, 1),
+        counted(&counts, 0)
+    );
+}
