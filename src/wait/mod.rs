@@ -129,6 +129,12 @@ impl std::error::Error for TimedOut {}
 /// Spinning is what makes a hand-off fast (two processes on two cores see each
 /// other's stores in about 0.1 µs, while a futex sleep and wake costs tens of
 /// microseconds); sleeping is what keeps an idle process off the CPU.
+///
+/// A spin is dropped where it keeps failing: after three waits in a row on one
+/// eventcount that each slept longer than the spin, a thread's next waits there only
+/// poll briefly (as [`Spin::NONE`]) before sleeping, until one of their sleeps ends
+/// within the spin's duration (see `LONG_WAITS_TO_SKIP` in the source for why that
+/// matters beyond the CPU it saves).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Spin {
     /// Spin at most this long before sleeping. Zero sleeps at once.
