@@ -14,14 +14,14 @@
 //! Linux pids and tids are below 2^22 (`PID_MAX_LIMIT`), so bit 31 is free for the flag.
 //!
 //! Computing an identity reads `/proc`; it is cached so that an uncontended acquire
-//! makes no system call. A `fork` invalidates the cache through a `pthread_atfork`
-//! child handler — which runs for children started with [`Process`](crate::Process),
-//! `fork(3)` and `std::process::Command`, but not for a raw `clone(2)` system call.
+//! makes no system call. A `fork` invalidates the cache through the crate's one
+//! `pthread_atfork` child handler (`os::proc`'s, which calls [`forget_in_child`]) —
+//! which runs for children started with [`Process`](crate::Process), `fork(3)` and
+//! `std::process::Command`, but not for a raw `clone(2)` system call.
 
 use crate::os::proc::{self, ProcessId};
 use std::cell::Cell;
-use std::sync::Once;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Set in a lock word while the state the lock protects may be inconsistent: a holder
 /// died holding it, and no later holder has marked it consistent yet.
@@ -57,31 +57,29 @@ static PROCESS: AtomicU64 = AtomicU64::new(0);
 /// Forks seen by this process's atfork handler: a thread's cached word is valid only
 /// for the fork generation it was computed in.
 static FORKS: AtomicU64 = AtomicU64::new(0);
-/// Whether the atfork handler is registered, so cached words may be trusted.
-static CACHE_OK: AtomicBool = AtomicBool::new(false);
-static WATCH_FORKS: Once = Once::new();
 
 thread_local! {
     /// (fork generation, owner word) of this thread; word 0 = not computed.
     static THREAD: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
 }
 
-/// Runs in the child after every `fork(3)`: the child is a new process (and its one
-/// thread a new thread), so every cached identity is stale.
-extern "C" fn forget_after_fork() {
+/// Called in the child after every `fork(3)` (from `os::proc`'s atfork handler): the
+/// child is a new process (and its one thread a new thread), so every cached identity
+/// is stale.
+pub(crate) fn forget_in_child() {
     // Only atomic stores: async-signal-safe, as an atfork child handler must be.
     PROCESS.store(0, Ordering::Relaxed);
     FORKS.fetch_add(1, Ordering::Relaxed);
 }
 
-fn watch_forks() {
-    WATCH_FORKS.call_once(|| {
-        // SAFETY: registers a plain `extern "C"` function with no arguments that only
-        // touches atomics; pthread_atfork has no other preconditions.
-        let rc = unsafe { libc::pthread_atfork(None, None, Some(forget_after_fork)) };
-        // Without the handler (ENOMEM) nothing is cached: slower, never wrong.
-        CACHE_OK.store(rc == 0, Ordering::Release);
-    });
+/// Whether identities may be cached: the atfork handler that forgets them in a child
+/// is registered (registering it if nobody has). Without it (ENOMEM) nothing is
+/// cached: slower, never wrong. Never waits: a `std::sync::Once` here had a fork taken
+/// while another thread was inside it leave the child's `Once` running for ever, and
+/// the child's first lock would have waited on it.
+fn cache_ok() -> bool {
+    let _ = proc::cached_pid();
+    proc::atfork_registered()
 }
 
 /// The calling process's owner word.
@@ -93,10 +91,10 @@ pub(crate) fn process_word() -> u64 {
 
 #[cold]
 fn process_word_slow() -> u64 {
-    watch_forks();
+    let cache = cache_ok();
     let me = ProcessId::current();
     let w = pack(me.pid, me.start_ticks);
-    if CACHE_OK.load(Ordering::Acquire) {
+    if cache {
         PROCESS.store(w, Ordering::Relaxed);
     }
     w
@@ -114,11 +112,11 @@ pub(crate) fn thread_word() -> u64 {
 
 #[cold]
 fn thread_word_slow() -> u64 {
-    watch_forks();
+    let cache = cache_ok();
     let forks = FORKS.load(Ordering::Relaxed);
     let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
     let w = pack(tid, thread_start_ticks(tid));
-    if CACHE_OK.load(Ordering::Acquire) {
+    if cache {
         let _ = THREAD.try_with(|c| c.set((forks, w)));
     }
     w
@@ -166,6 +164,23 @@ mod tests {
         }
         assert!(!holder_alive(0));
         assert!(!holder_alive(INCONSISTENT));
+    }
+
+    #[test]
+    fn a_forked_child_computes_its_own_words() {
+        let (p, t) = (process_word(), thread_word());
+        let mut child = crate::Process::spawn_returning(move || -> i32 {
+            let (cp, ct) = (process_word(), thread_word());
+            let me = std::process::id();
+            i32::from(id_of(cp) != me) + 2 * i32::from(ct == t || cp == p)
+        })
+        .unwrap();
+        assert_eq!(
+            child.join().unwrap().code(),
+            0,
+            "the child used its parent's words"
+        );
+        assert_eq!((process_word(), thread_word()), (p, t));
     }
 
     #[test]

@@ -44,10 +44,12 @@ static PID: AtomicU32 = AtomicU32::new(0);
 static ATFORK: AtomicU8 = AtomicU8::new(0);
 
 extern "C" fn clear_pid_in_child() {
-    // Async-signal-safe: atomic stores, and one thread-local store.
+    // Async-signal-safe: atomic stores, and thread-local ones (the ring's record
+    // cache); every cached identity of the crate is forgotten here.
     PID.store(0, Ordering::Relaxed);
     super::membarrier::forget_in_child();
     crate::ring::forget_in_child();
+    crate::object::owner::forget_in_child();
 }
 
 /// Whether the atfork child handler is registered (so the pid cache, and what
@@ -62,8 +64,8 @@ fn cached_pid_slow() -> u32 {
         .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
         .is_ok()
     {
-        // SAFETY: registers a handler that only performs an atomic store; no
-        // prepare/parent handlers.
+        // SAFETY: registers a handler that only performs atomic stores and a
+        // thread-local one (async-signal-safe); no prepare/parent handlers.
         let r = unsafe { libc::pthread_atfork(None, None, Some(clear_pid_in_child)) };
         // Registration failed (ENOMEM): leave the state at 1, never cache.
         if r == 0 {
