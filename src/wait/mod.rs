@@ -87,6 +87,7 @@
 use crate::os::clock::{Deadline, monotonic_now};
 use crate::os::futex::WaitOutcome;
 use crate::shim::{self, AtomicU32, Ordering};
+use std::cell::Cell;
 use std::time::Duration;
 
 #[cfg(all(test, shmproc_model))]
@@ -597,10 +598,12 @@ const CPU_SHARED_AFTER: Duration = Duration::from_micros(1);
 thread_local! {
     /// The next wait of this thread sleeps without spinning (see `spin_phase`).
     static SLEEP_FIRST: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    /// Per eventcount this thread waited on lately (by address, direct-mapped): how
+    /// Per eventcount this thread waited on lately (by address; the last few): how
     /// many waits in a row slept longer than their spin (see `wait_slow`).
-    static LONG_WAITS: [std::cell::Cell<(usize, u8)>; LONG_WAIT_ENTRIES] =
-        const { [const { std::cell::Cell::new((0, 0)) }; LONG_WAIT_ENTRIES] };
+    static LONG_WAITS: [Cell<(usize, u8)>; LONG_WAIT_ENTRIES] =
+        const { [const { Cell::new((0, 0)) }; LONG_WAIT_ENTRIES] };
+    /// The entry of [`LONG_WAITS`] the next new eventcount takes.
+    static LONG_WAITS_NEXT: Cell<usize> = const { Cell::new(0) };
 }
 
 /// After this many waits in a row on one eventcount whose sleeps each outlasted the
@@ -619,23 +622,24 @@ const LONG_WAITS_TO_SKIP: u8 = 3;
 /// Eventcounts each thread remembers the waits of (see [`LONG_WAITS_TO_SKIP`]).
 const LONG_WAIT_ENTRIES: usize = 4;
 
-fn long_wait_slot(key: usize) -> usize {
-    (key >> 3) % LONG_WAIT_ENTRIES
-}
-
 /// The run of long waits on eventcount `key`.
 fn long_waits(key: usize) -> u8 {
-    let (k, n) = LONG_WAITS.with(|c| c[long_wait_slot(key)].get());
-    if k == key { n } else { 0 }
+    LONG_WAITS
+        .with(|t| t.iter().map(Cell::get).find(|&(k, _)| k == key))
+        .map_or(0, |(_, n)| n)
 }
 
-/// Counts a wait on eventcount `key`: `long` if it slept longer than its spin.
+/// Counts a wait on eventcount `key`: `long` if it slept longer than its spin. An
+/// eventcount not in the table takes the place of the one entered longest ago.
 fn note_wait(key: usize, long: bool) {
-    LONG_WAITS.with(|c| {
-        let slot = &c[long_wait_slot(key)];
-        let (k, n) = slot.get();
-        let run = if k == key { n } else { 0 };
-        slot.set((key, if long { run.saturating_add(1) } else { 0 }));
+    LONG_WAITS.with(|t| {
+        if let Some(slot) = t.iter().find(|c| c.get().0 == key) {
+            let n = slot.get().1;
+            slot.set((key, if long { n.saturating_add(1) } else { 0 }));
+        } else if long {
+            let next = LONG_WAITS_NEXT.with(|n| n.replace((n.get() + 1) % LONG_WAIT_ENTRIES));
+            t[next].set((key, 1));
+        }
     });
 }
 
@@ -739,6 +743,32 @@ mod tests {
         assert_eq!(r, Err(TimedOut));
         assert!(start.elapsed() >= timeout);
         assert_eq!(ec.waiters(), 0);
+    }
+
+    #[test]
+    fn a_thread_counts_long_waits_per_eventcount_for_the_last_few() {
+        // Two rings' eventcounts, 128 bytes apart at the same offsets of two pages.
+        let keys = [
+            0x7f00_1234_5100usize,
+            0x7f00_1234_5180,
+            0x7f00_1234_9100,
+            0x7f00_1234_9180,
+        ];
+        for (i, &k) in keys.iter().enumerate() {
+            for _ in 0..=i {
+                note_wait(k, true);
+            }
+        }
+        for (i, &k) in keys.iter().enumerate() {
+            assert_eq!(long_waits(k), i as u8 + 1, "eventcount {k:#x}");
+        }
+        note_wait(keys[2], false);
+        assert_eq!(long_waits(keys[2]), 0);
+        // A fifth takes the place of the one entered longest ago.
+        note_wait(0x7f00_5555_0100, true);
+        assert_eq!(long_waits(0x7f00_5555_0100), 1);
+        assert_eq!(long_waits(keys[0]), 0);
+        assert_eq!(long_waits(keys[3]), 4);
     }
 
     #[test]
