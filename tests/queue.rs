@@ -876,7 +876,9 @@ fn threads_of_killed_processes_moving_runs_of_items_lose_at_most_their_runs() {
     for round in 0..3u64 {
         let q = Queue::<u64>::new(64).unwrap();
         let slots = (2 * 2 * PER_THREAD) as usize;
-        let seen = Words::new(slots);
+        // One word per item, and after them the doomed consumer's count of runs.
+        let seen = Words::new(slots + 1);
+        let runs = slots;
         let index = |v: u64| {
             ((v >> 48) * 2 * PER_THREAD + ((v >> 40) & 0xFF) * PER_THREAD + (v & 0xFF_FFFF_FFFF))
                 as usize
@@ -919,6 +921,7 @@ fn threads_of_killed_processes_moving_runs_of_items_lose_at_most_their_runs() {
                                     for &v in &got {
                                         seen.at(index(v)).fetch_add(1, Ordering::SeqCst);
                                     }
+                                    seen.at(runs).fetch_add(1, Ordering::SeqCst);
                                 }
                             }
                         });
@@ -927,7 +930,13 @@ fn threads_of_killed_processes_moving_runs_of_items_lose_at_most_their_runs() {
             })
             .unwrap()
         };
-        std::thread::sleep(Duration::from_millis(5 + round * 5));
+        // Mid-stream, counted rather than timed (a fixed sleep let a fast machine
+        // move all 800 k of producer 0's items first): a few thousand runs in, of
+        // the 200 k the producers put.
+        let enough = 500 + 1000 * round as u32;
+        wait_for("the doomed consumer's first runs", || {
+            seen.at(runs).load(Ordering::SeqCst) >= enough
+        });
         producers[0].kill().unwrap();
         let mut doomed = doomed;
         doomed.kill().unwrap();
