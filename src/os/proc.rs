@@ -257,12 +257,18 @@ pub(crate) fn is_alive_low32(pid: u32, start_low32: u32) -> bool {
 /// Like [`is_alive`], comparing only the start-time bits in `mask` (registries pack
 /// pid and a truncated start time into one word).
 pub(crate) fn is_alive_masked(pid: u32, start: u64, mask: u64) -> bool {
-    if !is_alive(pid, 0) {
+    if pid == 0 || pid > i32::MAX as u32 {
         return false;
     }
+    // One read of /proc answers both questions (running, and started then).
     match read_stat(pid) {
-        Ok(stat) => start == 0 || stat.start_ticks & mask == start & mask,
-        Err(_) => true,
+        Ok(stat) => {
+            stat.state != b'Z'
+                && stat.state != b'X'
+                && (start == 0 || stat.start_ticks & mask == start & mask)
+        }
+        // No /proc entry, or none readable: what `is_alive` falls back to.
+        Err(_) => is_alive(pid, 0),
     }
 }
 
@@ -538,8 +544,28 @@ mod tests {
         assert!(is_alive(me.pid, me.start_ticks));
         assert!(!is_alive(me.pid, me.start_ticks + 1));
         assert!(is_alive_low32(me.pid, me.start_ticks as u32));
+        assert!(!is_alive_low32(me.pid, me.start_ticks as u32 ^ 1));
+        assert!(!is_alive_low32(0, 0));
+        assert!(!is_alive_masked(u32::MAX, 0, u64::MAX));
         assert!(!is_alive(0, 0));
         assert!(!is_alive(u32::MAX, 0));
+    }
+
+    #[test]
+    fn a_zombie_is_dead_to_the_masked_check_too() {
+        let mut child = crate::Process::spawn(|| {}).unwrap();
+        let pid = child.pid();
+        let start = loop {
+            // Not yet reaped: the child stays a zombie until `join`.
+            match read_stat(pid) {
+                Ok(s) if s.state == b'Z' => break s.start_ticks,
+                Ok(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+                Err(e) => panic!("the unreaped child's /proc entry: {e}"),
+            }
+        };
+        assert!(!is_alive_low32(pid, start as u32));
+        assert!(!is_alive_masked(pid, 0, 0));
+        assert!(child.join().unwrap().success());
     }
 
     fn watched(pid: u32) -> bool {
