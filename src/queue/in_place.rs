@@ -30,6 +30,7 @@ const SLOT_ALIGN: usize = 128;
 /// Like every claim it stays with the thread (and process) that made it: not `Send`.
 #[derive(Debug)]
 pub struct ItemLoan<'a, T> {
+    /// A claim of exactly `size_of::<T>()` bytes in one slot, aligned for `T`.
     slot: WriteSlot<'a>,
     /// A [`JoinableQueue`]'s count of unfinished tasks, raised before the commit.
     count: Option<&'a AtomicU64>,
@@ -71,6 +72,7 @@ impl<T: Pod> DerefMut for ItemLoan<'_, T> {
 /// [`MessageRef`]: super::MessageRef
 #[derive(Debug)]
 pub struct ItemRef<'a, T> {
+    /// A taken message checked to be exactly `size_of::<T>()` bytes, aligned for `T`.
     slot: ReadSlot<'a>,
     _item: PhantomData<&'a T>,
 }
