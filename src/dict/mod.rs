@@ -542,15 +542,13 @@ impl<K: Encode + Decode, V: Encode + Decode> Dict<K, V> {
     /// As for [`insert`](Dict::insert).
     pub fn setdefault(&self, key: impl Borrow<K>, default: V) -> Result<V, WriteError> {
         let value = encode(&default).map_err(WriteError::Encode)?;
-        match self.modify(key.borrow(), &mut |old| {
+        let old = self.modify_decoding(key.borrow(), &mut |old| {
             Ok(match old {
                 Some(_) => Action::Keep,
                 None => Action::Put(Cow::Borrowed(&value)),
             })
-        })? {
-            Some(old) => V::decode(&old).map_err(WriteError::Decode),
-            None => Ok(default),
-        }
+        })?;
+        Ok(old.unwrap_or(default))
     }
 
     /// Sets `key` to `f(current value)` as one atomic step for that key, and
@@ -613,7 +611,7 @@ impl<K: Encode + Decode, V: Encode + Decode> Dict<K, V> {
             .map_err(WriteError::Encode)?;
         let new = encode(new.borrow()).map_err(WriteError::Encode)?;
         let mut swapped = false;
-        let old = self.modify(key.borrow(), &mut |old| {
+        let old = self.modify_decoding(key.borrow(), &mut |old| {
             swapped = old == expected.as_deref();
             Ok(if swapped {
                 Action::Put(Cow::Borrowed(&new))
@@ -621,22 +619,21 @@ impl<K: Encode + Decode, V: Encode + Decode> Dict<K, V> {
                 Action::Keep
             })
         })?;
-        if swapped {
-            Ok(Ok(()))
-        } else {
-            let actual = old.map(|b| V::decode(&b)).transpose();
-            Ok(Err(actual.map_err(WriteError::Decode)?))
-        }
+        Ok(if swapped { Ok(()) } else { Err(old) })
     }
 
+    /// Applies `decide` to `key`'s value as one atomic step, for callers that do not
+    /// need the old value back: it goes to a per-thread buffer, not a new `Vec`.
     fn modify<Q: Encode + ?Sized>(
         &self,
         key: &Q,
         decide: &mut map::Decide<'_>,
-    ) -> Result<Option<Vec<u8>>, WriteError> {
-        scratch::with(|k, _| {
+    ) -> Result<(), WriteError> {
+        scratch::with(|k, old| {
             key.encode(k).map_err(WriteError::Encode)?;
-            self.map.modify(k, self.map.hash(k), decide)
+            self.map
+                .modify_into(k, self.map.hash(k), decide, old)
+                .map(|_| ())
         })
     }
 
@@ -775,6 +772,16 @@ mod tests {
             d.compare_and_swap(2, None, "x".to_string()).unwrap(),
             Err(Some("2".to_string()))
         );
+        assert_eq!(
+            d.compare_and_swap(3, Some(&"2".to_string()), "x".to_string())
+                .unwrap(),
+            Err(None)
+        );
+        d.update([(5, "five".to_string()), (2, "deux".to_string())])
+            .unwrap();
+        assert_eq!(d.get(&5).unwrap().as_deref(), Some("five"));
+        assert_eq!(d.get(&2).unwrap().as_deref(), Some("deux"));
+        assert_eq!(d.len(), 2);
         d.clear().unwrap();
         assert!(d.is_empty());
         assert_eq!(d.items().unwrap(), vec![]);
