@@ -39,6 +39,7 @@
 //!   write 8 bytes at each end, commit, `get_ref` and read them (the queue's own cost
 //!   at this size, without the item's copies);
 //! - `pipe_send_recv_4k`: `pipe(false)`, `send` a `[u8; 4096]`, `recv` it by value;
+//! - `dict_update_one`: `Dict<u64, u64>` of 1 k keys, `update` with one present key;
 //! - `value_get_set`: `Value<u64>` get then set (each under the value's lock);
 //! - `rawvalue_load_store`: `RawValue<u64>` load then store.
 //!
@@ -50,7 +51,7 @@ use shmproc::queue::ByteQueue;
 use shmproc::sync::{Lock, RLock};
 use shmproc::value::{RawArray, RawValue, Value};
 use shmproc::wait::EventCount;
-use shmproc::{Queue, pipe};
+use shmproc::{Dict, Queue, pipe};
 use std::hint::black_box;
 use std::process::{Command, ExitCode};
 use std::sync::atomic::Ordering;
@@ -70,6 +71,7 @@ const OPS: &[(&str, u64)] = &[
     ("queue_loan_get_ref_4k", 1 << 12),
     ("pipe_send_recv_4k", 1 << 12),
     ("value_get_set", 1 << 16),
+    ("dict_update_one", 1 << 14),
     ("rawvalue_load_store", 1 << 16),
 ];
 
@@ -169,6 +171,17 @@ fn run(name: &str, n: u64) -> Result<(), String> {
             measure(n, || {
                 tx.send(black_box(&msg)).expect("send");
                 black_box(rx.recv::<[u8; 4096]>().expect("recv"));
+            });
+        }
+        "dict_update_one" => {
+            let d = Dict::<u64, u64>::new().map_err(|e| err(&e))?;
+            for k in 0..1024u64 {
+                d.insert(k, k).map_err(|e| err(&e))?;
+            }
+            let mut k = 0u64;
+            measure(n, || {
+                k = (k + 1) & 1023;
+                d.update([(black_box(k), k)]).expect("update");
             });
         }
         "value_get_set" => {
