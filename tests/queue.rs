@@ -168,16 +168,19 @@ fn a_child_puts_while_the_parent_gets() {
     assert!(child.join().unwrap().success());
 }
 
+/// A large item of the tests below: item `i` of a stream.
+type Big = [u64; 512];
+
+fn big(i: u64) -> Big {
+    std::array::from_fn(|k| i * 1000 + k as u64)
+}
+
 #[test]
 fn large_items_by_reference_between_processes() {
-    type Big = [u64; 512];
     let q = Queue::<Big>::new(4).unwrap();
     let mut child = Process::spawn_returning(|| -> i32 {
-        let mut item: Big = [0; 512];
         for i in 0..200u64 {
-            for (k, w) in item.iter_mut().enumerate() {
-                *w = i * 1000 + k as u64;
-            }
+            let item = big(i);
             if q.put_ref(&item).is_err() {
                 return 1;
             }
@@ -188,12 +191,7 @@ fn large_items_by_reference_between_processes() {
     let mut got: Big = [u64::MAX; 512];
     for i in 0..200u64 {
         q.get_into(&mut got).unwrap();
-        assert!(
-            got.iter()
-                .enumerate()
-                .all(|(k, &w)| w == i * 1000 + k as u64),
-            "item {i} arrived wrong"
-        );
+        assert!(got == big(i), "item {i} arrived wrong");
     }
     assert_eq!(child.join().unwrap().code(), 0);
     q.shutdown(false);
@@ -207,7 +205,6 @@ fn large_items_by_reference_between_processes() {
 
 #[test]
 fn large_items_in_place_between_processes() {
-    type Big = [u64; 512];
     let q = Queue::<Big>::new(4).unwrap();
     let mut child = Process::spawn_returning(|| -> i32 {
         for i in 0..200u64 {
@@ -219,7 +216,7 @@ fn large_items_in_place_between_processes() {
                 // Dropped uncommitted: discarded, never seen by the consumer.
                 drop(slot);
                 let Ok(mut again) = q.loan() else { return 2 };
-                again.copy_from_slice(&std::array::from_fn::<u64, 512, _>(|k| i * 1000 + k as u64));
+                *again = big(i);
                 again.commit();
             } else {
                 slot.commit();
@@ -230,12 +227,7 @@ fn large_items_in_place_between_processes() {
     .unwrap();
     for i in 0..200u64 {
         let item = q.get_ref().unwrap();
-        assert!(
-            item.iter()
-                .enumerate()
-                .all(|(k, &w)| w == i * 1000 + k as u64),
-            "item {i} arrived wrong"
-        );
+        assert!(*item == big(i), "item {i} arrived wrong");
     }
     assert_eq!(child.join().unwrap().code(), 0);
     assert!(matches!(q.get_ref_nowait(), Err(TryGetError::Empty)));

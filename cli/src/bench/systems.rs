@@ -201,83 +201,74 @@ fn pipe_u64(spin: Spin) -> System {
     )
 }
 
-fn queue_4k(spin: Spin) -> System {
+/// How a `Queue<[u8; 4096]>` row moves its items.
+#[derive(Clone, Copy)]
+enum Access {
+    /// `put` of a copy of the item, `get` by value.
+    Value,
+    /// `put_ref` copies from the caller's item into the ring, `get_into` from the
+    /// ring into the caller's (no zeroing, no moves).
+    Ref,
+    /// As iceoryx2 is driven: the producer loans a slot and writes the whole item
+    /// there, the consumer reads its stamps where it lies.
+    InPlace,
+}
+
+fn queue_4k(spin: Spin, access: Access) -> System {
+    let how = match access {
+        Access::Value => "",
+        Access::Ref => ", put_ref/get_into",
+        Access::InPlace => ", loan/get_ref (in place)",
+    };
     sys(
         Kind::Shmproc,
         "Queue<[u8; 4096]> (256)",
-        spin_label(spin),
+        &format!("{}{how}", spin_label(spin)),
         1,
         move |n, warm| {
             let q = Queue::<[u8; K4]>::new(256).map_err(err)?;
             q.set_spin(spin);
             let mut msg = [0u8; K4];
-            one_way(
-                n,
-                warm,
-                K4 as u64,
-                |i| {
-                    stamp(&mut msg, i);
-                    q.put(msg).map_err(err)
-                },
-                || read_stamp(&q.get().map_err(err)?),
-            )
-        },
-    )
-}
-
-/// `Queue<[u8; 4096]>` by reference: `put_ref` copies from the caller's item into
-/// the ring, `get_into` from the ring into the caller's (no zeroing, no moves).
-fn queue_4k_by_ref() -> System {
-    sys(
-        Kind::Shmproc,
-        "Queue<[u8; 4096]> (256)",
-        "spin, put_ref/get_into",
-        1,
-        move |n, warm| {
-            let q = Queue::<[u8; K4]>::new(256).map_err(err)?;
-            let mut msg = [0u8; K4];
             let mut got = [0u8; K4];
-            one_way(
-                n,
-                warm,
-                K4 as u64,
-                |i| {
-                    stamp(&mut msg, i);
-                    q.put_ref(&msg).map_err(err)
-                },
-                || {
-                    q.get_into(&mut got).map_err(err)?;
-                    read_stamp(&got)
-                },
-            )
-        },
-    )
-}
-
-/// `Queue<[u8; 4096]>` in place, as iceoryx2 is driven: the producer loans a slot and
-/// writes the whole item there, the consumer reads its stamps where it lies.
-fn queue_4k_in_place() -> System {
-    sys(
-        Kind::Shmproc,
-        "Queue<[u8; 4096]> (256)",
-        "spin, loan/get_ref (in place)",
-        1,
-        move |n, warm| {
-            let q = Queue::<[u8; K4]>::new(256).map_err(err)?;
-            let mut msg = [0u8; K4];
-            one_way(
-                n,
-                warm,
-                K4 as u64,
-                |i| {
-                    stamp(&mut msg, i);
-                    let mut slot = q.loan().map_err(err)?;
-                    *slot = msg;
-                    slot.commit();
-                    Ok(())
-                },
-                || read_stamp(&*q.get_ref().map_err(err)?),
-            )
+            let bytes = K4 as u64;
+            match access {
+                Access::Value => one_way(
+                    n,
+                    warm,
+                    bytes,
+                    |i| {
+                        stamp(&mut msg, i);
+                        q.put(msg).map_err(err)
+                    },
+                    || read_stamp(&q.get().map_err(err)?),
+                ),
+                Access::Ref => one_way(
+                    n,
+                    warm,
+                    bytes,
+                    |i| {
+                        stamp(&mut msg, i);
+                        q.put_ref(&msg).map_err(err)
+                    },
+                    || {
+                        q.get_into(&mut got).map_err(err)?;
+                        read_stamp(&got)
+                    },
+                ),
+                Access::InPlace => one_way(
+                    n,
+                    warm,
+                    bytes,
+                    |i| {
+                        stamp(&mut msg, i);
+                        let mut slot = q.loan().map_err(err)?;
+                        *slot = msg;
+                        slot.commit();
+                        Ok(())
+                    },
+                    || read_stamp(&*q.get_ref().map_err(err)?),
+                ),
+            }
         },
     )
 }
@@ -379,10 +370,10 @@ fn streams(size: usize, divisor: u64) -> Vec<System> {
 
 fn t4k() -> Vec<System> {
     let mut v = vec![
-        reference(queue_4k(Spin::DEFAULT)),
-        queue_4k(Spin::NONE),
-        queue_4k_by_ref(),
-        queue_4k_in_place(),
+        reference(queue_4k(Spin::DEFAULT, Access::Value)),
+        queue_4k(Spin::NONE, Access::Value),
+        queue_4k(Spin::DEFAULT, Access::Ref),
+        queue_4k(Spin::DEFAULT, Access::InPlace),
         byte_queue(256, K4, false, 1),
         byte_queue(256, K4, true, 1),
         pipe_bytes(1 << 20, K4, Spin::DEFAULT, 1),
